@@ -1,0 +1,196 @@
+"""The family-ratio blend, built by megatron-core's ``BlendedMegatronDatasetBuilder`` (no home-made sampler).
+
+Family ratios × within-family weights give one weight per language prefix for the training split.
+Validation is a single blend over every language's validation split with the same number of
+samples per language, independent of the training ratios, so a trainer keeps one validation
+dataloader; ``dataset_id`` of each sample indexes ``validation_languages``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nemo_mlsl.data.manifest import Manifest
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.mixtures import check_epochs, language_weights, validate_ratios
+
+DEFAULT_MAX_EPOCHS = 4.0
+
+
+class _SpecialTokens:
+    """The tokenizer facts megatron's GPTDataset needs (EOD and pad ids), hashable into its cache key."""
+
+    def __init__(self, eod: int, pad: int, model_path: Path):
+        self.eod = eod
+        self.pad = pad
+        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16] if model_path.exists() else "none"
+        self.unique_identifiers = {"class": "SentencePiece", "model": digest, "eod": eod, "pad": pad}
+
+
+class _Tagged:
+    """A single GPTDataset seen as a one-member blend (megatron returns no BlendedDataset then)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self.dataset_index = np.zeros(len(dataset), dtype=np.int16)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict:
+        return {"dataset_id": np.int16(0), **self.dataset[idx]}
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """What the blend needs besides the prepared data."""
+
+    ratios: Mapping[str, float]
+    within: str = "natural"
+    seq_length: int = 128
+    seed: int = 1234
+    max_epochs: float = DEFAULT_MAX_EPOCHS
+    normalize: bool = False
+
+
+@dataclass
+class FamilyBlend:
+    """Resolved weights and the megatron datasets built from them."""
+
+    manifest: Manifest
+    config: BlendConfig
+    family_ratios: dict[str, float] = field(init=False)
+    weights: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        if cfg.seq_length < 2:
+            raise ConfigError(f"seq_length must be >= 2, got {cfg.seq_length}")
+        self.family_ratios = validate_ratios(cfg.ratios, self.manifest.family_tokens(), normalize=cfg.normalize)
+        self.weights = language_weights(self.family_ratios, self.manifest.family_languages(), cfg.within)
+
+    @property
+    def train_languages(self) -> list[str]:
+        """Languages with weight > 0, in ``dataset_id`` order of the training blend."""
+        return [lang for lang in self.manifest.languages if self.weights.get(lang, 0.0) > 0]
+
+    @property
+    def validation_languages(self) -> list[str]:
+        """Every language, in ``dataset_id`` order of the validation blend."""
+        return list(self.manifest.languages)
+
+    def check_epochs(self, train_samples: int) -> dict[str, float]:
+        budget = float(train_samples) * self.config.seq_length
+        return check_epochs(self.family_ratios, self.manifest.family_tokens(), budget, self.config.max_epochs)
+
+    def _gpt_config(self, cache: Path | None, blend_per_split: list) -> Any:
+        from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+        m = self.manifest
+        return GPTDatasetConfig(
+            random_seed=self.config.seed, sequence_length=self.config.seq_length, blend_per_split=blend_per_split,
+            path_to_cache=str(cache) if cache else None, tokenizer=_SpecialTokens(m.eod_id, m.pad_id, m.tokenizer_path),
+            reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
+            mid_level_dataset_surplus=0.005,
+        )
+
+    def build(self, train_samples: int, val_samples_per_language: int, cache_dir: str | Path | None = None) -> "BuiltBlend":
+        """Build train and validation datasets (megatron caches its indices under ``cache_dir``)."""
+        from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+        from megatron.core.datasets.gpt_dataset import GPTDataset
+
+        if train_samples < 1 or val_samples_per_language < 1:
+            raise ConfigError("train_samples and val_samples_per_language must be >= 1")
+        epochs = self.check_epochs(train_samples)
+        # megatron only caches indices on disk under torch.distributed; single processes build in memory.
+        cache = None
+        if _distributed():
+            cache = Path(cache_dir) if cache_dir else self.manifest.root / ".cache"
+            cache.mkdir(parents=True, exist_ok=True)
+        m = self.manifest
+        train = ([m.prefix(l, "train") for l in self.train_languages], [self.weights[l] for l in self.train_languages])
+        val_langs = self.validation_languages
+        val = ([m.prefix(l, "validation") for l in val_langs], [1.0] * len(val_langs))
+        n_val = val_samples_per_language * len(val_langs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train_ds, val_ds, _ = BlendedMegatronDatasetBuilder(
+                GPTDataset, [train_samples, n_val, None], lambda: True, self._gpt_config(cache, [train, val, None])
+            ).build()
+        if not hasattr(train_ds, "dataset_index"):
+            train_ds = _Tagged(train_ds)
+        if not hasattr(val_ds, "dataset_index"):
+            val_ds = _Tagged(val_ds)
+        return BuiltBlend(self, train_ds, val_ds, epochs)
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+@dataclass
+class BuiltBlend:
+    """Datasets plus the lookup tables that turn a sample's ``dataset_id`` into a language and family."""
+
+    blend: FamilyBlend
+    train: Any
+    validation: Any
+    family_epochs: dict[str, float]
+
+    @property
+    def train_languages(self) -> list[str]:
+        return self.blend.train_languages
+
+    @property
+    def validation_languages(self) -> list[str]:
+        return self.blend.validation_languages
+
+    @property
+    def families(self) -> list[str]:
+        return sorted(self.blend.manifest.families)
+
+    def family_index_of_language(self, languages: Sequence[str]) -> list[int]:
+        fams = self.families
+        return [fams.index(self.blend.manifest.family_of(l)) for l in languages]
+
+    def audit(self) -> dict[str, dict]:
+        """Target vs realized share per family and language, counted from the built sample index."""
+        langs = self.train_languages
+        counts = np.bincount(np.asarray(self.train.dataset_index, dtype=np.int64), minlength=len(langs))
+        total = counts.sum()
+        seq = self.blend.config.seq_length
+        m = self.blend.manifest
+        train_tokens = m.tokens("train")
+        languages: dict[str, dict] = {}
+        families: dict[str, dict] = {}
+        for lang in m.languages:
+            i = langs.index(lang) if lang in langs else None
+            n = int(counts[i]) if i is not None else 0
+            drawn = n * seq
+            fam = m.family_of(lang)
+            languages[lang] = {
+                "family": fam, "target": self.blend.weights.get(lang, 0.0), "realized": n / total,
+                "samples": n, "tokens": drawn, "epochs": drawn / max(1, train_tokens[lang]),
+            }
+            f = families.setdefault(fam, {"target": self.blend.family_ratios[fam], "realized": 0.0, "samples": 0, "tokens": 0})
+            f["realized"] += n / total
+            f["samples"] += n
+            f["tokens"] += drawn
+        fam_tokens = m.family_tokens("train")
+        for fam, f in families.items():
+            f["epochs"] = f["tokens"] / max(1, fam_tokens[fam])
+        return {"families": dict(sorted(families.items())), "languages": languages,
+                "samples": int(total), "seq_length": seq}
+
+
+def max_abs_share_error(audit: Mapping[str, Mapping]) -> float:
+    return max(abs(f["realized"] - f["target"]) for f in audit["families"].values()) if audit["families"] else math.nan

@@ -1,0 +1,167 @@
+"""A synthetic multilingual corpus with known structure: the default corpus of the CPU study.
+
+Each family has its own script (disjoint character sets), word order, agreement classes and
+proto-lexicon; languages of a family derive their lexicon from the proto-lexicon by a few
+language-specific sound changes, so they share most structure. ``transfer`` is the share of
+sentences built from one lexicon and grammar common to every family, written in a shared script:
+at 0 no two families share a single character (apart from space and '.'), so what a model learns
+from one family cannot help another and the family-independence hypothesis holds by construction.
+Documents carry a topic that skews their nouns, giving structure above the sentence level.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from nemo_mlsl.errors import ConfigError
+
+# (consonants, vowels) per script; syllabic scripts use one character per syllable.
+SCRIPTS: list[tuple[str, str]] = [
+    ("bdfgklmnprstvz", "aeiou"),  # Latin lower case
+    ("бвгджзклмнпрстфх", "аеиоуя"),  # Cyrillic
+    ("βγδζθκλμνξπρστφχ", "αεηιου"),  # Greek
+    ("բգդզթժլխծկհձղճմյնշչպջռսվտր", "աեէըիոօ"),  # Armenian
+    ("ბგდვზთკლმნპჟრსტფქღყშჩცძწჭხ", "აეიოუ"),  # Georgian
+    ("かきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもらりるれろ", ""),  # Hiragana (syllabic)
+    ("カキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモラリルレロ", ""),  # Katakana (syllabic)
+    ("ᎠᎡᎢᎣᎤᎥᎦᎧᎨᎩᎪᎫᎬᎭᎮᎯᎰᎱᎲᎳᎴᎵᎶᎷᎸᎹᎺᎻᎼᎽᎾᏀᏁᏂᏃᏄᏅ", ""),  # Cherokee (syllabic)
+]
+SHARED_SCRIPT = ("BDGKLMNPRSTVZ", "AEIOU")  # upper-case Latin: used only by the shared sub-language
+ORDERS = ["SVO", "SOV", "VSO", "VOS", "OSV", "OVS"]
+FAMILY_NAMES = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Shape of the synthetic corpus."""
+
+    families: int = 4
+    languages_per_family: int = 2
+    docs: int = 400
+    transfer: float = 0.0
+    seed: int = 0
+    sentences_per_doc: tuple[int, int] = (4, 10)
+    nouns: int = 240
+    verbs: int = 120
+    adjectives: int = 60
+    classes: int = 3
+
+    def validate(self) -> None:
+        if not 1 <= self.families <= len(SCRIPTS):
+            raise ConfigError(f"--families must be in 1..{len(SCRIPTS)} (one script each), got {self.families}")
+        if self.languages_per_family < 1:
+            raise ConfigError(f"--languages-per-family must be >= 1, got {self.languages_per_family}")
+        if self.docs < 10:
+            raise ConfigError(f"--docs must be >= 10 (train/validation/test splits need documents), got {self.docs}")
+        if not 0.0 <= self.transfer <= 1.0:
+            raise ConfigError(f"--transfer must be in [0, 1], got {self.transfer}")
+
+
+class _Lexicon:
+    """Word forms and Zipfian frequencies of one family's (or the shared) language."""
+
+    def __init__(self, rng: np.random.Generator, script: tuple[str, str], cfg: SynthConfig):
+        self.script = script
+        self.syllables = self._syllables(script)
+        self.nouns = self._words(rng, cfg.nouns, 1, 3)
+        self.verbs = self._words(rng, cfg.verbs, 1, 3)
+        self.adjectives = self._words(rng, cfg.adjectives, 1, 2)
+        self.determiners = self._words(rng, cfg.classes * 2, 1, 1)
+        self.class_suffix = self._words(rng, cfg.classes, 1, 1)
+        self.noun_class = rng.integers(0, cfg.classes, size=cfg.nouns)
+        self.order = ORDERS[int(rng.integers(0, len(ORDERS)))]
+        # Verb → preferred object nouns: a selectional preference a model can learn with capacity.
+        self.objects_of = rng.integers(0, cfg.nouns, size=(cfg.verbs, 6))
+
+    @staticmethod
+    def _syllables(script: tuple[str, str]) -> list[str]:
+        cons, vows = script
+        return [c + v for c in cons for v in vows] if vows else list(cons)
+
+    def _words(self, rng: np.random.Generator, n: int, lo: int, hi: int) -> list[str]:
+        words: list[str] = []
+        seen: set[str] = set()
+        while len(words) < n:
+            w = "".join(rng.choice(self.syllables, size=int(rng.integers(lo, hi + 1))))
+            if w not in seen:
+                seen.add(w)
+                words.append(w)
+        return words
+
+
+def _zipf(n: int, s: float = 1.1) -> np.ndarray:
+    w = 1.0 / np.arange(1, n + 1) ** s
+    return w / w.sum()
+
+
+def _sound_changes(rng: np.random.Generator, script: tuple[str, str], k: int) -> dict[str, str]:
+    """A language's systematic character substitutions relative to its family's proto-language."""
+    chars = list(script[0])
+    src = rng.choice(chars, size=min(k, len(chars)), replace=False)
+    dst = rng.permutation(src)
+    return {str(a): str(b) for a, b in zip(src, dst) if a != b}
+
+
+def _apply(word: str, changes: dict[str, str]) -> str:
+    return "".join(changes.get(ch, ch) for ch in word)
+
+
+def _sentence(rng: np.random.Generator, lex: _Lexicon, topic: np.ndarray, changes: dict[str, str]) -> str:
+    subj = int(rng.choice(len(lex.nouns), p=topic))
+    verb = int(rng.choice(len(lex.verbs), p=_zipf(len(lex.verbs))))
+    obj = int(rng.choice(lex.objects_of[verb])) if rng.random() < 0.7 else int(rng.choice(len(lex.nouns), p=topic))
+
+    def phrase(noun: int) -> list[str]:
+        cls = int(lex.noun_class[noun])
+        words = [lex.determiners[cls * 2 + int(rng.integers(0, 2))]]
+        if rng.random() < 0.4:
+            words.append(lex.adjectives[int(rng.choice(len(lex.adjectives), p=_zipf(len(lex.adjectives))))] + lex.class_suffix[cls])
+        words.append(lex.nouns[noun] + lex.class_suffix[cls])
+        return words
+
+    # The verb agrees with the subject's noun class: a dependency across the phrase.
+    parts = {"S": phrase(subj), "V": [lex.verbs[verb] + lex.class_suffix[int(lex.noun_class[subj])]], "O": phrase(obj)}
+    words = [w for role in lex.order for w in parts[role]]
+    return " ".join(_apply(w, changes) for w in words) + " ."
+
+
+def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
+    """Write ``<code>.jsonl`` per language plus ``families.yaml`` and ``synth.json``; return family → codes."""
+    cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = np.random.default_rng(cfg.seed)
+    shared = _Lexicon(np.random.default_rng([cfg.seed, 999]), SHARED_SCRIPT, cfg)
+    families: dict[str, list[str]] = {}
+    code_index = 0
+    for f in range(cfg.families):
+        fam_rng = np.random.default_rng([cfg.seed, f])
+        lex = _Lexicon(fam_rng, SCRIPTS[f], cfg)
+        name = FAMILY_NAMES[f]
+        families[name] = []
+        for j in range(cfg.languages_per_family):
+            code = "q" + chr(ord("a") + code_index // 26) + chr(ord("a") + code_index % 26)
+            code_index += 1
+            lang_rng = np.random.default_rng([cfg.seed, f, j])
+            changes = {} if j == 0 else _sound_changes(lang_rng, SCRIPTS[f], 4)
+            n_docs = max(10, int(round(cfg.docs * float(root.uniform(0.5, 1.5)))))
+            with open(out / f"{code}.jsonl", "w", encoding="utf-8") as fh:
+                for _ in range(n_docs):
+                    topic = _zipf(cfg.nouns)[lang_rng.permutation(cfg.nouns)]
+                    n_sent = int(lang_rng.integers(cfg.sentences_per_doc[0], cfg.sentences_per_doc[1] + 1))
+                    sents = []
+                    for _ in range(n_sent):
+                        use_shared = cfg.transfer > 0 and lang_rng.random() < cfg.transfer
+                        src = shared if use_shared else lex
+                        sents.append(_sentence(lang_rng, src, _zipf(cfg.nouns) if use_shared else topic, {} if use_shared else changes))
+                    fh.write(json.dumps({"text": " ".join(sents)}, ensure_ascii=False) + "\n")
+            families[name].append(code)
+    (out / "families.yaml").write_text(yaml.safe_dump({"families": families}, sort_keys=True))
+    meta = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}, "families": families}
+    (out / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return families

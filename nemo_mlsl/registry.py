@@ -1,0 +1,50 @@
+"""Entry-point registries: built-in laws and mixtures are registered exactly like third-party ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from nemo_mlsl.errors import ConfigError
+
+
+@dataclass
+class Registry:
+    """Objects published under one entry-point group, loaded lazily by name."""
+
+    group: str
+    _extra: dict[str, Any] = field(default_factory=dict)
+
+    def _entry_points(self) -> dict[str, Any]:
+        return {ep.name: ep for ep in entry_points(group=self.group)}
+
+    def names(self) -> list[str]:
+        return sorted(set(self._entry_points()) | set(self._extra))
+
+    def get(self, name: str) -> Any:
+        if name in self._extra:
+            return self._extra[name]
+        eps = self._entry_points()
+        if name not in eps:
+            raise ConfigError(
+                f"unknown {self.group.split('.')[-1][:-1]} {name!r}; available: {', '.join(self.names())}. "
+                f"Third-party packages add one through the {self.group!r} entry-point group."
+            )
+        return eps[name].load()
+
+    def register(self, name: str, obj: Any) -> None:
+        """Register in-process (tests, notebooks); packages should use entry points."""
+        self._extra[name] = obj
+
+
+LAWS = Registry("nemo_mlsl.laws")
+MIXTURES = Registry("nemo_mlsl.mixtures")
+
+
+def law(name: str) -> Callable[..., Any]:
+    return LAWS.get(name)
+
+
+def mixture(name: str) -> Callable[..., Any]:
+    return MIXTURES.get(name)

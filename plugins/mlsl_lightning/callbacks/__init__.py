@@ -1,0 +1,6 @@
+from mlsl_lightning.callbacks.family_validation import FamilyValidationCallback
+from mlsl_lightning.callbacks.mixture_monitor import MixtureMonitorCallback
+from mlsl_lightning.callbacks.run_log import RunLogCallback
+from mlsl_lightning.callbacks.tensorboard_layout import TensorBoardLayoutCallback
+
+__all__ = ["FamilyValidationCallback", "MixtureMonitorCallback", "RunLogCallback", "TensorBoardLayoutCallback"]

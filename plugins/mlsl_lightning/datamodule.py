@@ -1,0 +1,106 @@
+"""``FamilyBlendDataModule``: the family-ratio blend as a Lightning data module.
+
+Used by the CPU trainer directly. On the NeMo path ``mlsl_nemo.data`` hands the same flattened
+weights to NeMo's ``PreTrainingDataModule`` (whose ``MegatronDataSampler`` contract it then meets).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from nemo_mlsl.data.blend import BlendConfig, BuiltBlend, FamilyBlend
+from nemo_mlsl.data.manifest import Manifest
+
+
+class ResumableSequentialSampler(Sampler[int]):
+    """Indices ``start, start+1, ...``: the blend is already shuffled, so the order is the sample index."""
+
+    def __init__(self, length: int, start: int = 0):
+        self.length = length
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.length))
+
+    def __len__(self) -> int:
+        return max(0, self.length - self.start)
+
+
+def _collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key in ("tokens", "labels", "loss_mask", "position_ids"):
+        out[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
+    out["dataset_id"] = torch.tensor([int(s["dataset_id"]) for s in samples], dtype=torch.long)
+    return out
+
+
+class FamilyBlendDataModule(pl.LightningDataModule):
+    """Train on the family blend; validate on one equal-per-language blend of every validation split."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        ratios: Mapping[str, float],
+        *,
+        within: str = "natural",
+        seq_length: int = 128,
+        micro_batch_size: int = 16,
+        global_batch_size: int = 16,
+        max_steps: int = 100,
+        val_samples_per_language: int = 16,
+        seed: int = 1234,
+        max_epochs: float = 4.0,
+        normalize: bool = False,
+    ):
+        super().__init__()
+        if global_batch_size % micro_batch_size:
+            raise ValueError(f"global_batch_size {global_batch_size} must be a multiple of micro_batch_size {micro_batch_size}")
+        self.manifest = Manifest.load(data_dir)
+        self.blend = FamilyBlend(self.manifest, BlendConfig(dict(ratios), within, seq_length, seed, max_epochs, normalize))
+        self.micro_batch_size = micro_batch_size
+        self.global_batch_size = global_batch_size
+        self.max_steps = max_steps
+        self.val_samples_per_language = val_samples_per_language
+        self.consumed_samples = 0
+        self.built: BuiltBlend | None = None
+        self.blend.check_epochs(self.train_samples)  # fail before any model is built
+
+    @property
+    def train_samples(self) -> int:
+        return self.max_steps * self.global_batch_size
+
+    @property
+    def families(self) -> list[str]:
+        return sorted(self.manifest.families)
+
+    @property
+    def validation_languages(self) -> list[str]:
+        return self.blend.validation_languages
+
+    @property
+    def train_languages(self) -> list[str]:
+        return self.blend.train_languages
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.built is None:
+            self.built = self.blend.build(self.train_samples, self.val_samples_per_language)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        sampler = ResumableSequentialSampler(len(self.built.train), self.consumed_samples)
+        return DataLoader(self.built.train, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=_collate)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.built.validation, batch_size=self.micro_batch_size, shuffle=False, collate_fn=_collate)
+
+    def state_dict(self) -> dict[str, Any]:
+        step = self.trainer.global_step if self.trainer is not None else 0
+        return {"consumed_samples": step * self.global_batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.consumed_samples = int(state.get("consumed_samples", 0))

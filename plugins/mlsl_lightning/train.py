@@ -1,0 +1,135 @@
+"""``mlsl train`` on CPU: recipe + prepared data + family ratios → a run directory with ``result.json``.
+
+RUN/ holds ``result.json`` (final validation), ``metrics.jsonl`` (every validation),
+``checkpoints/`` (``last.ckpt`` for ``--resume``) and ``tb/`` unless a shared TensorBoard root is given.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from nemo_mlsl.data.manifest import write_json_atomic
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.recipes import Recipe, load
+
+
+@dataclass
+class TrainRequest:
+    recipe: str
+    data: str
+    ratios: Mapping[str, float]
+    out: str
+    overrides: Sequence[str] = ()
+    within: str = "natural"
+    max_steps: int | None = None
+    tokens: float | None = None
+    seed: int = 1234
+    resume: bool = False
+    run_id: str | None = None
+    tb_root: str | None = None
+    progress: bool = True
+    normalize: bool = False
+    extra_callbacks: list = field(default_factory=list)
+    extra_record: dict = field(default_factory=dict)
+
+
+def _steps(recipe: Recipe, req: TrainRequest) -> int:
+    if req.max_steps:
+        return int(req.max_steps)
+    if req.tokens:
+        return recipe.train.steps_for(req.tokens)
+    return recipe.train.resolved_max_steps
+
+
+def train(req: TrainRequest) -> dict[str, Any]:
+    """Train one run and return (and write) its result record."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from mlsl_lightning.callbacks import FamilyValidationCallback, MixtureMonitorCallback, RunLogCallback, TensorBoardLayoutCallback
+    from mlsl_lightning.datamodule import FamilyBlendDataModule
+    from mlsl_lightning.model import CausalLM
+
+    recipe = load(req.recipe, req.overrides)
+    t = recipe.train
+    steps = _steps(recipe, req)
+    out = Path(req.out)
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if (out / "result.json").exists() and not req.resume:
+        raise ConfigError(f"{out} already holds a finished run (result.json); choose another --out or pass --resume")
+    if last.exists() and not req.resume:
+        raise ConfigError(f"{out} holds an interrupted run ({last}); pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    pl.seed_everything(req.seed, workers=True, verbose=False)
+
+    dm = FamilyBlendDataModule(
+        req.data, req.ratios, within=req.within, seq_length=t.seq_length, micro_batch_size=t.micro_batch_size,
+        global_batch_size=t.global_batch_size, max_steps=steps, val_samples_per_language=t.val_samples_per_language,
+        seed=req.seed, max_epochs=t.max_data_epochs, normalize=req.normalize,
+    )
+    m = dm.manifest
+    vocab = m.vocab_size
+    counts = recipe.params(vocab)
+    model = CausalLM(recipe.model.to_dict(), vocab, t.__dict__, steps)
+    run_id = req.run_id or out.name
+    family_of = {l: m.family_of(l) for l in m.languages}
+    fam_cb = FamilyValidationCallback(dm.validation_languages, family_of, m.bytes_per_token("validation"))
+    tokens_per_step = t.global_batch_size * t.seq_length
+    ratios = dict(dm.blend.family_ratios)
+    hparams = {**{f"ratio/{k}": v for k, v in ratios.items()}, "N": counts.non_embedding, "D": steps * tokens_per_step,
+               "recipe": recipe.name, "seed": req.seed}
+    callbacks = [
+        fam_cb,
+        MixtureMonitorCallback(dm.train_languages, family_of, m.tokens("train"), every=max(1, min(10, steps // 10))),
+        RunLogCallback(out / "metrics.jsonl", fam_cb, tokens_per_step),
+        TensorBoardLayoutCallback(hparams),
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=max(1, min(t.val_every, steps))),
+        *req.extra_callbacks,
+    ]
+    logger = TensorBoardLogger(save_dir=req.tb_root or str(out / "tb"), name=run_id if req.tb_root else "", version="",
+                               default_hp_metric=False)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=steps, val_check_interval=min(t.val_every, steps) * (t.global_batch_size // t.micro_batch_size),
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=logger, callbacks=callbacks,
+        enable_progress_bar=req.progress, enable_model_summary=False, gradient_clip_val=t.grad_clip or None,
+        accumulate_grad_batches=t.global_batch_size // t.micro_batch_size, precision=t.precision,
+        log_every_n_steps=max(1, min(10, steps // 5)), deterministic=False,
+    )
+    start = time.time()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*Checkpoint directory.*exists and is not empty.*")
+        trainer.fit(model, datamodule=dm, ckpt_path=str(last) if req.resume and last.exists() else None)
+        if fam_cb.last_step != trainer.global_step:
+            trainer.validate(model, datamodule=dm, verbose=False)
+    wall = time.time() - start
+    if trainer.global_step < steps:
+        raise RuntimeError(f"training stopped at step {trainer.global_step} of {steps}")
+    final = fam_cb.last
+    tokens = trainer.global_step * tokens_per_step
+    result = {
+        "run_id": run_id, "recipe": recipe.name, "N": counts.non_embedding, "N_total": counts.total, "D": tokens,
+        "ratios": ratios, "family_loss": {f: v["loss"] for f, v in final["families"].items()},
+        "family_bpb": {f: v["bpb"] for f, v in final["families"].items()},
+        "language_loss": {l: v["loss"] for l, v in final["languages"].items()},
+        "language_bpb": {l: v["bpb"] for l, v in final["languages"].items()},
+        "steps": trainer.global_step, "seed": req.seed, "within": req.within,
+        "flops": counts.flops_per_token * tokens, "wall_time_s": round(wall, 3),
+        "family_epochs": dm.built.family_epochs, **req.extra_record,
+    }
+    if trainer.global_rank == 0:
+        for lg in trainer.loggers:
+            if isinstance(lg, TensorBoardLogger):
+                lg.log_hyperparams(hparams, {"hp/final_val_loss": sum(result["family_loss"].values()) / len(result["family_loss"])})
+                lg.finalize("success")
+        write_json_atomic(out / "result.json", result)
+    return result

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -169,14 +170,27 @@ def train_tokenizer(lines: list[str], prefix: Path, vocab_size: int, threads: in
         fh.write("\n".join(lines))
         sample = fh.name
     try:
+        _train_spm(spm, sample, prefix, vocab_size, threads)
+    finally:
+        os.unlink(sample)
+
+
+def _train_spm(spm, sample: str, prefix: Path, vocab_size: int, threads: int) -> None:
+    try:
         spm.SentencePieceTrainer.train(
             input=sample, model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
             character_coverage=1.0, byte_fallback=vocab_size >= 1024, hard_vocab_limit=False,
             num_threads=max(1, threads), input_sentence_size=0, shuffle_input_sentence=False,
             pad_id=3, unk_id=0, bos_id=1, eos_id=2, minloglevel=2, split_digits=True,
         )
-    finally:
-        os.unlink(sample)
+    except RuntimeError as err:
+        match = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", str(err))
+        if match:
+            raise ConfigError(
+                f"--vocab-size {match.group(1)} is smaller than the {match.group(2)} distinct characters (plus special "
+                f"pieces) of the corpus; use --vocab-size {int(match.group(2)) + 64} or more"
+            ) from None
+        raise
 
 
 _SP = None

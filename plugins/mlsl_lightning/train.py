@@ -32,6 +32,10 @@ class TrainRequest:
     resume: bool = False
     run_id: str | None = None
     tb_root: str | None = None
+    store: str | None = None
+    report_dir: str | None = None
+    law: str = "joint_family"
+    bootstrap: int = 50
     progress: bool = True
     normalize: bool = False
     extra_callbacks: list = field(default_factory=list)
@@ -53,7 +57,13 @@ def train(req: TrainRequest) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from mlsl_lightning.callbacks import FamilyValidationCallback, MixtureMonitorCallback, RunLogCallback, TensorBoardLayoutCallback
+    from mlsl_lightning.callbacks import (
+        FamilyValidationCallback,
+        MixtureMonitorCallback,
+        RunLogCallback,
+        ScalingLawFitCallback,
+        TensorBoardLayoutCallback,
+    )
     from mlsl_lightning.datamodule import FamilyBlendDataModule
     from mlsl_lightning.model import CausalLM
 
@@ -97,6 +107,28 @@ def train(req: TrainRequest) -> dict[str, Any]:
     ]
     logger = TensorBoardLogger(save_dir=req.tb_root or str(out / "tb"), name=run_id if req.tb_root else "", version="",
                                default_hp_metric=False)
+    start = time.time()
+    fam_tokens = m.family_tokens("train")
+
+    def make_record(trainer: pl.Trainer) -> dict[str, Any] | None:
+        final = fam_cb.last
+        if final is None:
+            return None
+        tokens = trainer.global_step * tokens_per_step
+        return {
+            "run_id": run_id, "recipe": recipe.name, "N": counts.non_embedding, "N_total": counts.total, "D": tokens,
+            "ratios": ratios, "family_loss": {f: v["loss"] for f, v in final["families"].items()},
+            "family_bpb": {f: v["bpb"] for f, v in final["families"].items()},
+            "language_loss": {l: v["loss"] for l, v in final["languages"].items()},
+            "language_bpb": {l: v["bpb"] for l, v in final["languages"].items()},
+            "steps": trainer.global_step, "seed": req.seed, "within": req.within,
+            "flops": counts.flops_per_token * tokens, "wall_time_s": round(time.time() - start, 3),
+            "family_tokens": fam_tokens, "family_epochs": dm.built.family_epochs if dm.built else {}, **req.extra_record,
+        }
+
+    if req.store:
+        callbacks.append(ScalingLawFitCallback(req.store, req.report_dir or Path(req.store).parent / "fit", make_record,
+                                               law=req.law, bootstrap=req.bootstrap, tokens=fam_tokens))
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_steps=steps, val_check_interval=min(t.val_every, steps) * (t.global_batch_size // t.micro_batch_size),
         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=logger, callbacks=callbacks,
@@ -104,28 +136,15 @@ def train(req: TrainRequest) -> dict[str, Any]:
         accumulate_grad_batches=t.global_batch_size // t.micro_batch_size, precision=t.precision,
         log_every_n_steps=max(1, min(10, steps // 5)), deterministic=False,
     )
-    start = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory.*exists and is not empty.*")
         trainer.fit(model, datamodule=dm, ckpt_path=str(last) if req.resume and last.exists() else None)
         if fam_cb.last_step != trainer.global_step:
             trainer.validate(model, datamodule=dm, verbose=False)
-    wall = time.time() - start
     if trainer.global_step < steps:
         raise RuntimeError(f"training stopped at step {trainer.global_step} of {steps}")
-    final = fam_cb.last
-    tokens = trainer.global_step * tokens_per_step
-    result = {
-        "run_id": run_id, "recipe": recipe.name, "N": counts.non_embedding, "N_total": counts.total, "D": tokens,
-        "ratios": ratios, "family_loss": {f: v["loss"] for f, v in final["families"].items()},
-        "family_bpb": {f: v["bpb"] for f, v in final["families"].items()},
-        "language_loss": {l: v["loss"] for l, v in final["languages"].items()},
-        "language_bpb": {l: v["bpb"] for l, v in final["languages"].items()},
-        "steps": trainer.global_step, "seed": req.seed, "within": req.within,
-        "flops": counts.flops_per_token * tokens, "wall_time_s": round(wall, 3),
-        "family_epochs": dm.built.family_epochs, **req.extra_record,
-    }
+    result = make_record(trainer)
     if trainer.global_rank == 0:
         for lg in trainer.loggers:
             if isinstance(lg, TensorBoardLogger):

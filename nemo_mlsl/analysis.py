@@ -1,0 +1,145 @@
+"""Store → fit → optimal ratios → ``fit.json``, ``report.md`` and plots: the one path every caller uses
+(``mlsl fit``/``mlsl report``, the fitting callback after each run, and the study)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from nemo_mlsl import plots
+from nemo_mlsl.data.manifest import write_json_atomic
+from nemo_mlsl.errors import FitError
+from nemo_mlsl.fitting import LawFit, fit, holdout_split
+from nemo_mlsl.mixtures import MixtureContext, compute_mixture
+from nemo_mlsl.observations import Observations
+from nemo_mlsl.optimize import SEPARABLE_LAWS, optimal_from_fit, predicted_losses, unit_losses
+
+
+@dataclass
+class FitReport:
+    lawfit: LawFit
+    doc: dict[str, Any]
+    optimal: dict[str, Any] | None
+    files: list[str] = field(default_factory=list)
+
+
+def baselines(families: list[str], tokens: Mapping[str, float] | None, budget: float | None) -> dict[str, dict[str, float]]:
+    """Uniform, natural, temperature (τ=3.33, mT5's α=0.3) and UniMax (1 epoch) ratios, where computable."""
+    out = {"uniform": {f: 1 / len(families) for f in families}}
+    if tokens:
+        ctx = MixtureContext(tokens={f: int(tokens[f]) for f in families}, budget=budget)
+        out["natural"] = compute_mixture("natural", ctx)
+        out["temperature:3.33"] = compute_mixture("temperature:3.33", ctx)
+        if budget:
+            try:
+                out["unimax:1"] = compute_mixture("unimax:1", ctx)
+            except Exception:
+                pass
+    return out
+
+
+def fit_and_report(
+    records: list[Mapping[str, Any]],
+    out: str | Path,
+    *,
+    law: str = "joint_family",
+    bootstrap: int = 100,
+    seed: int = 0,
+    holdout: str | None = None,
+    N: float | None = None,
+    D: float | None = None,
+    objective: str = "normalized",
+    weights: Mapping[str, float] | None = None,
+    min_ratio: float | Mapping[str, float] = 0.0,
+    tokens: Mapping[str, float] | None = None,
+    title: str = "Scaling-law fit",
+) -> FitReport:
+    """Fit ``law`` to ``records`` and write the report files under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    obs = Observations.from_records(records)
+    test = None
+    if holdout:
+        train_idx, test_idx = holdout_split(obs, holdout, seed)
+        lf = fit(law, obs.subset(train_idx), bootstrap=bootstrap, seed=seed)
+        test = obs.subset(test_idx)
+        from nemo_mlsl.fitting import evaluate
+
+        lf.metrics["holdout"] = {"kind": holdout, "train_runs": len(train_idx), "test_runs": len(test_idx), **evaluate(lf, test)}
+    else:
+        lf = fit(law, obs, bootstrap=bootstrap, seed=seed)
+    doc = lf.to_dict()
+    N = N if N is not None else float(obs.N.max())
+    D = D if D is not None else float(obs.D.max())
+    optimal = None
+    if law.split(":")[0] in SEPARABLE_LAWS:
+        optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio)
+        base = baselines(list(obs.families), tokens, D)
+        z = unit_losses(doc, N, D)
+        optimal["comparison"] = {
+            name: _total(doc, r, N, D, z, objective) for name, r in {"optimal": optimal["ratios"], **base}.items()
+        }
+        optimal["baselines"] = base
+        doc["optimal"] = optimal
+    write_json_atomic(out / "fit.json", doc)
+    files = ["fit.json"]
+    files.append(plots.loss_vs_ratio(lf, out / "loss_vs_ratio.png").name)
+    files.append(plots.predicted_vs_observed(lf, out / "predicted_vs_observed.png", test).name)
+    if len(set(obs.N.tolist())) > 1 and "alpha" in next(iter(lf.fits.values())).names:
+        files.append(plots.loss_vs_N(lf, out / "loss_vs_N.png").name)
+    if optimal:
+        files.append(plots.ratio_bars({"optimal": optimal["ratios"], **optimal["baselines"]}, out / "optimal_ratios.png",
+                                      optimal.get("ci"), f"optimal ({objective}) vs baselines at N={N:.3g}, D={D:.3g}").name)
+    (out / "report.md").write_text(render_markdown(lf, doc, title, files))
+    files.append("report.md")
+    return FitReport(lf, doc, optimal, files)
+
+
+def _total(doc: Mapping, ratios: Mapping[str, float], N: float, D: float, z: Mapping[str, float], objective: str) -> dict:
+    pred = predicted_losses(doc, ratios, N, D)
+    norm = {f: pred[f] / (z[f] if objective == "normalized" else 1.0) for f in pred}
+    return {"ratios": dict(ratios), "predicted_loss": pred, "total": float(sum(norm.values()))}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> str:
+    lines = [f"# {title}", "", f"Law `{doc['law']}`: `{doc['formula']}`, fitted to {doc['n_runs']} runs "
+             f"(Huber δ=1e-3 on log loss, multi-start L-BFGS-B; {doc['bootstrap']} bootstrap replicates, seed {doc['seed']}).", ""]
+    names = next(iter(lf.fits.values())).names
+    short = [n for n in names if not n.startswith("log_Lstar")]
+    lines += ["## Fitted parameters (95% bootstrap intervals)", "", "| family | " + " | ".join(short) + " | R² | MAPE % |",
+              "|" + "---|" * (len(short) + 3)]
+    per = doc["metrics"]["in_sample"]["families"]
+    for fam, entry in doc["families"].items():
+        cells = []
+        for n in short:
+            v, ci = entry["params"].get(n), entry["ci"].get(n)
+            cells.append(_fmt(v) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
+        lines.append(f"| {fam} | " + " | ".join(cells) + f" | {per[fam]['r2']:.3f} | {per[fam]['mape']:.2f} |")
+    ov = doc["metrics"]["in_sample"]["overall"]
+    lines += ["", f"In-sample: R² {ov['r2']:.4f}, RMSE(log L) {ov['rmse_log']:.4f}, MAPE {ov['mape']:.2f}% over {ov['n']} points.", ""]
+    if "holdout" in doc["metrics"]:
+        h = doc["metrics"]["holdout"]
+        o = h["overall"]
+        lines += [f"Held out ({h['kind']}, {h['test_runs']} runs; fitted on {h['train_runs']}): R² {o['r2']:.4f}, "
+                  f"RMSE(log L) {o['rmse_log']:.4f}, MAPE {o['mape']:.2f}%.", ""]
+    if doc.get("optimal"):
+        opt = doc["optimal"]
+        lines += [f"## Optimal sampling ratios ({opt['objective']} objective, N={_fmt(opt['N'])}, D={_fmt(opt['D'])})", "",
+                  "| family | optimal | 95% CI | " + " | ".join(opt["baselines"]) + " |", "|" + "---|" * (3 + len(opt["baselines"]))]
+        for fam, p in opt["ratios"].items():
+            ci = opt.get("ci", {}).get(fam)
+            lines.append(f"| {fam} | {p:.4f} | " + (f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "–") + " | "
+                         + " | ".join(f"{b[fam]:.4f}" for b in opt["baselines"].values()) + " |")
+        lines += ["", "Predicted total loss (sum over families" + (", each divided by its loss at p=1" if opt["objective"] == "normalized" else "") + "):", ""]
+        for name, c in opt["comparison"].items():
+            lines.append(f"- {name}: {c['total']:.4f}")
+        lines.append("")
+    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in files if f.endswith(".png")] + [""]
+    return "\n".join(lines)

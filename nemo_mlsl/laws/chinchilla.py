@@ -1,0 +1,64 @@
+"""Chinchilla (Hoffmann et al. 2022, approach 3): ``L(N, D) = E + A/N^α + B/D^β``.
+
+``chinchilla`` (or ``chinchilla:family``) fits each family on its runs at p_i = 1;
+``chinchilla:total`` fits one law to every run's mixture loss Σ_i p_i L_i (loss on the training mix).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nemo_mlsl.errors import ConfigError, FitError
+from nemo_mlsl.laws.base import Law, Param
+from nemo_mlsl.observations import FamilyData, Observations
+
+
+class ChinchillaLaw(Law):
+    name = "chinchilla"
+    formula = "L(N,D) = E + A/N^α + B/D^β"
+
+    def __init__(self, arg: str | None = None):
+        super().__init__(arg)
+        if (arg or "family") not in ("family", "total"):
+            raise ConfigError(f"law chinchilla:{arg}: the argument must be 'family' or 'total'")
+        self.target = arg or "family"
+
+    def targets(self, obs: Observations) -> list[str]:
+        return ["total"] if self.target == "total" else list(obs.families)
+
+    def data_for(self, obs: Observations, target: str) -> FamilyData:
+        if self.target == "total":
+            ones = np.ones(len(obs))
+            return FamilyData("total", -1, obs.N, obs.D, ones, obs.P, obs.U, (obs.P * obs.L).sum(axis=1), obs.families)
+        data = FamilyData.of(obs, target)
+        keep = np.isclose(data.p, 1.0)
+        if keep.sum() == 0:
+            raise FitError(
+                f"law 'chinchilla' fits family {target!r} on runs with ratio 1 (that family alone) and found none; "
+                "use 'chinchilla:total' for mixture runs, or 'joint_family'"
+            )
+        return data.take(keep)
+
+    def params(self, data: FamilyData) -> list[Param]:
+        top = float(data.loss.min())
+        return [
+            Param("E", 0.0, top, (0.0, 0.5 * top, 0.9 * top)),
+            Param("a", -5.0, 40.0, (0.0, 5.0, 10.0, 20.0)),
+            Param("alpha", 0.0, 2.5, (0.1, 0.3, 0.6, 1.0)),
+            Param("b", -5.0, 40.0, (0.0, 5.0, 10.0, 20.0)),
+            Param("beta", 0.0, 2.5, (0.1, 0.3, 0.6, 1.0)),
+        ]
+
+    def log_predict(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        E, a, alpha, b, beta = (theta[..., i : i + 1] for i in range(5))
+        return np.log(E + np.exp(a - alpha * np.log(data.N)) + np.exp(b - beta * np.log(data.D)))
+
+    def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
+        E, a, alpha, b, beta = theta
+        tn, td = np.exp(a - alpha * np.log(data.N)), np.exp(b - beta * np.log(data.D))
+        c = E + tn + td
+        return np.stack([1 / c, tn / c, -np.log(data.N) * tn / c, td / c, -np.log(data.D) * td / c], axis=1)
+
+    def requirements(self) -> dict[str, int]:
+        return {"runs": 6, "N": 2, "D": 2}

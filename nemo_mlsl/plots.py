@@ -1,0 +1,133 @@
+"""PNG figures for fit and study reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nemo_mlsl.fitting import LawFit  # noqa: E402
+from nemo_mlsl.observations import FamilyData, Observations  # noqa: E402
+
+
+def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
+    cols = min(3, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
+    """Per family, log-log loss vs ratio: runs by (N, D) setting, the fitted law and a bootstrap band."""
+    obs = lf.obs
+    targets = list(lf.fits)
+    fig, axes = _grid(len(targets))
+    settings = sorted(set(zip(obs.N.tolist(), obs.D.tolist())))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(settings)))
+    for ax, t in zip(axes, targets):
+        data = lf.law.data_for(obs, t)
+        for (N, D), col in zip(settings, colors):
+            keep = (data.N == N) & (data.D == D)
+            if not keep.any():
+                continue
+            ax.scatter(data.p[keep], data.loss[keep], s=14, color=col, label=f"N={N:.3g}, D={D:.3g}")
+            grid = np.geomspace(max(1e-3, data.p[keep].min() * 0.8), min(1.0, data.p[keep].max() * 1.2), 50)
+            view = FamilyData(t, data.index, np.full(50, N), np.full(50, D), grid, np.repeat(data.P[keep][:1], 50, 0),
+                              data.U, np.ones(50), data.families)
+            ax.plot(grid, np.exp(lf.law.log_predict(lf.fits[t].theta, view)), color=col, lw=1)
+            boot = lf.fits[t].boot
+            if boot is not None and len(boot):
+                ok = boot[~np.isnan(boot).any(axis=1)]
+                if len(ok) > 5:
+                    curves = np.exp(lf.law.log_predict(ok, view))
+                    ax.fill_between(grid, *np.percentile(curves, [2.5, 97.5], axis=0), color=col, alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        g = lf.fits[t].params.get("gamma")
+        ax.set_title(f"{t}" + (f"  γ={g:.3f}" if g is not None else ""))
+        ax.set_xlabel("sampling ratio p")
+        ax.set_ylabel("validation loss")
+    axes[0].legend(fontsize=6)
+    return _save(fig, path)
+
+
+def predicted_vs_observed(lf: LawFit, path: Path, test: Observations | None = None) -> Path:
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    for obs, label, marker in ((lf.obs, "in-sample", "o"), (test, "held out", "x")):
+        if obs is None:
+            continue
+        o = np.concatenate([lf.law.data_for(obs, t).loss for t in lf.fits])
+        p = np.concatenate([lf.predict(obs, t) for t in lf.fits])
+        ax.scatter(o, p, s=14, marker=marker, label=label)
+    lims = ax.get_xlim()
+    ax.plot(lims, lims, "k--", lw=0.8)
+    ax.set_xlabel("observed loss")
+    ax.set_ylabel("predicted loss")
+    ax.set_title(f"{lf.spec}: predicted vs observed")
+    ax.legend()
+    return _save(fig, path)
+
+
+def loss_vs_N(lf: LawFit, path: Path) -> Path:
+    """Per family: loss normalised to p = 1 (L·p^γ) vs non-embedding N, one curve per D."""
+    obs = lf.obs
+    targets = list(lf.fits)
+    fig, axes = _grid(len(targets))
+    Ds = sorted(set(obs.D.tolist()))
+    colors = plt.cm.plasma(np.linspace(0, 0.85, len(Ds)))
+    for ax, t in zip(axes, targets):
+        data = lf.law.data_for(obs, t)
+        g = lf.fits[t].params.get("gamma", 0.0)
+        for D, col in zip(Ds, colors):
+            keep = data.D == D
+            if not keep.any():
+                continue
+            ax.scatter(data.N[keep], data.loss[keep] * data.p[keep] ** g, s=14, color=col, label=f"D={D:.3g}")
+            Ns = np.geomspace(data.N.min() * 0.8, data.N.max() * 1.25, 40)
+            view = FamilyData(t, data.index, Ns, np.full(40, D), np.ones(40), np.repeat(data.P[keep][:1], 40, 0),
+                              data.U, np.ones(40), data.families)
+            ax.plot(Ns, np.exp(lf.law.log_predict(lf.fits[t].theta, view)), color=col, lw=1)
+        ax.set_xscale("log")
+        ax.set_title(t)
+        ax.set_xlabel("non-embedding parameters N")
+        ax.set_ylabel("loss at p=1  (L·p^γ)")
+    axes[0].legend(fontsize=6)
+    return _save(fig, path)
+
+
+def ratio_bars(sets: Mapping[str, Mapping[str, float]], path: Path, ci: Mapping[str, Sequence[float]] | None = None,
+               title: str = "sampling ratios") -> Path:
+    """Grouped bars: one group per family, one bar per ratio set; intervals on the first set."""
+    names = list(sets)
+    fams = sorted(next(iter(sets.values())))
+    x = np.arange(len(fams))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(fams) + 2), 3.8))
+    for k, name in enumerate(names):
+        vals = [sets[name].get(f, 0.0) for f in fams]
+        err = None
+        if k == 0 and ci:
+            err = np.array([[vals[i] - ci[f][0], ci[f][1] - vals[i]] for i, f in enumerate(fams)]).T.clip(min=0)
+        ax.bar(x + k * width - 0.4 + width / 2, vals, width, label=name, yerr=err, capsize=3)
+    ax.set_xticks(x, fams)
+    ax.set_ylabel("ratio")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,129 @@
+import gzip
+import json
+import os
+import unicodedata
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, run_cli
+from nemo_mlsl.data.manifest import Manifest
+from nemo_mlsl.data.prepare import PrepareConfig, prepare
+from nemo_mlsl.errors import ConfigError, DataError
+
+
+def test_real_text_manifest(real_data):
+    m = Manifest.load(real_data)
+    assert set(m.languages) == {"de", "en", "es", "fr", "ja", "ru", "uk", "zh"}
+    assert m.families == {"germanic": ["de", "en"], "japonic": ["ja"], "romance": ["es", "fr"],
+                          "sino_tibetan": ["zh"], "slavic": ["ru", "uk"]}
+    assert m.doc["schema_version"] == 1 and m.tokenizer_path.exists()
+    raw = (FIXTURES / "realtext" / "ru.txt").read_text(encoding="utf-8")
+    docs = [d for d in raw.split("\n\n") if d.strip()]
+    splits = [m.stats("ru", s) for s in ("train", "validation", "test")]
+    assert [s.documents for s in splits] == [len(docs) - 2, 1, 1]
+    # bytes per split add up to the UTF-8 size of the documents (+1 separator each)
+    assert sum(s.bytes for s in splits) == sum(len(d.strip("\n").encode()) + 1 for d in docs)
+    assert all(s.tokens > s.documents for s in splits)
+    # Cyrillic is several UTF-8 bytes per character, so more bytes per token than English
+    assert m.bytes_per_token("train")["ru"] > 1.0
+
+
+def test_decoding_the_indexed_data_gives_back_the_text(real_data):
+    import sentencepiece as spm
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    m = Manifest.load(real_data)
+    sp = spm.SentencePieceProcessor(model_file=str(m.tokenizer_path))
+    ds = IndexedDataset(m.prefix("zh", "train"))
+    text = sp.decode(ds[0][:-1].tolist())
+    assert ds[0][-1] == m.eod_id
+    # the tokenizer applies NFKC (full-width punctuation becomes ASCII); everything else round-trips
+    assert text in unicodedata.normalize("NFKC", (FIXTURES / "realtext" / "zh.txt").read_text(encoding="utf-8"))
+
+
+def test_rerun_is_a_noop_unless_forced(tmp_path):
+    cfg = PrepareConfig(inputs=[str(FIXTURES / "realtext")], out=str(tmp_path / "d"), vocab_size=400, val_docs=1, progress=False)
+    prepare(cfg)
+    idx = tmp_path / "d" / "train" / "en.idx"
+    before = idx.stat().st_mtime_ns
+    prepare(cfg)
+    assert idx.stat().st_mtime_ns == before
+    cfg.force = True
+    prepare(cfg)
+    assert idx.stat().st_mtime_ns != before
+    cfg.force, cfg.vocab_size = False, 420
+    with pytest.raises(ConfigError, match="--force"):
+        prepare(cfg)
+
+
+def test_same_seed_same_split_and_tokens(tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        prepare(PrepareConfig(inputs=[str(FIXTURES / "realtext")], out=str(tmp_path / name), vocab_size=400, val_docs=1, progress=False))
+        outs.append((tmp_path / name / "train" / "fr.bin").read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_jsonl_gz_txt_and_manifest_inputs(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with gzip.open(raw / "de.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for i in range(6):
+            fh.write(json.dumps({"text": f"Das ist Satz Nummer {i} über Bäume und Häuser."}) + "\n")
+    (tmp_path / "es.txt").write_text("\n\n".join(f"Esta es la frase {i} sobre casas." for i in range(6)), encoding="utf-8")
+    (tmp_path / "list.yaml").write_text("languages:\n  es: [es.txt]\n")
+    m = prepare(PrepareConfig(inputs=[str(raw), str(tmp_path / "list.yaml")], out=str(tmp_path / "d"), vocab_size=80, val_docs=1, progress=False))
+    assert m.languages == ["de", "es"] and m.family_of("es") == "romance"
+    assert m.stats("de", "train").documents == 4
+
+
+def test_error_unknown_language_code(tmp_path):
+    (tmp_path / "xq.txt").write_text("a\n\nb\n\nc\n")
+    with pytest.raises(ConfigError, match="unknown language code 'xq'"):
+        prepare(PrepareConfig(inputs=[str(tmp_path)], out=str(tmp_path / "d"), progress=False))
+
+
+def test_error_malformed_jsonl_names_the_line(tmp_path):
+    (tmp_path / "de.jsonl").write_text('{"text": "gut"}\n{"txt": "x"}\n')
+    with pytest.raises(DataError, match=r"de.jsonl:2: expected a JSON object with a 'text' field"):
+        prepare(PrepareConfig(inputs=[str(tmp_path)], out=str(tmp_path / "d"), progress=False))
+
+
+def test_error_too_few_documents(tmp_path):
+    (tmp_path / "de.txt").write_text("nur ein Dokument\n")
+    with pytest.raises(DataError, match="'de' has 1 documents"):
+        prepare(PrepareConfig(inputs=[str(tmp_path)], out=str(tmp_path / "d"), progress=False))
+    assert not (tmp_path / "d").exists()  # nothing half-written
+
+
+def test_error_missing_input_and_empty_dir(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        prepare(PrepareConfig(inputs=[str(tmp_path / "nope")], out=str(tmp_path / "d"), progress=False))
+    with pytest.raises(ConfigError, match="no <code>.jsonl"):
+        prepare(PrepareConfig(inputs=[str(tmp_path)], out=str(tmp_path / "d"), progress=False))
+
+
+def test_missing_bin_or_idx_is_reported(real_data, tmp_path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(real_data, copy)
+    os.remove(copy / "validation" / "uk.bin")
+    with pytest.raises(DataError) as err:
+        Manifest.load(copy)
+    assert "uk.bin" in str(err.value) and "'validation'" in str(err.value) and "mlsl prepare --force" in str(err.value)
+    with pytest.raises(DataError, match="prepare the data first"):
+        Manifest.load(tmp_path / "nothing")
+
+
+def test_cli_prepare_prints_families(tmp_path):
+    proc = run_cli("prepare", "--input", FIXTURES / "realtext", "--out", tmp_path / "d", "--vocab-size", "400", "--val-docs", "1", "--workers", "2")
+    assert "8 languages, 5 families" in proc.stdout and "slavic" in proc.stdout
+    bad = run_cli("prepare", "--input", tmp_path / "none", "--out", tmp_path / "e", check=False)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_vocabulary_smaller_than_the_alphabet_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"--vocab-size 100 is smaller than the \d+ distinct characters"):
+        prepare(PrepareConfig(inputs=[str(FIXTURES / "realtext")], out=str(tmp_path / "d"), vocab_size=100, val_docs=1, progress=False))

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import yaml
+
+from nemo_mlsl.data.synth import SynthConfig, generate
+from nemo_mlsl.errors import ConfigError
+
+
+def _chars(path):
+    return {ch for line in path.read_text(encoding="utf-8").splitlines() for ch in json.loads(line)["text"]} - {" ", "."}
+
+
+def test_same_seed_same_corpus(tmp_path):
+    cfg = SynthConfig(families=2, languages_per_family=2, docs=20, seed=7)
+    generate(cfg, tmp_path / "a")
+    generate(cfg, tmp_path / "b")
+    for f in (tmp_path / "a").glob("*.jsonl"):
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
+    generate(SynthConfig(families=2, languages_per_family=2, docs=20, seed=8), tmp_path / "c")
+    assert (tmp_path / "a" / "qaa.jsonl").read_bytes() != (tmp_path / "c" / "qaa.jsonl").read_bytes()
+
+
+def test_families_share_no_characters_without_transfer(tmp_path):
+    fams = generate(SynthConfig(families=3, languages_per_family=2, docs=20, transfer=0.0), tmp_path)
+    assert yaml.safe_load((tmp_path / "families.yaml").read_text())["families"] == fams
+    chars = {f: set().union(*(_chars(tmp_path / f"{c}.jsonl") for c in codes)) for f, codes in fams.items()}
+    names = list(chars)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            assert not chars[names[i]] & chars[names[j]]
+    # languages of one family share most of their characters (same script, a few sound changes)
+    a, b = fams[names[0]]
+    ca, cb = _chars(tmp_path / f"{a}.jsonl"), _chars(tmp_path / f"{b}.jsonl")
+    assert len(ca & cb) / len(ca | cb) > 0.7
+
+
+def test_transfer_shares_a_common_sublanguage(tmp_path):
+    fams = generate(SynthConfig(families=2, languages_per_family=1, docs=30, transfer=0.5), tmp_path)
+    (x,), (y,) = fams.values()
+    shared = _chars(tmp_path / f"{x}.jsonl") & _chars(tmp_path / f"{y}.jsonl")
+    assert shared and all(ch.isupper() for ch in shared)
+
+
+@pytest.mark.parametrize("kw,match", [({"families": 0}, "--families"), ({"docs": 3}, "--docs"), ({"transfer": 1.5}, "--transfer")])
+def test_bad_config(tmp_path, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        generate(SynthConfig(**kw), tmp_path)

@@ -17,17 +17,22 @@ from nemo_mlsl.data.manifest import Manifest
 
 
 class ResumableSequentialSampler(Sampler[int]):
-    """Indices ``start, start+1, ...``: the blend is already shuffled, so the order is the sample index."""
+    """Indices ``start, start+1, ...``: the blend is already shuffled, so the order is the sample index.
+
+    ``len`` stays the full length so Lightning's restored position in the epoch (batches already
+    seen) plus what is left adds up; only the first pass after a resume starts at ``start``.
+    """
 
     def __init__(self, length: int, start: int = 0):
         self.length = length
         self.start = start
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.start, self.length))
+        start, self.start = self.start, 0
+        return iter(range(start, self.length))
 
     def __len__(self) -> int:
-        return max(0, self.length - self.start)
+        return self.length
 
 
 def _collate(samples: list[dict]) -> dict[str, torch.Tensor]:

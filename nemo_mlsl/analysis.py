@@ -56,6 +56,7 @@ def fit_and_report(
     min_ratio: float | Mapping[str, float] = 0.0,
     tokens: Mapping[str, float] | None = None,
     title: str = "Scaling-law fit",
+    figures: tuple[str, ...] | None = None,
 ) -> FitReport:
     """Fit ``law`` to ``records`` and write the report files under ``out``."""
     out = Path(out)
@@ -86,11 +87,14 @@ def fit_and_report(
         doc["optimal"] = optimal
     write_json_atomic(out / "fit.json", doc)
     files = ["fit.json"]
-    files.append(plots.loss_vs_ratio(lf, out / "loss_vs_ratio.png").name)
-    files.append(plots.predicted_vs_observed(lf, out / "predicted_vs_observed.png", test).name)
-    if len(set(obs.N.tolist())) > 1 and "alpha" in next(iter(lf.fits.values())).names:
+    want = lambda name: figures is None or name in figures
+    if want("loss_vs_ratio"):
+        files.append(plots.loss_vs_ratio(lf, out / "loss_vs_ratio.png").name)
+    if want("predicted_vs_observed"):
+        files.append(plots.predicted_vs_observed(lf, out / "predicted_vs_observed.png", test).name)
+    if want("loss_vs_N") and len(set(obs.N.tolist())) > 1 and "alpha" in next(iter(lf.fits.values())).names:
         files.append(plots.loss_vs_N(lf, out / "loss_vs_N.png").name)
-    if optimal:
+    if optimal and want("optimal_ratios"):
         files.append(plots.ratio_bars({"optimal": optimal["ratios"], **optimal["baselines"]}, out / "optimal_ratios.png",
                                       optimal.get("ci"), f"optimal ({objective}) vs baselines at N={N:.3g}, D={D:.3g}").name)
     (out / "report.md").write_text(render_markdown(lf, doc, title, files))

@@ -151,6 +151,46 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cpu_train_fn(request: dict) -> dict:
+    from mlsl_lightning.train import TrainRequest, train
+
+    return train(TrainRequest(**request))
+
+
+@command
+def cmd_study(a: argparse.Namespace) -> int:
+    from nemo_mlsl.study.config import load_study
+    from nemo_mlsl.study.runner import Study
+
+    cfg = load_study(a.config, quick=a.quick)
+    out = Path(a.out)
+    if a.backend == "nemo":
+        from nemo_mlsl.study.nemo_plan import print_nemo_plan
+
+        return print_nemo_plan(cfg, out, dry_run=a.dry_run)
+    study = Study(cfg, out, _cpu_train_fn, progress=not a.no_progress)
+    if a.dry_run:
+        plan = study.run(dry_run=True)
+        print(f"study {cfg.name}: {len(plan['phase1'])} phase-1 runs (phase 2, the largest rung at the optimum and baselines, "
+              "is planned after the fit)")
+        for r in plan["phase1"]:
+            print(f"  {r.run_id:<44} {r.rung:<9} N={r.N:>10,} D={r.tokens:>10,} " + " ".join(f"{f}={p:.3f}" for f, p in r.ratios.items()))
+        return 0
+    s = study.run(resume=a.resume)
+    print()
+    print(f"Report: {out / 'report.md'}  (figures beside it; TensorBoard: tensorboard --logdir {out / 'tb'})")
+    print("gamma per family: " + ", ".join(f"{f} {g:.3f}" for f, g in s["gamma"].items()))
+    print("optimal ratios:   " + ", ".join(f"{f} {p:.3f}" for f, p in s["optimal_ratios"].items()))
+    c = s["comparison"].get("optimal")
+    if c:
+        print(f"largest rung {s['confirm_rung']} at the optimum, predicted vs observed loss:")
+        for f in c["observed"]:
+            print(f"  {f:<10} predicted {c['predicted'][f]:.4f}  observed {c['observed'][f]:.4f}  |error| {c['abs_error'][f]:.4f}")
+    for name, g in s["gains"].items():
+        print(f"gain over {name}: {g['difference']:+.4f} total {s.get('objective', '')}loss ({100 * g['relative']:+.2f}%): {g['verdict']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlsl", description="Multilingual scaling-law studies (family law, ATLAS).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-ratio")
     s.add_argument("--json", action="store_true")
 
+    s = sub.add_parser("study", help="run a whole scaling-law study (design, runs, fit, optimum, confirmation, report)")
+    s.add_argument("--config", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--backend", choices=["cpu", "nemo"], default="cpu")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--quick", action="store_true", help="the config's quick variant (tests, CI)")
+    s.add_argument("--no-progress", action="store_true")
     return p
 
 

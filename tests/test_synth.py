@@ -35,11 +35,16 @@ def test_families_share_no_characters_without_transfer(tmp_path):
     assert len(ca & cb) / len(ca | cb) > 0.7
 
 
-def test_transfer_shares_a_common_sublanguage(tmp_path):
-    fams = generate(SynthConfig(families=2, languages_per_family=1, docs=30, transfer=0.5), tmp_path)
-    (x,), (y,) = fams.values()
-    shared = _chars(tmp_path / f"{x}.jsonl") & _chars(tmp_path / f"{y}.jsonl")
-    assert shared and all(ch.isupper() for ch in shared)
+def test_transfer_borrows_from_the_neighbour_family_only(tmp_path):
+    fams = generate(SynthConfig(families=3, languages_per_family=1, docs=30, transfer=0.4), tmp_path)
+    (a,), (b,), (c,) = fams.values()
+    own = {}
+    generate(SynthConfig(families=3, languages_per_family=1, docs=30, transfer=0.0), tmp_path / "plain")
+    for code in (a, b, c):
+        own[code] = _chars(tmp_path / "plain" / f"{code}.jsonl")
+    # family b (index 1) borrows from a (index 0): it now holds a's characters, and none of c's
+    chars_b = _chars(tmp_path / f"{b}.jsonl")
+    assert own[a] & chars_b and not (own[c] & chars_b)
 
 
 @pytest.mark.parametrize("kw,match", [({"families": 0}, "--families"), ({"docs": 3}, "--docs"), ({"transfer": 1.5}, "--transfer")])

@@ -2,10 +2,11 @@
 
 Each family has its own script (disjoint character sets), word order, agreement classes and
 proto-lexicon; languages of a family derive their lexicon from the proto-lexicon by a few
-language-specific sound changes, so they share most structure. ``transfer`` is the share of
-sentences built from one lexicon and grammar common to every family, written in a shared script:
-at 0 no two families share a single character (apart from space and '.'), so what a model learns
-from one family cannot help another and the family-independence hypothesis holds by construction.
+language-specific sound changes, so they share most structure. ``transfer`` is the share of each
+family's sentences borrowed from its neighbour on a ring (family f borrows from family f-1: same
+words, grammar and script), so training on one family teaches part of the next one, unevenly across
+pairs, like related languages. At 0 no two families share a single character (apart from space and
+'.'), so what a model learns from one family cannot help another by content.
 Documents carry a topic that skews their nouns, giving structure above the sentence level.
 """
 
@@ -31,7 +32,6 @@ SCRIPTS: list[tuple[str, str]] = [
     ("カキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモラリルレロ", ""),  # Katakana (syllabic)
     ("ᎠᎡᎢᎣᎤᎥᎦᎧᎨᎩᎪᎫᎬᎭᎮᎯᎰᎱᎲᎳᎴᎵᎶᎷᎸᎹᎺᎻᎼᎽᎾᏀᏁᏂᏃᏄᏅ", ""),  # Cherokee (syllabic)
 ]
-SHARED_SCRIPT = ("BDGKLMNPRSTVZ", "AEIOU")  # upper-case Latin: used only by the shared sub-language
 ORDERS = ["SVO", "SOV", "VSO", "VOS", "OSV", "OVS"]
 FAMILY_NAMES = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
 
@@ -50,6 +50,7 @@ class SynthConfig:
     verbs: int = 120
     adjectives: int = 60
     classes: int = 3
+    richness_spread: float = 1.0
 
     def validate(self) -> None:
         if not 1 <= self.families <= len(SCRIPTS):
@@ -65,18 +66,19 @@ class SynthConfig:
 class _Lexicon:
     """Word forms and Zipfian frequencies of one family's (or the shared) language."""
 
-    def __init__(self, rng: np.random.Generator, script: tuple[str, str], cfg: SynthConfig):
+    def __init__(self, rng: np.random.Generator, script: tuple[str, str], cfg: SynthConfig, scale: float = 1.0):
         self.script = script
         self.syllables = self._syllables(script)
-        self.nouns = self._words(rng, cfg.nouns, 1, 3)
-        self.verbs = self._words(rng, cfg.verbs, 1, 3)
-        self.adjectives = self._words(rng, cfg.adjectives, 1, 2)
+        n_nouns, n_verbs = max(8, int(cfg.nouns * scale)), max(4, int(cfg.verbs * scale))
+        self.nouns = self._words(rng, n_nouns, 1, 3)
+        self.verbs = self._words(rng, n_verbs, 1, 3)
+        self.adjectives = self._words(rng, max(4, int(cfg.adjectives * scale)), 1, 2)
         self.determiners = self._words(rng, cfg.classes * 2, 1, 1)
         self.class_suffix = self._words(rng, cfg.classes, 1, 1)
-        self.noun_class = rng.integers(0, cfg.classes, size=cfg.nouns)
+        self.noun_class = rng.integers(0, cfg.classes, size=n_nouns)
         self.order = ORDERS[int(rng.integers(0, len(ORDERS)))]
         # Verb → preferred object nouns: a selectional preference a model can learn with capacity.
-        self.objects_of = rng.integers(0, cfg.nouns, size=(cfg.verbs, 6))
+        self.objects_of = rng.integers(0, n_nouns, size=(n_verbs, 6))
 
     @staticmethod
     def _syllables(script: tuple[str, str]) -> list[str]:
@@ -84,6 +86,7 @@ class _Lexicon:
         return [c + v for c in cons for v in vows] if vows else list(cons)
 
     def _words(self, rng: np.random.Generator, n: int, lo: int, hi: int) -> list[str]:
+        n = min(n, sum(len(self.syllables) ** k for k in range(lo, hi + 1)))
         words: list[str] = []
         seen: set[str] = set()
         while len(words) < n:
@@ -136,12 +139,16 @@ def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = np.random.default_rng(cfg.seed)
-    shared = _Lexicon(np.random.default_rng([cfg.seed, 999]), SHARED_SCRIPT, cfg)
+    lexicons = []
+    for f in range(cfg.families):
+        # Families differ in richness (lexicon size), so they differ in how much more data helps them.
+        scale = 2.0 ** (cfg.richness_spread * ((f / (cfg.families - 1) if cfg.families > 1 else 0.5) - 0.5))
+        lexicons.append(_Lexicon(np.random.default_rng([cfg.seed, f]), SCRIPTS[f], cfg, scale))
     families: dict[str, list[str]] = {}
     code_index = 0
     for f in range(cfg.families):
-        fam_rng = np.random.default_rng([cfg.seed, f])
-        lex = _Lexicon(fam_rng, SCRIPTS[f], cfg)
+        lex = lexicons[f]
+        shared = lexicons[(f - 1) % cfg.families]
         name = FAMILY_NAMES[f]
         families[name] = []
         for j in range(cfg.languages_per_family):
@@ -152,13 +159,13 @@ def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
             n_docs = max(10, int(round(cfg.docs * float(root.uniform(0.5, 1.5)))))
             with open(out / f"{code}.jsonl", "w", encoding="utf-8") as fh:
                 for _ in range(n_docs):
-                    topic = _zipf(cfg.nouns)[lang_rng.permutation(cfg.nouns)]
+                    topic = _zipf(len(lex.nouns))[lang_rng.permutation(len(lex.nouns))]
                     n_sent = int(lang_rng.integers(cfg.sentences_per_doc[0], cfg.sentences_per_doc[1] + 1))
                     sents = []
                     for _ in range(n_sent):
-                        use_shared = cfg.transfer > 0 and lang_rng.random() < cfg.transfer
+                        use_shared = cfg.transfer > 0 and cfg.families > 1 and lang_rng.random() < cfg.transfer
                         src = shared if use_shared else lex
-                        sents.append(_sentence(lang_rng, src, _zipf(cfg.nouns) if use_shared else topic, {} if use_shared else changes))
+                        sents.append(_sentence(lang_rng, src, _zipf(len(src.nouns)) if use_shared else topic, {} if use_shared else changes))
                     fh.write(json.dumps({"text": " ".join(sents)}, ensure_ascii=False) + "\n")
             families[name].append(code)
     (out / "families.yaml").write_text(yaml.safe_dump({"families": families}, sort_keys=True))

@@ -115,6 +115,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         if final is None:
             return None
         tokens = trainer.global_step * tokens_per_step
+        audit = dm.built.audit()["families"] if dm.built else {}
         return {
             "run_id": run_id, "recipe": recipe.name, "N": counts.non_embedding, "N_total": counts.total, "D": tokens,
             "ratios": ratios, "family_loss": {f: v["loss"] for f, v in final["families"].items()},
@@ -123,7 +124,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
             "language_bpb": {l: v["bpb"] for l, v in final["languages"].items()},
             "steps": trainer.global_step, "seed": req.seed, "within": req.within,
             "flops": counts.flops_per_token * tokens, "wall_time_s": round(time.time() - start, 3),
-            "family_tokens": fam_tokens, "family_epochs": dm.built.family_epochs if dm.built else {}, **req.extra_record,
+            "family_tokens": fam_tokens, "family_epochs": dm.built.family_epochs if dm.built else {},
+            "realized_ratios": {f: a["realized"] for f, a in audit.items()}, **req.extra_record,
         }
 
     if req.store:
@@ -139,6 +141,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory.*exists and is not empty.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")
         trainer.fit(model, datamodule=dm, ckpt_path=str(last) if req.resume and last.exists() else None)
         if fam_cb.last_step != trainer.global_step:
             trainer.validate(model, datamodule=dm, verbose=False)

@@ -25,10 +25,11 @@ class ScalingLawFitCallback(pl.Callback):
         report_dir: str | Path,
         make_record: Callable[[pl.Trainer], Mapping[str, Any] | None],
         *,
-        law: str = "joint_family",
+        law: str | None = "joint_family",
         bootstrap: int = 50,
         tokens: Mapping[str, float] | None = None,
         fit_kwargs: Mapping[str, Any] | None = None,
+        figures: tuple[str, ...] | None = ("loss_vs_ratio",),
     ):
         self.store = ResultsStore(store)
         self.report_dir = Path(report_dir)
@@ -36,7 +37,7 @@ class ScalingLawFitCallback(pl.Callback):
         self.law = law
         self.bootstrap = bootstrap
         self.tokens = dict(tokens or {})
-        self.fit_kwargs = dict(fit_kwargs or {})
+        self.fit_kwargs = {"figures": figures, **(fit_kwargs or {})}
         self.report = None
         self.status = "not run"
 
@@ -47,6 +48,8 @@ class ScalingLawFitCallback(pl.Callback):
         if record is None:
             return
         self.store.append(record, skip_existing=True)
+        if not self.law:
+            return
         records = self.store.read(dedupe=True)
         try:
             self.report = fit_and_report(records, self.report_dir, law=self.law, bootstrap=self.bootstrap, tokens=self.tokens,

@@ -1,0 +1,1 @@
+"""The scaling-law study: design → plan → runs → fit → optimal ratios → confirmation → report."""

@@ -1,0 +1,85 @@
+"""The study plan: every run with its purpose, rung, token budget, ratios and seed; kept in ``plan.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from nemo_mlsl.data.manifest import write_json_atomic
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.study.config import StudyConfig
+from nemo_mlsl.study.design import independence_design, simplex_sobol
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run_id: str
+    purpose: str  # design | independence | repeat | confirm | naive
+    rung: str
+    tokens: int
+    ratios: dict[str, float]
+    seed: int
+    N: int
+    phase: int = 1
+    mixture: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tok(t: int) -> str:
+    return f"{t // 1000}k" if t % 1000 == 0 else str(t)
+
+
+def phase1(cfg: StudyConfig, families: Sequence[str], n_params: Mapping[str, int]) -> list[PlannedRun]:
+    """Design, independence and repeat runs on the fit rungs, smallest model and budget first."""
+    runs: list[PlannedRun] = []
+    rungs = sorted(cfg.fit_rungs, key=lambda r: n_params[r])
+    for rung in rungs:
+        for tokens in sorted(cfg.tokens):
+            for i, r in enumerate(simplex_sobol(cfg.design.mixtures, families, cfg.design.floor, cfg.seed)):
+                runs.append(PlannedRun(f"design-{rung}-{_tok(tokens)}-m{i}", "design", rung, tokens, r, cfg.seed, n_params[rung]))
+    ind = cfg.design.independence
+    fixed = ind.family or sorted(families)[0]
+    # On the largest fit rung and budget: the smallest models, early in training, share capacity in ways
+    # that make families interfere beyond what their data share explains (docs/science.md).
+    small_rung, small_tokens = rungs[-1], max(cfg.tokens)
+    points = independence_design(ind.mixtures, families, fixed, ind.ratio, cfg.design.floor, cfg.seed)
+    for i, r in enumerate(points):
+        runs.append(PlannedRun(f"indep-{fixed}-{small_rung}-{_tok(small_tokens)}-m{i}", "independence", small_rung, small_tokens, r,
+                               cfg.seed, n_params[small_rung]))
+    for i, r in enumerate(points[: cfg.design.repeats.points]):
+        for k in range(1, cfg.design.repeats.seeds + 1):
+            runs.append(PlannedRun(f"indep-{fixed}-{small_rung}-{_tok(small_tokens)}-m{i}-seed{cfg.seed + k}", "repeat", small_rung,
+                                   small_tokens, r, cfg.seed + k, n_params[small_rung]))
+    order = {r: i for i, r in enumerate(rungs)}
+    return sorted(runs, key=lambda p: (order[p.rung], p.tokens, p.purpose != "design", p.run_id))
+
+
+def phase2(cfg: StudyConfig, mixtures: Mapping[str, Mapping[str, float]], n_params: Mapping[str, int]) -> list[PlannedRun]:
+    """The largest rung at the optimal and baseline mixtures, and the next-smaller rung at the same (the naive predictor)."""
+    naive_rung = max(cfg.fit_rungs, key=lambda r: n_params[r])
+    runs = []
+    for rung, purpose in ((naive_rung, "naive"), (cfg.confirm_rung, "confirm")):
+        for name, r in mixtures.items():
+            slug = name.replace(":", "").replace(".", "p")
+            runs.append(PlannedRun(f"{purpose}-{rung}-{_tok(cfg.confirm_tokens)}-{slug}", purpose, rung, cfg.confirm_tokens, dict(r),
+                                   cfg.seed, n_params[rung], phase=2, mixture=name))
+    return runs
+
+
+def save(path: Path, cfg: StudyConfig, runs: Sequence[PlannedRun], extra: Mapping[str, Any] | None = None) -> None:
+    write_json_atomic(path, {"study": cfg.name, "config": cfg.source, "runs": [r.to_dict() for r in runs], **(extra or {})})
+
+
+def load_runs(path: Path) -> list[PlannedRun]:
+    doc = json.loads(path.read_text())
+    return [PlannedRun(**r) for r in doc["runs"]]
+
+
+def check_same(old: Sequence[PlannedRun], new: Sequence[PlannedRun]) -> None:
+    if [r.to_dict() for r in old] != [r.to_dict() for r in new]:
+        raise ConfigError("the study config changed since plan.json was written: --resume needs the same config; "
+                          "use a new --out for a different study")

@@ -1,0 +1,225 @@
+"""The study report: headline, fit, independence, confirmation at the largest rung, compute, commands.
+
+Every number comes from a record in ``results.jsonl`` or from ``fit/fit.json``. Comparisons carry the
+study's own seed noise, and a difference smaller than twice its noise is called "within noise".
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nemo_mlsl import plots
+from nemo_mlsl.data.manifest import Manifest, write_json_atomic
+from nemo_mlsl.independence import controlled_test, residual_correlations, seed_noise, summarize
+from nemo_mlsl.observations import Observations
+from nemo_mlsl.optimize import predicted_losses, unit_losses
+
+FIT_PURPOSES = ("design", "independence", "repeat")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
+def _progress(out: Path, cfg, runs, records, elapsed: float) -> dict[str, Any]:
+    done = {r["run_id"]: r for r in records}
+    lines = [f"# Study `{cfg.name}` (in progress)", "", f"{len(done)} of {len(runs)} planned runs finished after {elapsed:.0f}s. "
+             "The live fit after every run is in [fit_live/report.md](fit_live/report.md).", ""]
+    fams = sorted(next(iter(done.values()))["family_loss"]) if done else []
+    rows = [[r.run_id, r.purpose, r.rung, f"{r.tokens:,}"] + ([f"{done[r.run_id]['family_loss'][f]:.4f}" for f in fams] if r.run_id in done else ["…"] * len(fams))
+            for r in runs]
+    lines += _table(["run", "purpose", "rung", "D", *fams], rows) + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    return {"partial": True, "done": len(done), "planned": len(runs)}
+
+
+def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], rep, manifest: Manifest, *,
+                       elapsed: float, partial: bool = False) -> dict[str, Any]:
+    out = Path(out)
+    if partial or rep is None:
+        return _progress(out, cfg, runs, records, elapsed)
+    fit_doc = rep.doc
+    fams = sorted(fit_doc["families"])
+    fit_recs = [r for r in records if r.get("purpose") in FIT_PURPOSES]
+    obs = Observations.from_records(fit_recs)
+    noise = seed_noise(obs)
+    sigma = noise["sigma"]
+    opt = fit_doc["optimal"]
+    N, D = float(opt["N"]), float(opt["D"])
+    z = unit_losses(fit_doc, N, D)
+
+    confirm = {r["mixture"]: r for r in records if r.get("purpose") == "confirm"}
+    naive = {r["mixture"]: r for r in records if r.get("purpose") == "naive"}
+    rows, comp = [], {}
+    for name, rec in confirm.items():
+        pred = predicted_losses(fit_doc, rec["ratios"], N, D)
+        obs_l = rec["family_loss"]
+        nv = naive.get(name, {}).get("family_loss", {})
+        total_obs = sum(obs_l[f] / z[f] for f in fams) if cfg.objective.type == "normalized" else sum(obs_l.values())
+        total_pred = sum(pred[f] / z[f] for f in fams) if cfg.objective.type == "normalized" else sum(pred.values())
+        comp[name] = {
+            "ratios": rec["ratios"], "observed": obs_l, "predicted": pred, "naive": nv,
+            "abs_error": {f: abs(pred[f] - obs_l[f]) for f in fams},
+            "naive_abs_error": {f: abs(nv[f] - obs_l[f]) for f in fams if f in nv},
+            "total_observed": total_obs, "total_predicted": total_pred,
+        }
+        for f in fams:
+            within = sigma is not None and abs(math.log(pred[f] / obs_l[f])) <= 2 * sigma
+            rows.append([name, f, f"{rec['ratios'][f]:.3f}", f"{pred[f]:.4f}", f"{obs_l[f]:.4f}", f"{abs(pred[f] - obs_l[f]):.4f}",
+                         f"{nv[f]:.4f}" if f in nv else "–", f"{abs(nv[f] - obs_l[f]):.4f}" if f in nv else "–",
+                         "yes" if within else ("no" if sigma else "?")])
+    gains = {}
+    if "optimal" in comp:
+        for name, c in comp.items():
+            if name == "optimal":
+                continue
+            diff = c["total_observed"] - comp["optimal"]["total_observed"]
+            sd = math.sqrt(2) * sigma * 0.5 * (c["total_observed"] + comp["optimal"]["total_observed"]) if sigma else None
+            verdict = ("unknown (no seed repeats)" if sd is None else
+                       "optimal better, beyond noise" if diff > 2 * sd else
+                       "baseline better, beyond noise" if diff < -2 * sd else "within noise")
+            gains[name] = {"difference": diff, "noise_sd": sd, "verdict": verdict,
+                           "relative": diff / c["total_observed"]}
+    law_mae = float(np.mean([e for c in comp.values() for e in c["abs_error"].values()])) if comp else None
+    naive_mae = float(np.mean([e for c in comp.values() for e in c["naive_abs_error"].values()])) if naive else None
+
+    ind_tests = controlled_test(obs, sigma)
+    ind = summarize(ind_tests)
+    resid = {}
+    for f in fams:
+        data = rep.lawfit.law.data_for(obs, f)
+        resid[f] = np.log(data.loss) - rep.lawfit.law.log_predict(rep.lawfit.fits[f].theta, data)
+    rcorr = residual_correlations(obs, resid)
+
+    files = []
+    if comp:
+        files.append(plots.ratio_bars({"optimal": opt["ratios"], **opt["baselines"]}, out / "optimal_vs_baselines.png",
+                                      opt.get("ci"), "optimal ratios (95% bootstrap CI) vs baselines").name)
+        files.append(_plot_confirmation(comp, fams, out / "confirmation.png", sigma).name)
+    files.append(_plot_realized(records, fams, out / "realized_vs_target.png").name)
+
+    total_flops = sum(float(r.get("flops", 0)) for r in records)
+    total_wall = sum(float(r.get("wall_time_s", 0)) for r in records)
+    gam = {f: (fit_doc["families"][f]["params"]["gamma"], fit_doc["families"][f]["ci"].get("gamma")) for f in fams}
+    summary = {
+        "study": cfg.name, "runs": len(records), "gamma": {f: g for f, (g, _) in gam.items()},
+        "gamma_ci": {f: ci for f, (_, ci) in gam.items()}, "optimal_ratios": opt["ratios"], "optimal_ci": opt.get("ci"),
+        "confirm_rung": cfg.confirm_rung, "N_confirm": N, "D_confirm": D, "comparison": comp, "gains": gains,
+        "law_mean_abs_error": law_mae, "naive_mean_abs_error": naive_mae, "seed_noise": noise,
+        "independence": {"passed": ind["passed"], "tests": ind_tests, "residual_correlations": rcorr},
+        "compute": {"flops": total_flops, "train_wall_time_s": total_wall, "elapsed_s": elapsed},
+    }
+    write_json_atomic(out / "summary.json", summary)
+    (out / "report.md").write_text(_markdown(cfg, summary, fit_doc, manifest, files, ind_tests, rcorr))
+    return summary
+
+
+def _plot_confirmation(comp: Mapping[str, Any], fams: Sequence[str], path: Path, sigma: float | None) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for name, c in comp.items():
+        o = [c["observed"][f] for f in fams]
+        ax.scatter(o, [c["predicted"][f] for f in fams], label=f"law: {name}", marker="o")
+        if c["naive"]:
+            ax.scatter(o, [c["naive"][f] for f in fams], label=f"naive: {name}", marker="x")
+    lims = ax.get_xlim()
+    ax.plot(lims, lims, "k--", lw=0.8)
+    if sigma:
+        xs = np.linspace(*lims, 10)
+        ax.fill_between(xs, xs * np.exp(-2 * sigma), xs * np.exp(2 * sigma), color="grey", alpha=0.2, label="±2σ seed noise")
+    ax.set_xlabel("observed loss at the largest rung")
+    ax.set_ylabel("predicted loss")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_realized(records: Sequence[Mapping[str, Any]], fams: Sequence[str], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    for f in fams:
+        pts = [(r["ratios"][f], r["realized_ratios"][f]) for r in records if "realized_ratios" in r]
+        if pts:
+            ax.scatter(*zip(*pts), s=12, label=f)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("target family ratio")
+    ax.set_ylabel("realized ratio (from the built sample index)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind_tests, rcorr) -> str:
+    fams = sorted(s["gamma"])
+    sig = s["seed_noise"]["sigma"]
+    L = [f"# Study `{cfg.name}`", ""]
+    L += ["## Headline", ""]
+    L += [f"- **γ per family** (95% bootstrap CI): " + "; ".join(
+        f"{f} {s['gamma'][f]:.3f}" + (f" [{s['gamma_ci'][f][0]:.3f}, {s['gamma_ci'][f][1]:.3f}]" if s["gamma_ci"][f] else "") for f in fams)]
+    L += [f"- **Optimal ratios** ({cfg.objective.type} objective, at N={s['N_confirm']:,.0f}, D={s['D_confirm']:,.0f}): " + ", ".join(
+        f"{f} {p:.3f}" + (f" [{s['optimal_ci'][f][0]:.3f}, {s['optimal_ci'][f][1]:.3f}]" if s.get("optimal_ci") else "")
+        for f, p in s["optimal_ratios"].items())]
+    if s["law_mean_abs_error"] is not None:
+        L += [f"- **Largest rung ({cfg.confirm_rung})**, predicted from the smaller rungs vs observed: mean absolute error "
+              f"{s['law_mean_abs_error']:.4f} nats per family" + (f" (naive prediction, the next-smaller rung's observed loss: "
+              f"{s['naive_mean_abs_error']:.4f})" if s["naive_mean_abs_error"] is not None else "") + "."]
+    for name, g in s["gains"].items():
+        L += [f"- **Optimal vs {name}**: observed total {cfg.objective.type} loss lower by {g['difference']:+.4f} "
+              f"({100 * g['relative']:+.2f}%); seed noise of the difference {g['noise_sd']:.4f}" if g["noise_sd"] else
+              f"- **Optimal vs {name}**: difference {g['difference']:+.4f}"]
+        L[-1] += f": **{g['verdict']}**."
+    L += [f"- **Seed noise**: σ = {100 * sig:.2f}% of loss (std of log loss between seeds, {s['seed_noise']['groups']} repeated points)."
+          if sig else "- **Seed noise**: not measured (no repeated design points)."]
+    L += [f"- **Independence hypothesis**: " + ("holds within noise in every controlled test." if s["independence"]["passed"] else
+          "violated in at least one controlled test (see below)." if any(t.get("independent") is False for t in ind_tests) else
+          "not decided (no seed noise or no controlled group).")]
+    L += ["", "## Design", "", f"Corpus: {len(manifest.languages)} languages in {len(fams)} families "
+          f"({', '.join(f'{f}: {len(v)}' for f, v in manifest.families.items())}), vocabulary {manifest.vocab_size}. "
+          f"Rungs fitted: {', '.join(cfg.fit_rungs)}; token budgets {', '.join(f'{t:,}' for t in cfg.tokens)}; "
+          f"{cfg.design.mixtures} scrambled-Sobol mixtures per setting (floor {cfg.design.floor}); largest rung {cfg.confirm_rung} "
+          f"at D={cfg.confirm_tokens:,}. {s['runs']} runs in total.", ""]
+    L += ["## Fit", "", f"See [fit/report.md](fit/report.md) for the full table and figures. In-sample R² "
+          f"{fit_doc['metrics']['in_sample']['overall']['r2']:.4f}, MAPE {fit_doc['metrics']['in_sample']['overall']['mape']:.2f}%.", ""]
+    L += ["## Confirmation at the largest rung", ""]
+    rows = []
+    for name, c in s["comparison"].items():
+        for f in fams:
+            err = c["abs_error"][f]
+            nerr = c["naive_abs_error"].get(f)
+            within = sig is not None and abs(math.log(c["predicted"][f] / c["observed"][f])) <= 2 * sig
+            rows.append([name, f, f"{c['ratios'][f]:.3f}", f"{c['predicted'][f]:.4f}", f"{c['observed'][f]:.4f}", f"{err:.4f}",
+                         f"{c['naive'][f]:.4f}" if f in c["naive"] else "–", f"{nerr:.4f}" if nerr is not None else "–",
+                         "yes" if within else "no"])
+    L += _table(["mixture", "family", "ratio", "predicted", "observed", "|error|", "naive", "|naive error|", "within 2σ"], rows) + [""]
+    L += _table(["mixture", f"observed total ({cfg.objective.type})", "predicted total"],
+                [[n, f"{c['total_observed']:.4f}", f"{c['total_predicted']:.4f}"] for n, c in s["comparison"].items()]) + [""]
+    L += ["## Independence check", "", "Controlled runs: one family's ratio fixed while the others vary; its loss spread is compared "
+          "with seed noise (χ² test, 5% level).", ""]
+    L += _table(["family", "fixed ratio", "mixtures", "spread %", "95% CI", "noise %", "p-value", "independent"],
+                [[t["family"], t["fixed_ratio"], t["mixtures"], f"{t['spread_pct']:.2f}", f"[{t['spread_ci_pct'][0]:.2f}, {t['spread_ci_pct'][1]:.2f}]",
+                  f"{t['noise_pct']:.2f}" if t["noise_pct"] else "–", f"{t['p_value']:.3f}" if t["p_value"] is not None else "–",
+                  {True: "yes", False: "**no**", None: "?"}[t["independent"]]] for t in ind_tests]) + [""]
+    strong = sorted(rcorr, key=lambda c: -abs(c["r"]))[:6]
+    L += ["Largest residual correlations of a family's loss with another family's ratio (joint-law residuals; 0 under independence):", ""]
+    L += _table(["family", "other family's ratio", "r", "95% CI"], [[c["family"], c["other"], f"{c['r']:+.2f}", f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]"]
+                                                              for c in strong]) + [""]
+    comp = s["compute"]
+    L += ["## Compute", "", f"{s['runs']} runs, {comp['flops']:.3g} training FLOPs, {comp['train_wall_time_s']:.0f}s of training wall time, "
+          f"{comp['elapsed_s']:.0f}s for the whole study.", ""]
+    L += ["## Commands", "", "```", f"mlsl study --config {cfg.source} --out <STUDY_DIR>", "```", "",
+          "Each run is equivalent to `mlsl train --recipe <rung> --data <STUDY_DIR>/corpus/data --ratios <ratios> --tokens <D> "
+          "--seed <seed> --out <STUDY_DIR>/runs/<run_id>`; `plan.json` lists every run, `results.jsonl` every record, "
+          "`tb/` the TensorBoard logs of all runs side by side (`tensorboard --logdir <STUDY_DIR>/tb`).", ""]
+    L += ["## Figures", ""] + [f"![{f}]({f})" for f in files] + [f"![fit/{f}](fit/{f})" for f in
+                                                                  ("loss_vs_ratio.png", "predicted_vs_observed.png", "loss_vs_N.png")] + [""]
+    return "\n".join(L)

@@ -1,0 +1,35 @@
+"""The family blend as NeMo's ``PreTrainingDataModule`` (which owns the ``MegatronDataSampler`` contract).
+
+Flattened per-language weights go in as ``paths={"train": [w, prefix, ...], "validation": [1, prefix, ...]}``;
+the validation prefixes are every language in ``Manifest.languages`` order with equal weights, so a
+sample's ``dataset_id`` indexes that list. The tokenizer is the prepared data's SentencePiece model
+(a local file: nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from nemo_mlsl.data.blend import BlendConfig, FamilyBlend
+from nemo_mlsl.data.manifest import Manifest
+
+
+def blend_paths(data_dir: str, ratios: Mapping[str, float], within: str = "natural", normalize: bool = False) -> dict[str, Any]:
+    """``paths`` for ``PreTrainingDataModule`` plus the lookup tables the family callback needs."""
+    m = Manifest.load(data_dir)
+    blend = FamilyBlend(m, BlendConfig(dict(ratios), within, normalize=normalize))
+    train: list[Any] = []
+    for lang in blend.train_languages:
+        train += [blend.weights[lang], m.prefix(lang, "train")]
+    val: list[Any] = []
+    for lang in blend.validation_languages:
+        val += [1.0, m.prefix(lang, "validation")]
+    return {
+        "paths": {"train": train, "validation": val, "test": val},
+        "validation_languages": blend.validation_languages,
+        "family_of": {l: m.family_of(l) for l in m.languages},
+        "bytes_per_token": m.bytes_per_token("validation"),
+        "tokenizer_model": str(m.tokenizer_path),
+        "family_ratios": blend.family_ratios,
+        "vocab_size": m.vocab_size,
+    }

@@ -1,0 +1,53 @@
+"""Per-language validation sums inside NeMo's own loss reduction (last pipeline stage only).
+
+``forward`` adds ``[2, languages]`` (loss sum, token count) for the microbatch; ``reduce`` keeps NeMo's
+``val_loss`` unchanged, all-reduces the sums once per step over data+context parallel ranks (never
+tensor parallel: those hold identical losses) and accumulates them over the validation epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+
+def microbatch_language_sums(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, dataset_id: torch.Tensor, n: int) -> torch.Tensor:
+    """``[2, n]`` sums of masked token loss and token counts, indexed by ``dataset_id``."""
+    loss, mask = per_token_loss.float(), loss_mask.float()
+    out = torch.zeros(2, n, dtype=torch.float64, device=loss.device)
+    ids = dataset_id.long().to(loss.device)
+    out[0].index_add_(0, ids, (loss * mask).sum(-1).double())
+    out[1].index_add_(0, ids, mask.sum(-1).double())
+    return out
+
+
+def make_reduction_class():
+    """Build the subclass lazily so that importing this module needs no NeMo."""
+    from nemo.lightning.megatron_parallel import MaskedTokenLossReduction
+
+    class FamilyMaskedTokenLossReduction(MaskedTokenLossReduction):
+        def __init__(self, num_languages: int, group_fn: Callable[[], Any] | None = None):
+            super().__init__(validation_step=True)
+            self.num_languages = num_languages
+            self.group_fn = group_fn
+            self.acc: torch.Tensor | None = None
+
+        def forward(self, batch: dict, forward_out: torch.Tensor):
+            loss_sum, num_tokens, out = super().forward(batch, forward_out)
+            if batch.get("dataset_id") is not None:
+                out["language_sums"] = microbatch_language_sums(forward_out, batch["loss_mask"], batch["dataset_id"], self.num_languages)
+            return loss_sum, num_tokens, out
+
+        def reduce(self, losses_reduced_per_micro_batch):
+            loss = super().reduce(losses_reduced_per_micro_batch)
+            parts = [x["language_sums"] for x in losses_reduced_per_micro_batch if "language_sums" in x]
+            if parts:
+                sums = torch.stack(parts).sum(0)
+                if torch.distributed.is_initialized():
+                    group = self.group_fn() if self.group_fn else None
+                    torch.distributed.all_reduce(sums, group=group)
+                self.acc = sums if self.acc is None else self.acc + sums
+            return loss
+
+    return FamilyMaskedTokenLossReduction

@@ -1,0 +1,130 @@
+"""Recipe (``recipes/*.yaml``) + prepared data + family ratios → ``run.Partial(llm.pretrain, ...)``.
+
+The NeMo config tree is built lazily (``run.Config``), so it can be built, inspected and printed on a
+machine without GPUs; ``nemo_run`` executes it on one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.mixtures import parse_ratios
+from nemo_mlsl.model_config import ModelConfig
+from nemo_mlsl.recipes import Recipe, load, validate_parallel
+
+
+def gpt_config(model: ModelConfig, vocab_size: int | None, dropout: float = 0.0):
+    """NeMo ``GPTConfig`` with the recipe's architecture (same field names), the family data step and
+    megatron-core's local layer spec (no TransformerEngine or Apex needed)."""
+    import nemo_run as run
+    import torch.nn.functional as F
+    from nemo.collections import llm
+
+    from mlsl_nemo.data_step import family_gpt_data_step
+
+    return run.Config(
+        llm.GPTConfig,
+        num_layers=model.num_layers, hidden_size=model.hidden_size, ffn_hidden_size=model.ffn_hidden_size,
+        num_attention_heads=model.num_attention_heads, num_query_groups=model.query_groups, kv_channels=model.head_dim,
+        seq_length=model.seq_length, normalization=model.normalization, gated_linear_unit=model.gated_linear_unit,
+        activation_func=F.silu if model.gated_linear_unit else F.gelu, add_bias_linear=model.add_bias_linear,
+        share_embeddings_and_output_weights=model.share_embeddings_and_output_weights,
+        position_embedding_type=model.position_embedding_type, rotary_base=model.rotary_base,
+        layernorm_epsilon=model.layernorm_epsilon, init_method_std=model.init_method_std,
+        hidden_dropout=dropout, attention_dropout=dropout, vocab_size=vocab_size, make_vocab_size_divisible_by=128,
+        masked_softmax_fusion=False, bias_activation_fusion=False, bias_dropout_fusion=False, persist_layer_norm=False,
+        apply_rope_fusion=False, gradient_accumulation_fusion=False, data_step_fn=family_gpt_data_step,
+    )
+
+
+def _ratios(ratios: str | Mapping[str, float] | None) -> dict[str, float]:
+    if ratios is None:
+        raise ConfigError("NeMo recipes need family ratios: ratios='fam=p,...' (or --ratios)")
+    return parse_ratios(ratios) if isinstance(ratios, str) else dict(ratios)
+
+
+def pretrain_recipe(
+    rung: str,
+    data: str | None,
+    ratios: str | Mapping[str, float] | None,
+    *,
+    within: str = "natural",
+    num_nodes: int | None = None,
+    num_gpus_per_node: int | None = None,
+    dir: str | None = None,
+    name: str | None = None,
+    overrides: Sequence[str] = (),
+    store: str | None = None,
+    seed: int = 1234,
+    max_steps: int | None = None,
+):
+    """The full NeMo 2 pretraining recipe for one rung on the family blend."""
+    import nemo_run as run
+    from megatron.core.distributed import DistributedDataParallelConfig
+    from megatron.core.optimizer import OptimizerConfig
+    from nemo import lightning as nl
+    from nemo.collections import llm
+    from nemo.collections.common.tokenizers.sentencepiece_tokenizer import SentencePieceTokenizer
+    from nemo.collections.llm.gpt.data.pre_training import PreTrainingDataModule
+    from nemo.collections.llm.recipes.log.default import default_log, default_resume, tensorboard_logger
+    from nemo.collections.llm.recipes.precision.mixed_precision import bf16_mixed
+    from nemo.lightning.pytorch.optim import MegatronOptimizerModule, WarmupHoldAnnealScheduler
+
+    from mlsl_lightning.callbacks.scaling_law_fit import ScalingLawFitCallback
+    from mlsl_nemo.callback import NeMoFamilyValidationCallback
+    from mlsl_nemo.data import blend_paths
+    from mlsl_nemo.record import NeMoRunRecord
+
+    if not data:
+        raise ConfigError(f"recipe {rung!r}: give the prepared data directory (data=DIR / --data DIR)")
+    recipe: Recipe = load(rung, overrides)
+    nodes = num_nodes or recipe.parallel.num_nodes
+    gpus = num_gpus_per_node or recipe.parallel.gpus_per_node
+    validate_parallel(recipe, nodes, gpus)
+    p, t = recipe.parallel, recipe.train
+    blend = blend_paths(data, _ratios(ratios), within)
+    steps = max_steps or t.resolved_max_steps
+    n_val = len(blend["validation_languages"])
+    limit_val = max(1, math.ceil(t.val_samples_per_language * n_val / t.global_batch_size))
+    counts = recipe.params(blend["vocab_size"])
+    run_name = name or recipe.name
+    fam_cb = run.Config(NeMoFamilyValidationCallback, languages=blend["validation_languages"], family_of=blend["family_of"],
+                        bytes_per_token=blend["bytes_per_token"])
+    callbacks = [fam_cb]
+    if store:
+        record = run.Config(NeMoRunRecord, run_id=run_name, recipe=recipe.name, N=counts.non_embedding, N_total=counts.total,
+                            tokens_per_step=t.global_batch_size * t.seq_length, ratios=blend["family_ratios"], seed=seed,
+                            flops_per_token=counts.flops_per_token)
+        callbacks.append(run.Config(ScalingLawFitCallback, store=store, report_dir=f"{dir or '.'}/fit", make_record=record))
+    strategy = run.Config(
+        nl.MegatronStrategy, tensor_model_parallel_size=p.tensor_model_parallel_size,
+        pipeline_model_parallel_size=p.pipeline_model_parallel_size, context_parallel_size=p.context_parallel_size,
+        sequence_parallel=p.sequence_parallel, gradient_as_bucket_view=True, ckpt_include_optimizer=True,
+        ddp=run.Config(DistributedDataParallelConfig, check_for_nan_in_grad=True, grad_reduce_in_fp32=True,
+                       overlap_grad_reduce=True, overlap_param_gather=True),
+    )
+    trainer = run.Config(
+        nl.Trainer, accelerator="gpu", devices=gpus, num_nodes=nodes, max_steps=steps, val_check_interval=min(t.val_every, steps),
+        limit_val_batches=limit_val, limit_test_batches=limit_val, log_every_n_steps=10, use_distributed_sampler=False,
+        plugins=bf16_mixed(), callbacks=callbacks, strategy=strategy, num_sanity_val_steps=0,
+    )
+    data_module = run.Config(
+        PreTrainingDataModule, paths=blend["paths"], seq_length=t.seq_length, global_batch_size=t.global_batch_size,
+        micro_batch_size=t.micro_batch_size, tokenizer=run.Config(SentencePieceTokenizer, model_path=blend["tokenizer_model"]),
+        split=None, seed=seed, num_workers=2,
+    )
+    warm = min(0.5, t.warmup_steps / steps)
+    optim = run.Config(
+        MegatronOptimizerModule,
+        config=run.Config(OptimizerConfig, optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay, bf16=True,
+                          adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=1e-8, use_distributed_optimizer=True,
+                          clip_grad=t.grad_clip),
+        lr_scheduler=run.Config(WarmupHoldAnnealScheduler, warmup_ratio=warm, hold_ratio=max(0.0, 1 - t.decay_fraction - warm),
+                                max_steps=steps, min_lr=t.min_lr, decay_schedule="linear"),
+    )
+    model = run.Config(llm.GPTModel, config=gpt_config(recipe.model, blend["vocab_size"], t.dropout))
+    return run.Partial(llm.pretrain, model=model, data=data_module, trainer=trainer,
+                       log=default_log(dir=dir, name=run_name, tensorboard_logger=tensorboard_logger(name=run_name)),
+                       optim=optim, resume=default_resume())

@@ -191,6 +191,185 @@ def cmd_study(a: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_row(name: str) -> dict[str, Any]:
+    from nemo_mlsl.recipes import load
+
+    r = load(name)
+    vocab = r.vocab_size or r.paper.get("vocab_size")
+    counts = r.params(vocab) if vocab else None
+    p, m = r.parallel, r.model
+    return {
+        "name": r.name, "source": r.source, "params": r.paper.get("params", counts.total if counts else None),
+        "model_params": counts.total if counts else None, "non_embedding_params": counts.non_embedding if counts else None,
+        "num_layers": m.num_layers, "hidden_size": m.hidden_size, "num_attention_heads": m.num_attention_heads,
+        "ffn_hidden_size": m.ffn_hidden_size, "kv_channels": m.head_dim, "vocab_size": vocab,
+        "tensor_model_parallel_size": p.tensor_model_parallel_size, "pipeline_model_parallel_size": p.pipeline_model_parallel_size,
+        "global_batch_size": r.train.global_batch_size,
+        "tokens": r.train.resolved_max_steps * r.train.global_batch_size * r.train.seq_length,
+    }
+
+
+@command
+def cmd_recipes(a: argparse.Namespace) -> int:
+    from nemo_mlsl.recipes import available, load
+
+    if a.action == "list":
+        rows = [_recipe_row(n) for n in sorted(available(), key=lambda n: (n.split("_")[0], _recipe_row(n)["non_embedding_params"] or 0))]
+        if a.json:
+            _print_json(rows)
+            return 0
+        print(f"{'name':<14}{'source':<8}{'params':>15}{'as built':>15}{'non-emb N':>15}{'L':>4}{'d':>6}{'heads':>6}{'TP':>4}{'PP':>4}{'tokens':>17}")
+        for r in rows:
+            print(f"{r['name']:<14}{r['source']:<8}{r['params'] or 0:>15,}{r['model_params'] or 0:>15,}{r['non_embedding_params'] or 0:>15,}"
+                  f"{r['num_layers']:>4}{r['hidden_size']:>6}{r['num_attention_heads']:>6}{r['tensor_model_parallel_size']:>4}"
+                  f"{r['pipeline_model_parallel_size']:>4}{r['tokens']:>17,}")
+        return 0
+    if not a.name:
+        from nemo_mlsl.errors import ConfigError
+
+        raise ConfigError(f"mlsl recipes {a.action} needs a recipe NAME")
+    if a.action == "show":
+        r = load(a.name, a.overrides)
+        print(f"# {r.path}")
+        _print_json({**r.to_dict(), "counts": _recipe_row(a.name)})
+        return 0
+    from mlsl_nemo.recipe import pretrain_recipe
+
+    recipe = pretrain_recipe(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes, num_gpus_per_node=a.gpus_per_node,
+                             dir=a.log_dir, overrides=a.overrides, store=a.store)
+    if a.dry_run:
+        print(recipe)
+        return 0
+    import nemo_run as run
+
+    executor = run.LocalExecutor(ntasks_per_node=a.gpus_per_node or load(a.name).parallel.gpus_per_node, launcher="torchrun")
+    run.run(recipe, executor=executor, name=a.name)
+    return 0
+
+
+@command
+def cmd_transfer(a: argparse.Namespace) -> int:
+    from nemo_mlsl import transfer, transfer_study
+
+    if a.action == "show":
+        langs, mat = transfer.published_matrix()
+        out = Path(a.out or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        transfer.heatmap(langs, mat, out / "transfer_published.png", "ATLAS measured BTS (row: target, column: source)")
+        from nemo_mlsl.families import FamilyMap
+
+        summary = transfer.summarize_matrix(langs, mat, {l: FamilyMap.builtin().family_of(l) for l in langs})
+        if a.json:
+            _print_json({"languages": langs, "bts": [[None if v != v else v for v in row] for row in mat.tolist()], **summary})
+            return 0
+        print("ATLAS Bilingual Transfer Scores, measured 9x9 block (rows: target, columns: source)")
+        print("       " + "".join(f"{l:>6}" for l in langs))
+        for l, row in zip(langs, mat):
+            print(f"{l:>6} " + "".join("     -" if v != v else f"{v:>+6.1f}" for v in row))
+        print(f"symmetry (Pearson r, A->B vs B->A): {summary['symmetry_pearson_r']:+.2f}; within-family mean "
+              f"{summary['family']['within_mean']:+.2f}, across-family mean {summary['family']['across_mean']:+.2f}")
+        print(f"heatmap: {out / 'transfer_published.png'}")
+        return 0
+    if a.action == "design":
+        from nemo_mlsl.recipes import load
+
+        tokens = int(a.tokens)
+        langs = [l.strip() for l in a.languages.split(",") if l.strip()]
+        pairs = [tuple(p.split("-")) for p in a.pairs.split(",")] if a.pairs else None
+        n = load(a.rung).params(a.vocab_size).non_embedding
+        runs = transfer_study.design(langs, a.rung, tokens, n, pairs, a.seeds)
+        transfer_study.write_design(Path(a.out), runs, langs)
+        print(f"wrote {Path(a.out) / 'plan.json'} ({len(runs)} runs) and {Path(a.out) / 'families.yaml'}")
+        print(f"next: mlsl prepare --input TEXT --families {Path(a.out) / 'families.yaml'} --out {Path(a.out) / 'data'}")
+        print(f"      mlsl transfer run --runs {a.out} --data {Path(a.out) / 'data'}")
+        return 0
+    if a.action == "run":
+        from nemo_mlsl.data.manifest import Manifest
+        from nemo_mlsl.study.plan import load_runs
+        from nemo_mlsl.study.runner import execute
+
+        study = Path(a.runs)
+        runs = load_runs(study / "plan.json")
+        steps = {r.run_id: max(8, r.tokens // 1024) for r in runs}
+        over = {r.run_id: ["train.schedule=constant", f"train.val_every={max(1, steps[r.run_id] // 8)}"] for r in runs}
+        execute(runs, study, Manifest.load(a.data), _cpu_train_fn, law=None, progress=not a.no_progress, overrides=over)
+        print(f"trained {len(runs)} runs; score them with: mlsl transfer score --runs {study}")
+        return 0
+    doc = transfer_study.score(Path(a.runs), a.d_mono_fraction, a.bootstrap)
+    print(f"wrote {Path(a.runs) / 'transfer.json'} and transfer.png (rows: target, columns: source)")
+    for p in doc["synergistic"][:3]:
+        print(f"  most synergistic:  {p['source']} -> {p['target']}  BTS {p['bts']:+.3f}")
+    for p in doc["interfering"][:3]:
+        print(f"  most interfering:  {p['source']} -> {p['target']}  BTS {p['bts']:+.3f}")
+    fam = doc.get("family") or {}
+    if fam.get("within_mean") is not None and fam.get("across_mean") is not None:
+        print(f"  within-family mean BTS {fam['within_mean']:+.3f}, across-family {fam['across_mean']:+.3f}")
+    return 0
+
+
+@command
+def cmd_plan_languages(a: argparse.Namespace) -> int:
+    from nemo_mlsl.multilinguality import CapacityLaw, from_records
+
+    law = CapacityLaw.paper() if not a.fit else from_records(_records(a.fit, False))
+    r = a.to / a.from_
+    m = law.multipliers(r)
+    if a.plot:
+        import numpy as np
+
+        from nemo_mlsl.plots import _save
+        import matplotlib.pyplot as plt
+
+        s = np.geomspace(max(1.0, m["N"] * 0.6), m["N"] * 4, 200)
+        t = law.frontier(r, s)
+        fig, ax = plt.subplots(figsize=(4.6, 4))
+        ax.plot(s, t * r, label=f"iso-loss frontier, K {a.from_:g} -> {a.to:g}")
+        ax.scatter([m["N"]], [m["D_total"]], color="k", zorder=3, label="compute-optimal")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("model size multiplier N'/N")
+        ax.set_ylabel("total token multiplier D'/D")
+        ax.legend(fontsize=7)
+        _save(fig, Path(a.plot))
+    if a.json:
+        _print_json({"law": law.source, "phi": law.phi, "psi": law.psi, "alpha": law.alpha, "beta": law.beta, **m})
+        return 0
+    print(f"from {a.from_:g} to {a.to:g} languages (r = {r:g}), {law.source} exponents phi={law.phi:.3f} psi={law.psi:.3f} "
+          f"alpha={law.alpha:.3f} beta={law.beta:.3f}:")
+    print(f"  model size   x{m['N']:.3f}   (r^{m['exponents']['N']:.3f})")
+    print(f"  total tokens x{m['D_total']:.3f}   (r^{m['exponents']['D_total']:.3f}); per language x{m['D_per_language']:.3f}")
+    print(f"  compute      x{m['compute']:.3f}   (r^{m['exponents']['compute']:.3f})")
+    return 0
+
+
+@command
+def cmd_crossover(a: argparse.Namespace) -> int:
+    from nemo_mlsl.crossover import find_crossover, paper_crossover
+    from nemo_mlsl.transfer import Curve
+
+    if a.published:
+        c = paper_crossover(a.N)
+        print(f"ATLAS relation C = 1.11e6 * N^1.65: at N={a.N:.4g}, pretraining from scratch overtakes finetuning after "
+              f"{c.tokens:.4g} tokens ({c.compute:.4g} FLOPs)")
+        return 0
+
+    def curve(path: str, lang: str | None) -> Curve:
+        pts = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+        key = "language_loss" if lang else None
+        vals = [p[key][lang] if key else float(np.mean(list(p["family_loss"].values()))) for p in pts]
+        return Curve.of([p["tokens"] for p in pts], vals)
+
+    import numpy as np
+
+    langs = a.languages.split(",") if a.languages else [None]
+    for lang in langs:
+        c = find_crossover(curve(a.pretrain, lang), curve(a.finetune, lang), a.N)
+        label = lang or "all families"
+        print(f"{label}: pretraining overtakes finetuning after {c.tokens:,.0f} tokens"
+              + (f" ({c.compute:.4g} FLOPs at N={a.N:.4g})" if c.compute else "") + f", at loss {c.loss:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlsl", description="Multilingual scaling-law studies (family law, ATLAS).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -261,6 +440,51 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights")
     s.add_argument("--min-ratio")
     s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("recipes", help="list, show or build the ladder recipes")
+    s.add_argument("action", choices=["list", "show", "build"])
+    s.add_argument("name", nargs="?")
+    s.add_argument("overrides", nargs="*", help="key=value overrides")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--data")
+    s.add_argument("--ratios")
+    s.add_argument("--within", default="natural")
+    s.add_argument("--nodes", type=int)
+    s.add_argument("--gpus-per-node", type=int)
+    s.add_argument("--log-dir")
+    s.add_argument("--store")
+    s.add_argument("--dry-run", action="store_true")
+
+    s = sub.add_parser("transfer", help="cross-lingual transfer: design runs, train them, score the BTS matrix, or show ATLAS's")
+    s.add_argument("action", choices=["design", "run", "score", "show"])
+    s.add_argument("--languages")
+    s.add_argument("--pairs", help="a-b,c-d (default: all pairs)")
+    s.add_argument("--rung", default="cpu_100k")
+    s.add_argument("--tokens", type=float, default=100_000)
+    s.add_argument("--seeds", type=int, default=1)
+    s.add_argument("--vocab-size", type=int, default=512)
+    s.add_argument("--out")
+    s.add_argument("--runs")
+    s.add_argument("--data")
+    s.add_argument("--d-mono-fraction", type=float, default=0.5)
+    s.add_argument("--bootstrap", type=int, default=200)
+    s.add_argument("--published", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("plan-languages", help="how N, D and compute must grow with the number of languages (ATLAS §5)")
+    s.add_argument("--from", dest="from_", type=float, required=True)
+    s.add_argument("--to", type=float, required=True)
+    s.add_argument("--fit", help="capacity runs (results store) to fit the law to; default: the paper's exponents")
+    s.add_argument("--plot", help="write the iso-loss frontier PNG here")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("crossover", help="when pretraining from scratch overtakes finetuning (ATLAS §6)")
+    s.add_argument("--pretrain", help="metrics.jsonl of the from-scratch run")
+    s.add_argument("--finetune", help="metrics.jsonl of the finetuning run")
+    s.add_argument("--languages", help="comma-separated; default: the mean family loss")
+    s.add_argument("--N", type=float)
+    s.add_argument("--published", action="store_true")
 
     s = sub.add_parser("study", help="run a whole scaling-law study (design, runs, fit, optimum, confirmation, report)")
     s.add_argument("--config", required=True)

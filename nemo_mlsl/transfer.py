@@ -66,7 +66,7 @@ def fas(unimax: Curve, finetuned: Curve) -> float:
     """Finetuning Adaptation Score: mean over the finetuning run of (base loss - finetuned loss) on the target."""
     t = finetuned.tokens
     base = np.interp(np.log(t), np.log(unimax.tokens), unimax.loss)
-    return float(np.trapezoid(base - finetuned.loss, t) / (t[-1] - t[0]))
+    return float(np.trapz(base - finetuned.loss, t) / (t[-1] - t[0]))
 
 
 def published_matrix() -> tuple[list[str], np.ndarray]:

@@ -35,16 +35,17 @@ def test_families_share_no_characters_without_transfer(tmp_path):
     assert len(ca & cb) / len(ca | cb) > 0.7
 
 
-def test_transfer_borrows_from_the_neighbour_family_only(tmp_path):
+def test_transfer_borrows_from_the_partner_family_only(tmp_path):
     fams = generate(SynthConfig(families=3, languages_per_family=1, docs=30, transfer=0.4), tmp_path)
     (a,), (b,), (c,) = fams.values()
     own = {}
     generate(SynthConfig(families=3, languages_per_family=1, docs=30, transfer=0.0), tmp_path / "plain")
     for code in (a, b, c):
         own[code] = _chars(tmp_path / "plain" / f"{code}.jsonl")
-    # family b (index 1) borrows from a (index 0): it now holds a's characters, and none of c's
-    chars_b = _chars(tmp_path / f"{b}.jsonl")
-    assert own[a] & chars_b and not (own[c] & chars_b)
+    # a and b are partners: each now holds the other's characters; c (odd one out) borrows nothing
+    chars_a, chars_b, chars_c = (_chars(tmp_path / f"{x}.jsonl") for x in (a, b, c))
+    assert own[a] & chars_b and own[b] & chars_a and not (own[c] & chars_b)
+    assert chars_c == own[c]
 
 
 @pytest.mark.parametrize("kw,match", [({"families": 0}, "--families"), ({"docs": 3}, "--docs"), ({"transfer": 1.5}, "--transfer")])

@@ -9,6 +9,7 @@ dataloader; ``dataset_id`` of each sample indexes ``validation_languages``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ class FamilyBlend:
         val_langs = self.validation_languages
         val = ([m.prefix(l, "validation") for l in val_langs], [1.0] * len(val_langs))
         n_val = val_samples_per_language * len(val_langs)
+        # Without torch.distributed megatron builds indices in memory and says so at WARNING for every build.
+        logging.getLogger("megatron.core.datasets").setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             train_ds, val_ds, _ = BlendedMegatronDatasetBuilder(

@@ -3,10 +3,11 @@
 Each family has its own script (disjoint character sets), word order, agreement classes and
 proto-lexicon; languages of a family derive their lexicon from the proto-lexicon by a few
 language-specific sound changes, so they share most structure. ``transfer`` is the share of each
-family's sentences borrowed from its neighbour on a ring (family f borrows from family f-1: same
-words, grammar and script), so training on one family teaches part of the next one, unevenly across
-pairs, like related languages. At 0 no two families share a single character (apart from space and
-'.'), so what a model learns from one family cannot help another by content.
+family's sentences borrowed from its partner: families pair up (alpha-beta, gamma-delta, ...; an odd
+last family has none) and borrow words, grammar and script from each other, like related families.
+Training on one family of a pair then teaches part of the other, so the loss of a family depends on
+its partner's ratio. At 0 no two families share a single character (apart from space and '.'), so
+what a model learns from one family cannot help another by content.
 Documents carry a topic that skews their nouns, giving structure above the sentence level.
 """
 
@@ -148,7 +149,8 @@ def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
     code_index = 0
     for f in range(cfg.families):
         lex = lexicons[f]
-        shared = lexicons[(f - 1) % cfg.families]
+        partner = f ^ 1 if (f ^ 1) < cfg.families else None
+        shared = lexicons[partner] if partner is not None else lex
         name = FAMILY_NAMES[f]
         families[name] = []
         for j in range(cfg.languages_per_family):
@@ -163,7 +165,7 @@ def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
                     n_sent = int(lang_rng.integers(cfg.sentences_per_doc[0], cfg.sentences_per_doc[1] + 1))
                     sents = []
                     for _ in range(n_sent):
-                        use_shared = cfg.transfer > 0 and cfg.families > 1 and lang_rng.random() < cfg.transfer
+                        use_shared = cfg.transfer > 0 and partner is not None and lang_rng.random() < cfg.transfer
                         src = shared if use_shared else lex
                         sents.append(_sentence(lang_rng, src, _zipf(len(src.nouns)) if use_shared else topic, {} if use_shared else changes))
                     fh.write(json.dumps({"text": " ".join(sents)}, ensure_ascii=False) + "\n")

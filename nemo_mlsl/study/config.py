@@ -30,6 +30,7 @@ class IndependenceDesign:
     family: str | None = None
     ratio: float = 0.3
     mixtures: int = 4
+    floor: float = 0.15
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def phase1(cfg: StudyConfig, families: Sequence[str], n_params: Mapping[str, int
     # On the largest fit rung and budget: the smallest models, early in training, share capacity in ways
     # that make families interfere beyond what their data share explains (docs/science.md).
     small_rung, small_tokens = rungs[-1], max(cfg.tokens)
-    points = independence_design(ind.mixtures, families, fixed, ind.ratio, cfg.design.floor, cfg.seed)
+    points = independence_design(ind.mixtures, families, fixed, ind.ratio, ind.floor, cfg.seed)
     for i, r in enumerate(points):
         runs.append(PlannedRun(f"indep-{fixed}-{small_rung}-{_tok(small_tokens)}-m{i}", "independence", small_rung, small_tokens, r,
                                cfg.seed, n_params[small_rung]))

@@ -6,6 +6,7 @@ RUN/ holds ``result.json`` (final validation), ``metrics.jsonl`` (every validati
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -67,6 +68,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
     from mlsl_lightning.datamodule import FamilyBlendDataModule
     from mlsl_lightning.model import CausalLM
 
+    # Lightning's per-run banner (GPU/TPU availability, "fit stopped") adds nothing in a study of many runs.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     recipe = load(req.recipe, req.overrides)
     t = recipe.train
     steps = _steps(recipe, req)

@@ -1,0 +1,95 @@
+"""ATLAS analyses: BTS on planted shifts, the published matrix, the multilinguality planner, the crossover."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from nemo_mlsl.crossover import find_crossover, paper_crossover
+from nemo_mlsl.errors import FitError
+from nemo_mlsl.multilinguality import CapacityLaw, fit_capacity
+from nemo_mlsl.transfer import Curve, bts, fas, published_matrix, summarize_matrix
+
+
+def power_curve(tokens, scale=1.0):
+    """L(d) = 1 + 50 / (d·scale)^0.3: a model that learns as if it had seen scale·d target tokens."""
+    t = np.geomspace(1e4, 1e7, 60)
+    return Curve.of(t, 1 + 50 / (t * scale) ** 0.3)
+
+
+@pytest.mark.parametrize("bts_true", [0.0, 0.3, -0.4])
+def test_bts_recovers_a_planted_shift(bts_true):
+    # the bilingual model reaches the monolingual loss at d_mono after (2 - BTS)·d_mono total tokens:
+    # i.e. it behaves like a monolingual model that saw 1/(2 - BTS) of its total tokens
+    mono = power_curve(None)
+    bi = power_curve(None, scale=1.0 / (2.0 - bts_true))
+    assert bts(mono, bi, 2e5) == pytest.approx(bts_true, abs=2e-3)
+
+
+def test_bts_errors_when_the_bilingual_run_is_too_short():
+    mono = Curve.of([1e4, 1e5, 1e6], [3.0, 2.0, 1.5])
+    bi = Curve.of([1e4, 1e5, 2e5], [3.2, 2.6, 2.4])
+    with pytest.raises(FitError, match="never reaches loss"):
+        bts(mono, bi, 5e5)
+
+
+def test_fas_is_the_mean_gain_over_the_base_model():
+    base = Curve.of([1, 100], [3.0, 3.0])
+    ft = Curve.of(np.linspace(1, 100, 50), np.full(50, 2.5))
+    assert fas(base, ft) == pytest.approx(0.5)
+
+
+def test_published_matrix_and_its_statistics():
+    langs, mat = published_matrix()
+    assert langs == ["en", "ru", "es", "fr", "de", "pt", "zh", "vi", "ja"]
+    assert np.isnan(np.diag(mat)).all()
+    es, pt, en, zh = (langs.index(x) for x in ("es", "pt", "en", "zh"))
+    assert mat[pt, es] == 0.5 and mat[zh, en] == -1.0  # es→pt synergy, en→zh interference
+    s = summarize_matrix(langs, mat, {"en": "germanic", "de": "germanic", "es": "romance", "fr": "romance", "pt": "romance",
+                                      "ru": "slavic", "zh": "sino_tibetan", "vi": "austroasiatic", "ja": "japonic"})
+    assert s["synergistic"][0]["bts"] == 0.5 and s["interfering"][0] == {"source": "vi", "target": "zh", "bts": -1.6}
+    assert s["family"]["within_mean"] > s["family"]["across_mean"]
+    out = json.loads(run_cli("transfer", "show", "--published", "--json", "--out", "/tmp").stdout)
+    assert out["languages"] == langs and out["symmetry_pearson_r"] < 0.5
+
+
+def test_planner_reproduces_the_papers_worked_example():
+    law = CapacityLaw.paper()
+    two, four = law.multipliers(2), law.multipliers(4)
+    assert two["N"] == pytest.approx(1.18, abs=0.005) and two["D_total"] == pytest.approx(1.66, abs=0.005)
+    assert two["compute"] == pytest.approx(1.96, abs=0.01)
+    assert four["D_total"] == pytest.approx(2.74, abs=0.01) and four["N"] == pytest.approx(1.40, abs=0.01)
+    assert 1 - four["D_per_language"] == pytest.approx(0.32, abs=0.01)  # "32% less data per language"
+    assert four["exponents"]["compute"] == pytest.approx(0.970, abs=0.002)
+    # the compute-optimal point lies on the iso-loss frontier
+    assert law.frontier(2, np.array([two["N"]]))[0] == pytest.approx(two["D_per_language"], rel=1e-6)
+    out = json.loads(run_cli("plan-languages", "--from", "8", "--to", "16", "--json").stdout)
+    assert out["N"] == pytest.approx(two["N"])
+
+
+def test_capacity_law_fit_recovers_planted_exponents():
+    rng = np.random.default_rng(0)
+    K, N, D, L = [], [], [], []
+    for k in (1, 2, 4, 8, 16):
+        for n in (1e7, 1e8, 1e9):
+            for d in (1e8, 1e9, 1e10):
+                K.append(k), N.append(n), D.append(d)
+                L.append((1.5 + 400 * k ** 0.11 / n ** 0.35 + 900 * k ** -0.04 / d ** 0.3) * np.exp(rng.normal(0, 0.002)))
+    law = fit_capacity(K, N, D, L)
+    assert law.phi == pytest.approx(0.11, abs=0.03) and law.psi == pytest.approx(-0.04, abs=0.03)
+    with pytest.raises(FitError, match="distinct values of K"):
+        fit_capacity([1] * 9, N[:9], D[:9], L[:9])
+
+
+def test_crossover_recovers_a_planted_crossing():
+    t = np.geomspace(1e6, 1e9, 80)
+    finetune = Curve.of(t, 2.0 + 0.6 * (t / 1e6) ** -0.1)  # starts low, improves slowly
+    pretrain = Curve.of(t, 1.6 + 4.0 * (t / 1e6) ** -0.3)  # starts high, improves fast
+    c = find_crossover(pretrain, finetune, N=1e8)
+    grid = np.geomspace(1e6, 1e9, 100000)
+    true = grid[np.argmax((1.6 + 4.0 * (grid / 1e6) ** -0.3) <= (2.0 + 0.6 * (grid / 1e6) ** -0.1))]
+    assert c.tokens == pytest.approx(true, rel=0.01) and c.compute == pytest.approx(6e8 * c.tokens)
+    with pytest.raises(FitError, match="do not cross"):
+        find_crossover(Curve.of(t, 3.0 + 0 * t), finetune)
+    assert paper_crossover(2.03e9).tokens == pytest.approx(2.0e11, rel=0.1)  # the paper's 2B crossover range 144B-283B

@@ -1,0 +1,179 @@
+"""NeMo 2 integration on CPU: every rung builds its config tree; counts match the ATLAS table; the data step
+keeps family ids; the per-language loss reduction is right across simulated data-parallel ranks (gloo)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from conftest import run_cli
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.ladder import ATLAS_VOCAB, atlas_rungs, render_all
+from nemo_mlsl.recipes import available, load, recipes_dir, validate_parallel
+
+pytest.importorskip("nemo.collections.llm", reason="NeMo is installed by `make setup` (extra 'nemo')")
+RUNGS = sorted(available())
+
+
+def test_generated_recipe_files_match_the_table():
+    for rel, text in render_all().items():
+        assert (recipes_dir() / rel).read_text() == text, f"{rel} drifted: run python -m nemo_mlsl.ladder --write"
+
+
+@pytest.mark.parametrize("rung", atlas_rungs(), ids=lambda r: r.name)
+def test_atlas_parameter_counts_match_the_paper_exactly(rung):
+    recipe = load(rung.name)
+    assert rung.paper_count() == rung.params == recipe.paper["params"]
+    built = recipe.params(ATLAS_VOCAB)
+    # as built (Llama-style): two RMSNorms per layer and a final one, where the table counts one d-vector per layer
+    assert built.total == rung.params + rung.layers * rung.embed + rung.embed
+    assert built.non_embedding == built.total - ATLAS_VOCAB * rung.embed
+
+
+def test_he2024_rungs_hit_their_sizes():
+    for name, target in (("he2024_85m", 85e6), ("he2024_397m", 397e6), ("he2024_810m", 810e6), ("he2024_1b2", 1.2e9)):
+        assert load(name).params(ATLAS_VOCAB).non_embedding == pytest.approx(target, rel=0.02)
+
+
+def test_recipes_list_json():
+    rows = json.loads(run_cli("recipes", "list", "--json").stdout)
+    by = {r["name"]: r for r in rows}
+    assert set(by) == set(RUNGS)
+    s0 = by["atlas_s00"]
+    assert s0["source"] == "atlas" and s0["params"] == 9_044_352 and s0["model_params"] == 9_044_352 + 3 * 128 + 128
+    for key in ("non_embedding_params", "num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size",
+                "tensor_model_parallel_size", "pipeline_model_parallel_size", "tokens"):
+        assert key in s0
+    assert by["cpu_100k"]["source"] == "cpu" and by["he2024_85m"]["source"] == "he2024"
+
+
+def test_unknown_recipe_lists_valid_names():
+    with pytest.raises(ConfigError, match="valid names: .*atlas_s00"):
+        load("atlas_s99")
+
+
+def test_bad_parallel_layouts_name_the_rung_and_sizes():
+    with pytest.raises(ConfigError, match=r"recipe 'atlas_s05' \(TP=2.*num_attention_heads=9 is not divisible by TP=2"):
+        load("atlas_s05", ["parallel.tensor_model_parallel_size=2"])
+    with pytest.raises(ConfigError, match="num_layers=3 is not divisible by PP=2"):
+        load("atlas_s00", ["parallel.pipeline_model_parallel_size=2"])
+    with pytest.raises(ConfigError, match="not divisible by TPxPPxCP"):
+        validate_parallel(load("atlas_s46"), num_nodes=1, gpus_per_node=6)
+
+
+@pytest.fixture(scope="module")
+def built(synth_data):
+    from mlsl_nemo.recipe import pretrain_recipe
+
+    return {r: pretrain_recipe(r, str(synth_data), "alpha=0.5,beta=0.3,gamma=0.2", dir="/tmp/nemo_logs") for r in RUNGS
+            if not r.startswith("cpu")}
+
+
+def test_every_rung_builds_a_matching_nemo_config_tree(built, synth_data):
+    from nemo.collections import llm
+
+    from mlsl_nemo.callback import NeMoFamilyValidationCallback
+    from mlsl_nemo.data_step import family_gpt_data_step
+
+    for name, recipe in built.items():
+        r = load(name)
+        assert recipe.__fn_or_cls__ is llm.pretrain
+        cfg = recipe.model.config
+        for field in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads"):
+            assert getattr(cfg, field) == getattr(r.model, field), (name, field)
+        assert cfg.kv_channels == r.model.head_dim and cfg.data_step_fn is family_gpt_data_step
+        assert cfg.normalization == "RMSNorm" and cfg.gated_linear_unit and cfg.share_embeddings_and_output_weights
+        s = recipe.trainer.strategy
+        assert (s.tensor_model_parallel_size, s.pipeline_model_parallel_size) == (r.parallel.tensor_model_parallel_size,
+                                                                                  r.parallel.pipeline_model_parallel_size)
+        assert recipe.trainer.devices == 8 and recipe.trainer.max_steps == r.train.max_steps
+        assert recipe.data.global_batch_size == r.train.global_batch_size and recipe.data.micro_batch_size == r.train.micro_batch_size
+        assert recipe.optim.config.lr == r.train.lr and recipe.optim.lr_scheduler.max_steps == r.train.max_steps
+        cbs = [c.__fn_or_cls__ for c in recipe.trainer.callbacks]
+        assert NeMoFamilyValidationCallback in cbs
+        paths = recipe.data.paths
+        assert len(paths["validation"]) == 2 * 6 and paths["validation"][0] == 1.0  # 6 languages, equal weights
+        assert sum(paths["train"][0::2]) == pytest.approx(1.0)
+
+
+def test_dry_run_prints_the_config(synth_data):
+    out = run_cli("recipes", "build", "atlas_s00", "--data", synth_data, "--ratios", "alpha=0.5,beta=0.3,gamma=0.2",
+                  "--nodes", "2", "--gpus-per-node", "4", "--dry-run").stdout
+    assert "num_nodes=2" in out and "devices=4" in out and "family_gpt_data_step" in out and "NeMoFamilyValidationCallback" in out
+
+
+def test_nemo_cli_discovers_the_factories():
+    nemo = Path(sys.executable).parent / "nemo"
+    proc = subprocess.run([str(nemo), "llm", "pretrain", "--factory", "mlsl_atlas_s00", "--help"], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "MLSL_DATA": "", "NO_COLOR": "1", "COLUMNS": "200"})
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "mlsl_atlas_s00" in text
+
+
+def test_data_step_keeps_dataset_id(monkeypatch):
+    from megatron.core import parallel_state
+
+    from mlsl_nemo.data_step import family_gpt_data_step
+
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)  # CPU stand-in for the device copy
+    monkeypatch.setattr(parallel_state, "is_pipeline_first_stage", lambda *a, **k: True)
+    monkeypatch.setattr(parallel_state, "is_pipeline_last_stage", lambda *a, **k: True)
+    monkeypatch.setattr(parallel_state, "get_context_parallel_world_size", lambda *a, **k: 1)
+    batch = {"tokens": torch.ones(3, 8, dtype=torch.long), "labels": torch.ones(3, 8, dtype=torch.long),
+             "loss_mask": torch.ones(3, 8), "position_ids": torch.arange(8).repeat(3, 1), "attention_mask": torch.ones(3, 1, 8, 8),
+             "dataset_id": torch.tensor([2, 0, 1], dtype=torch.int16)}
+    out = family_gpt_data_step(iter([(batch, 0, 0)]))
+    assert out["dataset_id"].tolist() == [2, 0, 1] and out["dataset_id"].dtype == torch.long
+    assert torch.equal(out["tokens"], batch["tokens"])
+
+
+def _reduction_worker(rank, world, init, out):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    from megatron.core import parallel_state
+
+    parallel_state.get_data_parallel_group = lambda *a, **k: dist.group.WORLD  # simulate DP ranks over gloo
+    from mlsl_nemo.loss_reduction import make_reduction_class
+
+    red = make_reduction_class()(num_languages=4, group_fn=lambda: dist.group.WORLD)
+    rng = np.random.default_rng(rank)
+    outs = []
+    for _ in range(3):  # three microbatches on this rank
+        loss = torch.tensor(rng.uniform(1, 4, (2, 6)), dtype=torch.float32)
+        mask = torch.tensor(rng.integers(0, 2, (2, 6)), dtype=torch.float32)
+        ids = torch.tensor(rng.integers(0, 4, 2))
+        outs.append(red.forward({"loss_mask": mask, "dataset_id": ids}, loss)[2])
+    val_loss = red.reduce(outs)
+    if rank == 0:
+        with open(out, "w") as fh:
+            json.dump({"acc": red.acc.tolist(), "val_loss": float(val_loss)}, fh)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_family_loss_reduction_over_data_parallel_ranks(tmp_path, world):
+    from mlsl_nemo.loss_reduction import microbatch_language_sums
+
+    mp.spawn(_reduction_worker, args=(world, f"file://{tmp_path}/rdzv", str(tmp_path / "o.json")), nprocs=world, join=True)
+    got = json.loads((tmp_path / "o.json").read_text())
+    want = torch.zeros(2, 4, dtype=torch.float64)
+    tot = [0.0, 0.0]
+    for rank in range(world):
+        rng = np.random.default_rng(rank)
+        for _ in range(3):
+            loss = torch.tensor(rng.uniform(1, 4, (2, 6)), dtype=torch.float32)
+            mask = torch.tensor(rng.integers(0, 2, (2, 6)), dtype=torch.float32)
+            ids = torch.tensor(rng.integers(0, 4, 2))
+            want += microbatch_language_sums(loss, mask, ids, 4)
+            tot[0] += float((loss * mask).sum())
+            tot[1] += float(mask.sum())
+    assert np.allclose(got["acc"], want.numpy(), rtol=1e-6)
+    assert got["val_loss"] == pytest.approx(tot[0] / tot[1], rel=1e-5)  # NeMo's val_loss is unchanged

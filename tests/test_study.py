@@ -1,0 +1,136 @@
+"""The study end to end (--quick), resume after a kill, and the independence check on planted corpora."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import read_json
+from nemo_mlsl.results import ResultsStore
+from nemo_mlsl.study.config import load_study
+from nemo_mlsl.study.plan import phase1
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "studies" / "default.yaml"
+pytestmark = pytest.mark.slow
+
+
+def mlsl(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "nemo_mlsl.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "quick"
+    start = time.time()
+    proc = mlsl("study", "--config", DEFAULT, "--out", out, "--quick", "--no-progress")
+    stdout, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stdout[-4000:]
+    return out, stdout, time.time() - start
+
+
+def test_quick_study_report_holds_the_headline(quick_study):
+    out, stdout, elapsed = quick_study
+    s = read_json(out / "summary.json")
+    fams = ["alpha", "beta", "delta", "gamma"]
+    assert sorted(s["gamma"]) == fams and all(s["gamma_ci"][f][0] <= s["gamma"][f] <= s["gamma_ci"][f][1] for f in fams)
+    assert sum(s["optimal_ratios"].values()) == pytest.approx(1.0, abs=1e-6) and set(s["optimal_ci"]) == set(fams)
+    conf = s["comparison"]["optimal"]
+    assert set(conf["abs_error"]) == set(fams) and all(v >= 0 for v in conf["abs_error"].values())
+    assert "uniform" in s["comparison"] and s["gains"]["uniform"]["verdict"] in (
+        "within noise", "optimal better, beyond noise", "baseline better, beyond noise")
+    assert s["seed_noise"]["sigma"] > 0 and s["independence"]["tests"]
+    md = (out / "report.md").read_text()
+    for text in ("## Headline", "γ per family", "Optimal ratios", "Largest rung", "Optimal vs uniform", "## Compute", "## Commands"):
+        assert text in md
+    for png in ("optimal_vs_baselines.png", "confirmation.png", "realized_vs_target.png", "fit/loss_vs_ratio.png",
+                "fit/predicted_vs_observed.png", "fit/loss_vs_N.png"):
+        assert (out / png).stat().st_size > 5000, png
+    plan = read_json(out / "plan.json")
+    records = ResultsStore(out).read()
+    assert sorted(r["run_id"] for r in records) == sorted(r["run_id"] for r in plan["runs"])
+    assert len(list((out / "tb").iterdir())) == len(records)  # every run's TensorBoard log under one root
+    assert "Report:" in stdout and "optimal ratios:" in stdout and "gain over uniform" in stdout
+    assert elapsed < 240, f"--quick took {elapsed:.0f}s"
+
+
+def test_resume_after_a_kill_loses_and_duplicates_nothing(quick_study, tmp_path):
+    ref, _, _ = quick_study
+    out = tmp_path / "killed"
+    proc = mlsl("study", "--config", DEFAULT, "--out", out, "--quick", "--no-progress", start_new_session=True)
+    store = out / "results.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and (not store.exists() or len(store.read_text().splitlines()) < 5):
+        time.sleep(0.5)
+    time.sleep(2.0)  # kill in the middle of the next run
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(ResultsStore(out).read())
+    assert 5 <= n_before < len(read_json(ref / "plan.json")["runs"])
+    again = mlsl("study", "--config", DEFAULT, "--out", out, "--quick", "--no-progress")
+    stdout, _ = again.communicate(timeout=900)
+    assert again.returncode == 0, stdout[-3000:]
+    recs = ResultsStore(out).read()  # raises on duplicates
+    want = {r["run_id"]: r for r in ResultsStore(ref).read()}
+    assert sorted(r["run_id"] for r in recs) == sorted(want)
+    for r in recs:
+        assert r["family_loss"] == pytest.approx(want[r["run_id"]]["family_loss"], rel=1e-6), r["run_id"]
+    a, b = read_json(out / "fit" / "fit.json"), read_json(ref / "fit" / "fit.json")
+    for fam in a["families"]:
+        assert a["families"][fam]["params"] == pytest.approx(b["families"][fam]["params"], rel=1e-4)
+    assert read_json(out / "summary.json")["optimal_ratios"] == pytest.approx(read_json(ref / "summary.json")["optimal_ratios"], abs=1e-4)
+
+
+def test_a_started_study_needs_resume(quick_study):
+    out, _, _ = quick_study
+    proc = mlsl("study", "--config", DEFAULT, "--out", out, "--quick")
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "--resume" in stdout
+
+
+def test_plan_is_smallest_first_and_deterministic():
+    cfg = load_study(DEFAULT)
+    runs = phase1(cfg, ["alpha", "beta", "delta", "gamma"], {"cpu_100k": 1, "cpu_440k": 2, "cpu_1m5": 3})
+    assert runs == phase1(cfg, ["alpha", "beta", "delta", "gamma"], {"cpu_100k": 1, "cpu_440k": 2, "cpu_1m5": 3})
+    order = [(r.N, r.tokens) for r in runs]
+    assert order == sorted(order)
+    ind = [r for r in runs if r.purpose == "independence"]
+    assert len(ind) == 4 and all(r.ratios["alpha"] == 0.3 for r in ind)
+    assert all(min(r.ratios.values()) >= 0.15 - 1e-9 for r in ind)
+    assert len({tuple(r.ratios.values()) for r in ind}) == 4
+    assert all(abs(sum(r.ratios.values()) - 1) < 1e-9 for r in runs)
+    assert len([r for r in runs if r.purpose == "repeat"]) == 2
+
+
+def _independence_runs(tmp_path, transfer):
+    from nemo_mlsl.cli import _cpu_train_fn
+    from nemo_mlsl.data.prepare import PrepareConfig, prepare
+    from nemo_mlsl.data.synth import SynthConfig, generate
+    from nemo_mlsl.independence import controlled_test, seed_noise
+    from nemo_mlsl.observations import Observations
+    from nemo_mlsl.study.design import independence_design
+    from nemo_mlsl.study.plan import PlannedRun
+    from nemo_mlsl.study.runner import execute
+
+    generate(SynthConfig(families=3, languages_per_family=1, docs=400, transfer=transfer, seed=0), tmp_path / "raw")
+    m = prepare(PrepareConfig(inputs=[str(tmp_path / "raw")], out=str(tmp_path / "data"), families_yaml=str(tmp_path / "raw/families.yaml"),
+                              vocab_size=384, progress=False))
+    points = independence_design(3, ["alpha", "beta", "gamma"], "alpha", 0.3, 0.15, 0)
+    runs = [PlannedRun(f"m{i}-s{s}", "independence", "cpu_100k", 100_000, p, s, 1) for i, p in enumerate(points) for s in (0, 1)]
+    execute(runs, tmp_path / "study", m, _cpu_train_fn, law=None, progress=False, log=lambda _: None)
+    obs = Observations.from_records(ResultsStore(tmp_path / "study").read())
+    return [t for t in controlled_test(obs, seed_noise(obs)["sigma"]) if t["family"] == "alpha"][0]
+
+
+def test_independence_check_passes_without_transfer_and_flags_strong_transfer(tmp_path):
+    plain = _independence_runs(tmp_path / "t0", 0.0)
+    shared = _independence_runs(tmp_path / "t5", 0.5)
+    assert plain["independent"] is True, plain
+    assert shared["independent"] is False, shared
+    assert shared["spread_pct"] > 2 * plain["spread_pct"]

@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[nemo,test]'
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e tests/fixtures/thirdparty_plugin
+	# setuptools leaves *.egg-info in the source tree; from the repo root it would shadow the installed metadata
+	find . -name '*.egg-info' -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 	touch $(STAMP)
 
 demo: setup

@@ -96,14 +96,15 @@ def test_a_started_study_needs_resume(quick_study):
 
 def test_plan_is_smallest_first_and_deterministic():
     cfg = load_study(DEFAULT)
-    runs = phase1(cfg, ["alpha", "beta", "delta", "gamma"], {"cpu_100k": 1, "cpu_440k": 2, "cpu_1m5": 3})
-    assert runs == phase1(cfg, ["alpha", "beta", "delta", "gamma"], {"cpu_100k": 1, "cpu_440k": 2, "cpu_1m5": 3})
+    runs = phase1(cfg, ["alpha", "beta", "delta", "gamma"], {"cpu_15k": 1, "cpu_60k": 2, "cpu_250k": 3})
+    assert runs == phase1(cfg, ["alpha", "beta", "delta", "gamma"], {"cpu_15k": 1, "cpu_60k": 2, "cpu_250k": 3})
     order = [(r.N, r.tokens) for r in runs]
     assert order == sorted(order)
     ind = [r for r in runs if r.purpose == "independence"]
     assert len(ind) == 4 and all(r.ratios["alpha"] == 0.3 for r in ind)
     assert all(min(r.ratios.values()) >= 0.15 - 1e-9 for r in ind)
     assert len({tuple(r.ratios.values()) for r in ind}) == 4
+    assert max(r.ratios["beta"] for r in ind) == pytest.approx(0.7 - 2 * 0.15)  # each other family in turn takes the most
     assert all(abs(sum(r.ratios.values()) - 1) < 1e-9 for r in runs)
     assert len([r for r in runs if r.purpose == "repeat"]) == 2
 

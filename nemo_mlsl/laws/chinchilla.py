@@ -13,6 +13,32 @@ from nemo_mlsl.laws.base import Law, Param
 from nemo_mlsl.observations import FamilyData, Observations
 
 
+def scale_params(data: FamilyData) -> list[Param]:
+    """E, a = log A, α, b = log B, β: the (N, D) part shared by Chinchilla and the joint family law."""
+    top = float(data.loss.min())
+    return [
+        Param("E", 0.0, top, (0.0, 0.5 * top, 0.9 * top)),
+        Param("a", -5.0, 40.0, (0.0, 5.0, 10.0, 20.0)),
+        Param("alpha", 0.0, 2.5, (0.1, 0.3, 0.6, 1.0)),
+        Param("b", -5.0, 40.0, (0.0, 5.0, 10.0, 20.0)),
+        Param("beta", 0.0, 2.5, (0.1, 0.3, 0.6, 1.0)),
+    ]
+
+
+def scale_terms(theta: np.ndarray, data: FamilyData):
+    """(A/N^α, B/D^β, E + A/N^α + B/D^β) for ``theta`` of shape [k] or [m, k] (first five entries used)."""
+    theta = np.asarray(theta, dtype=float)
+    E, a, alpha, b, beta = (theta[..., i : i + 1] if theta.ndim == 2 else theta[i] for i in range(5))
+    tn = np.exp(a - alpha * np.log(data.N))
+    td = np.exp(b - beta * np.log(data.D))
+    return tn, td, E + tn + td
+
+
+def scale_jacobian(theta: np.ndarray, data: FamilyData) -> np.ndarray:
+    tn, td, c = scale_terms(theta, data)
+    return np.stack([1 / c, tn / c, -np.log(data.N) * tn / c, td / c, -np.log(data.D) * td / c], axis=1)
+
+
 class ChinchillaLaw(Law):
     name = "chinchilla"
     formula = "L(N,D) = E + A/N^α + B/D^β"
@@ -40,25 +66,13 @@ class ChinchillaLaw(Law):
         return data.take(keep)
 
     def params(self, data: FamilyData) -> list[Param]:
-        top = float(data.loss.min())
-        return [
-            Param("E", 0.0, top, (0.0, 0.5 * top, 0.9 * top)),
-            Param("a", -5.0, 40.0, (0.0, 5.0, 10.0, 20.0)),
-            Param("alpha", 0.0, 2.5, (0.1, 0.3, 0.6, 1.0)),
-            Param("b", -5.0, 40.0, (0.0, 5.0, 10.0, 20.0)),
-            Param("beta", 0.0, 2.5, (0.1, 0.3, 0.6, 1.0)),
-        ]
+        return scale_params(data)
 
     def log_predict(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
-        theta = np.asarray(theta, dtype=float)
-        E, a, alpha, b, beta = (theta[..., i : i + 1] for i in range(5))
-        return np.log(E + np.exp(a - alpha * np.log(data.N)) + np.exp(b - beta * np.log(data.D)))
+        return np.log(scale_terms(theta, data)[-1])
 
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
-        E, a, alpha, b, beta = theta
-        tn, td = np.exp(a - alpha * np.log(data.N)), np.exp(b - beta * np.log(data.D))
-        c = E + tn + td
-        return np.stack([1 / c, tn / c, -np.log(data.N) * tn / c, td / c, -np.log(data.D) * td / c], axis=1)
+        return scale_jacobian(theta, data)
 
     def requirements(self) -> dict[str, int]:
         return {"runs": 6, "N": 2, "D": 2}

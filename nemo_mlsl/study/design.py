@@ -26,20 +26,30 @@ def simplex_sobol(n: int, families: Sequence[str], floor: float, seed: int) -> l
 
 
 def independence_design(n: int, families: Sequence[str], fixed: str, ratio: float, floor: float, seed: int) -> list[dict[str, float]]:
-    """``fixed`` held at ``ratio`` while the other families share the rest along a space-filling design."""
+    """``fixed`` held at ``ratio`` while the other families share the rest, as differently as possible:
+    first each other family in turn gets all it can (the rest at ``floor``), then the even split, then
+    scrambled-Sobol points; a controlled test has the most power when the others vary the most."""
     if fixed not in families:
         raise ConfigError(f"design.independence.family {fixed!r} is not in the data; families: {list(families)}")
     others = [f for f in families if f != fixed]
     if not others:
         raise ConfigError("the independence design needs at least two families")
     rest = 1.0 - ratio
-    sub = simplex_sobol(n, others, min(floor / rest, 0.99 / len(others)), seed + 7919)
-    return [_rounded({fixed: ratio, **{f: rest * q for f, q in s.items()}}) for s in sub]
+    if floor * len(others) >= rest:
+        raise ConfigError(f"design.independence.floor {floor} x {len(others)} other families >= {rest:.3g} left by the fixed ratio")
+    points: list[dict[str, float]] = []
+    for heavy in others:
+        points.append({f: (rest - floor * (len(others) - 1)) if f == heavy else floor for f in others})
+    points.append({f: rest / len(others) for f in others})
+    if n > len(points):
+        sub = simplex_sobol(n - len(points), others, floor / rest, seed + 7919)
+        points += [{f: rest * q for f, q in s.items()} for s in sub]
+    return [_rounded({fixed: ratio, **p}, protect=fixed) for p in points[:n]]
 
 
-def _rounded(r: dict[str, float]) -> dict[str, float]:
-    """Round to 6 decimals and put the rounding error on the largest ratio, so ratios sum to 1 exactly."""
+def _rounded(r: dict[str, float], protect: str | None = None) -> dict[str, float]:
+    """Round to 6 decimals and put the rounding error on the largest ratio (never ``protect``), so ratios sum to 1."""
     out = {f: round(v, 6) for f, v in r.items()}
-    big = max(out, key=out.get)
+    big = max((f for f in out if f != protect), key=out.get)
     out[big] = round(out[big] + 1.0 - sum(out.values()), 9)
     return out

@@ -135,10 +135,7 @@ def _plot_confirmation(comp: Mapping[str, Any], fams: Sequence[str], path: Path,
     ax.set_xlabel("observed loss at the largest rung")
     ax.set_ylabel("predicted loss")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots._save(fig, path)
 
 
 def _plot_realized(records: Sequence[Mapping[str, Any]], fams: Sequence[str], path: Path) -> Path:
@@ -153,10 +150,7 @@ def _plot_realized(records: Sequence[Mapping[str, Any]], fams: Sequence[str], pa
     ax.set_xlabel("target family ratio")
     ax.set_ylabel("realized ratio (from the built sample index)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots._save(fig, path)
 
 
 def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind_tests, rcorr) -> str:

@@ -165,7 +165,7 @@ def cmd_study(a: argparse.Namespace) -> int:
     cfg = load_study(a.config, quick=a.quick)
     out = Path(a.out)
     if a.backend == "nemo":
-        from nemo_mlsl.study.nemo_plan import print_nemo_plan
+        from mlsl_nemo.study import print_nemo_plan
 
         return print_nemo_plan(cfg, out, dry_run=a.dry_run)
     study = Study(cfg, out, _cpu_train_fn, progress=not a.no_progress)
@@ -187,7 +187,7 @@ def cmd_study(a: argparse.Namespace) -> int:
         for f in c["observed"]:
             print(f"  {f:<10} predicted {c['predicted'][f]:.4f}  observed {c['observed'][f]:.4f}  |error| {c['abs_error'][f]:.4f}")
     for name, g in s["gains"].items():
-        print(f"gain over {name}: {g['difference']:+.4f} total {s.get('objective', '')}loss ({100 * g['relative']:+.2f}%): {g['verdict']}")
+        print(f"gain over {name} (its total loss minus the optimum's): {g['difference']:+.4f} ({100 * g['relative']:+.2f}%): {g['verdict']}")
     return 0
 
 

@@ -105,6 +105,7 @@ def loss_vs_N(lf: LawFit, path: Path) -> Path:
                               data.U, np.ones(40), data.families)
             ax.plot(Ns, np.exp(lf.law.log_predict(lf.fits[t].theta, view)), color=col, lw=1)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(t)
         ax.set_xlabel("non-embedding parameters N")
         ax.set_ylabel("loss at p=1  (L·p^γ)")

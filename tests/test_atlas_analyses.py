@@ -93,3 +93,21 @@ def test_crossover_recovers_a_planted_crossing():
     with pytest.raises(FitError, match="do not cross"):
         find_crossover(Curve.of(t, 3.0 + 0 * t), finetune)
     assert paper_crossover(2.03e9).tokens == pytest.approx(2.0e11, rel=0.1)  # the paper's 2B crossover range 144B-283B
+
+
+def test_transfer_study_on_the_synthetic_corpus(tmp_path):
+    """Languages of one family share a proto-lexicon; families share nothing (transfer 0): within-family
+    transfer must beat cross-family transfer."""
+    run_cli("synth", "--out", tmp_path / "raw", "--families", "2", "--languages-per-family", "2", "--docs", "300")
+    run_cli("transfer", "design", "--languages", "qaa,qab,qac,qad", "--rung", "cpu_15k", "--tokens", "60000", "--out", tmp_path / "t")
+    run_cli("prepare", "--input", tmp_path / "raw", "--families", tmp_path / "t" / "families.yaml", "--out", tmp_path / "t" / "data",
+            "--vocab-size", "256")
+    run_cli("transfer", "run", "--runs", tmp_path / "t", "--data", tmp_path / "t" / "data", "--no-progress")
+    fam_yaml = tmp_path / "raw" / "families.yaml"
+    from nemo_mlsl.families import FamilyMap
+    from nemo_mlsl.transfer_study import score
+
+    fm = FamilyMap.from_yaml(fam_yaml)
+    doc = score(tmp_path / "t", family_of={l: fm.family_of(l) for l in ("qaa", "qab", "qac", "qad")}, bootstrap=0)
+    assert doc["family"]["within_mean"] > doc["family"]["across_mean"]
+    assert (tmp_path / "t" / "transfer.png").exists() and len(doc["bts"]) == 4

@@ -138,3 +138,19 @@ def test_bad_losses_and_ratios():
         fit("joint_family", Observations.from_records(zero))
     with pytest.raises(ConfigError, match="unknown law"):
         fit("no_such_law", Observations.from_records(recs))
+
+
+def test_a_third_party_law_and_mixture_work_through_entry_points():
+    """tests/fixtures/thirdparty_plugin is installed by `make setup`; nothing in nemo_mlsl names it."""
+    from nemo_mlsl.mixtures import MixtureContext, compute_mixture
+    from nemo_mlsl.registry import MIXTURES
+
+    assert "shifted_power" in LAWS.names() and "square_root" in MIXTURES.names()
+    assert compute_mixture("square_root", MixtureContext({"a": 100, "b": 400})) == pytest.approx({"a": 1 / 3, "b": 2 / 3})
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, p in enumerate(np.linspace(0.05, 0.95, 12)):
+        L = (1.0 + 0.8 * p ** -0.4) * np.exp(rng.normal(0, 0.002))
+        recs.append({"run_id": f"r{i}", "N": 1e6, "D": 1e8, "ratios": {"x": p, "y": 1 - p}, "family_loss": {"x": L, "y": 2.0}})
+    lf = fit("shifted_power", Observations.from_records(recs), targets=["x"])
+    assert lf.fits["x"].params["gamma"] == pytest.approx(0.4, abs=0.05)

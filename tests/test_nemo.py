@@ -177,3 +177,9 @@ def test_family_loss_reduction_over_data_parallel_ranks(tmp_path, world):
             tot[1] += float(mask.sum())
     assert np.allclose(got["acc"], want.numpy(), rtol=1e-6)
     assert got["val_loss"] == pytest.approx(tot[0] / tot[1], rel=1e-5)  # NeMo's val_loss is unchanged
+
+
+def test_study_nemo_backend_dry_run(tmp_path):
+    out = run_cli("study", "--config", Path(__file__).resolve().parents[1] / "studies" / "default.yaml", "--out", tmp_path / "s",
+                  "--quick", "--backend", "nemo", "--dry-run").stdout
+    assert "phase-1 NeMo runs" in out and "design-cpu_15k-50k-m0" in out and "family_gpt_data_step" in out

@@ -73,7 +73,7 @@ def test_resume_after_a_kill_loses_and_duplicates_nothing(quick_study, tmp_path)
     proc.wait()
     n_before = len(ResultsStore(out).read())
     assert 5 <= n_before < len(read_json(ref / "plan.json")["runs"])
-    again = mlsl("study", "--config", DEFAULT, "--out", out, "--quick", "--no-progress")
+    again = mlsl("study", "--config", DEFAULT, "--out", out, "--quick", "--no-progress", "--resume")
     stdout, _ = again.communicate(timeout=900)
     assert again.returncode == 0, stdout[-3000:]
     recs = ResultsStore(out).read()  # raises on duplicates

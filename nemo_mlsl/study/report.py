@@ -168,10 +168,10 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
               f"{s['law_mean_abs_error']:.4f} nats per family" + (f" (naive prediction, the next-smaller rung's observed loss: "
               f"{s['naive_mean_abs_error']:.4f})" if s["naive_mean_abs_error"] is not None else "") + "."]
     for name, g in s["gains"].items():
-        L += [f"- **Optimal vs {name}**: observed total {cfg.objective.type} loss lower by {g['difference']:+.4f} "
-              f"({100 * g['relative']:+.2f}%); seed noise of the difference {g['noise_sd']:.4f}" if g["noise_sd"] else
-              f"- **Optimal vs {name}**: difference {g['difference']:+.4f}"]
-        L[-1] += f": **{g['verdict']}**."
+        c, o = s["comparison"][name]["total_observed"], s["comparison"]["optimal"]["total_observed"]
+        L += [f"- **Optimal vs {name}**: observed total {cfg.objective.type} loss {o:.4f} vs {c:.4f} ({name} minus optimal: "
+              f"{g['difference']:+.4f}, {100 * g['relative']:+.2f}%)"
+              + (f"; seed noise of the difference {g['noise_sd']:.4f}" if g["noise_sd"] else "") + f": **{g['verdict']}**."]
     L += [f"- **Seed noise**: σ = {100 * sig:.2f}% of loss (std of log loss between seeds, {s['seed_noise']['groups']} repeated points)."
           if sig else "- **Seed noise**: not measured (no repeated design points)."]
     L += [f"- **Independence hypothesis**: " + ("holds within noise in every controlled test." if s["independence"]["passed"] else

@@ -80,7 +80,9 @@ class CausalLM(pl.LightningModule):
         self.decoder = build_decoder(self.model_cfg, vocab_size, self.train_cfg.dropout)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.decoder(input_ids=tokens).logits
+        # An all-ones padding mask lets transformers use SDPA's is_causal path instead of materialising a
+        # causal mask with vmap on every call (3x faster on CPU for these small models); the result is the same.
+        return self.decoder(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         losses = token_losses(self(batch["tokens"]), batch["labels"])

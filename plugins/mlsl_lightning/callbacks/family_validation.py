@@ -43,7 +43,7 @@ class FamilyValidationCallback(pl.Callback):
             return
         self.last = self.compute(sums)
         self.last_step = trainer.global_step
-        for kind, key in (("families", "val_family"), ("languages", "val_language")):
-            for name, m in self.last[kind].items():
-                for metric in ("loss", "bpb", "ppl"):
-                    pl_module.log(f"{key}/{name}/{metric}", m[metric], batch_size=1, sync_dist=False)
+        pl_module.log_dict({f"{key}/{name}/{metric}": float(m[metric])
+                            for kind, key in (("families", "val_family"), ("languages", "val_language"))
+                            for name, m in self.last[kind].items() for metric in ("loss", "bpb", "ppl")},
+                           batch_size=1, sync_dist=False)

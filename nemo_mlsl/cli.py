@@ -214,7 +214,7 @@ def cmd_recipes(a: argparse.Namespace) -> int:
     from nemo_mlsl.recipes import available, load
 
     if a.action == "list":
-        rows = [_recipe_row(n) for n in sorted(available(), key=lambda n: (n.split("_")[0], _recipe_row(n)["non_embedding_params"] or 0))]
+        rows = sorted((_recipe_row(n) for n in available()), key=lambda r: (r["source"], r["non_embedding_params"] or 0))
         if a.json:
             _print_json(rows)
             return 0
@@ -361,6 +361,12 @@ def cmd_crossover(a: argparse.Namespace) -> int:
 
     import numpy as np
 
+    if a.runs:  # a directory holding the two runs: pretrain/ and finetune/
+        a.pretrain, a.finetune = str(Path(a.runs) / "pretrain" / "metrics.jsonl"), str(Path(a.runs) / "finetune" / "metrics.jsonl")
+    if not (a.pretrain and a.finetune):
+        from nemo_mlsl.errors import ConfigError
+
+        raise ConfigError("give --runs DIR (with pretrain/ and finetune/ runs), or --pretrain and --finetune metrics.jsonl, or --published")
     langs = a.languages.split(",") if a.languages else [None]
     for lang in langs:
         c = find_crossover(curve(a.pretrain, lang), curve(a.finetune, lang), a.N)
@@ -466,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     s.add_argument("--runs")
     s.add_argument("--data")
-    s.add_argument("--d-mono-fraction", type=float, default=0.5)
+    s.add_argument("--d-mono-fraction", type=float, default=1.0, help="reference point d_mono as a fraction of the monolingual run")
     s.add_argument("--bootstrap", type=int, default=200)
     s.add_argument("--published", action="store_true")
     s.add_argument("--json", action="store_true")
@@ -480,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("crossover", help="when pretraining from scratch overtakes finetuning (ATLAS §6)")
+    s.add_argument("--runs", help="a directory with pretrain/ and finetune/ run directories")
     s.add_argument("--pretrain", help="metrics.jsonl of the from-scratch run")
     s.add_argument("--finetune", help="metrics.jsonl of the finetuning run")
     s.add_argument("--languages", help="comma-separated; default: the mean family loss")

@@ -20,7 +20,8 @@ from nemo_mlsl.transfer import Curve, bts, heatmap, summarize_matrix
 
 def design(languages: Sequence[str], rung: str, tokens: int, n_params: int, pairs: Sequence[tuple[str, str]] | None = None,
            seeds: int = 1, seed: int = 0) -> list[PlannedRun]:
-    """Monolingual runs for D tokens and bilingual 50/50 runs for 2·D (same target tokens), every seed."""
+    """Monolingual runs for D tokens and bilingual 50/50 runs for 3·D total tokens, every seed: scored at the
+    monolingual run's end (d_mono = D), the bilingual curve then covers BTS from -1 (interference) up."""
     langs = [normalize_code(l) for l in languages]
     if len(set(langs)) < 2:
         raise ConfigError("--languages needs at least two distinct languages")
@@ -35,7 +36,7 @@ def design(languages: Sequence[str], rung: str, tokens: int, n_params: int, pair
         for l in sorted(langs):
             runs.append(PlannedRun(f"mono-{l}{sfx}", "mono", rung, tokens, {x: float(x == l) for x in sorted(langs)}, s, n_params))
         for a, b in pairs:
-            runs.append(PlannedRun(f"bi-{a}-{b}{sfx}", "bilingual", rung, 2 * tokens,
+            runs.append(PlannedRun(f"bi-{a}-{b}{sfx}", "bilingual", rung, 3 * tokens,
                                    {x: 0.5 if x in (a, b) else 0.0 for x in sorted(langs)}, s, n_params))
     return runs
 
@@ -55,7 +56,7 @@ def _curve(run_dir: Path, lang: str) -> Curve:
     return Curve.of([p["tokens"] for p in pts], [p["language_loss"][lang] for p in pts])
 
 
-def score(study: Path, d_mono_fraction: float = 0.5, bootstrap: int = 200, seed: int = 0,
+def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed: int = 0,
           family_of: Mapping[str, str] | None = None) -> dict[str, Any]:
     """BTS matrix (rows target, columns source) from a transfer study's runs, with bootstrap over seeds."""
     runs = [PlannedRun(**r) for r in json.loads((study / "plan.json").read_text())["runs"]]

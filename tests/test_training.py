@@ -27,7 +27,8 @@ def test_short_run_writes_result_metrics_and_tensorboard(synth_data, tmp_path):
     m = Manifest.load(synth_data)
     assert set(res["family_loss"]) == set(m.families) and set(res["language_loss"]) == set(m.languages)
     assert all(math.isfinite(v) and 0 < v < 10 for v in [*res["family_loss"].values(), *res["language_loss"].values()])
-    assert res["D"] == 12 * 16 * 128 and res["steps"] == 12 and res["ratios"] == RATIOS
+    t = load("cpu_100k").train
+    assert res["D"] == 12 * t.global_batch_size * t.seq_length and res["steps"] == 12 and res["ratios"] == RATIOS
     assert res["N"] == load("cpu_100k").params(m.vocab_size).non_embedding
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["step"] for l in lines] == [6, 12]

@@ -70,7 +70,9 @@ def _objective(law: Law, data: FamilyData, delta: float):
     def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
         r = y - law.log_predict(theta, data)
         jac = law.jacobian(theta, data)
-        return float(huber(r, delta).sum()), -(huber_grad(r, delta) @ jac)
+        # Elementwise product and sum, not a BLAS matrix product: BLAS threading can change the summation
+        # order from run to run, and L-BFGS-B amplifies last-bit differences; fits must be reproducible.
+        return float(huber(r, delta).sum()), -(huber_grad(r, delta)[:, None] * jac).sum(axis=0)
 
     return fun
 

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -13,8 +12,8 @@ from test_fitting import planted
 
 def test_report_files_and_determinism(tmp_path):
     recs, truth, fams = planted(families=3)
-    a = fit_and_report(recs, tmp_path / "a", bootstrap=10, holdout="largest-D", tokens={f: 1e9 for f in fams})
-    b = fit_and_report(recs, tmp_path / "b", bootstrap=10, holdout="largest-D", tokens={f: 1e9 for f in fams})
+    for name in ("a", "b"):
+        fit_and_report(recs, tmp_path / name, bootstrap=10, holdout="largest-D", tokens={f: 1e9 for f in fams})
     for name in ("fit.json", "report.md"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     for png in ("loss_vs_ratio.png", "predicted_vs_observed.png", "loss_vs_N.png", "optimal_ratios.png"):

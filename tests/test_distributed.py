@@ -1,7 +1,6 @@
 """Per-language sums reduced over gloo process groups equal the single-process computation."""
 
 import json
-import os
 
 import numpy as np
 import pytest

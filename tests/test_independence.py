@@ -38,7 +38,6 @@ def test_transfer_is_flagged_with_an_effect_size():
 
 def test_residual_correlation_sees_the_coupling():
     obs = records(coupling=0.3)
-    j = obs.family_index("x")
     resid = {f: np.log(obs.L[:, obs.family_index(f)]) + 0.1 * np.log(obs.P[:, obs.family_index(f)]) for f in obs.families}
     resid = {f: r - r.mean() for f, r in resid.items()}
     rc = {(c["family"], c["other"]): c for c in residual_correlations(obs, resid)}

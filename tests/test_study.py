@@ -1,6 +1,5 @@
 """The study end to end (--quick), resume after a kill, and the independence check on planted corpora."""
 
-import json
 import os
 import signal
 import subprocess

@@ -4,7 +4,6 @@ import json
 import math
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 

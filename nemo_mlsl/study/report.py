@@ -158,7 +158,7 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     sig = s["seed_noise"]["sigma"]
     L = [f"# Study `{cfg.name}`", ""]
     L += ["## Headline", ""]
-    L += [f"- **γ per family** (95% bootstrap CI): " + "; ".join(
+    L += ["- **γ per family** (95% bootstrap CI): " + "; ".join(
         f"{f} {s['gamma'][f]:.3f}" + (f" [{s['gamma_ci'][f][0]:.3f}, {s['gamma_ci'][f][1]:.3f}]" if s["gamma_ci"][f] else "") for f in fams)]
     L += [f"- **Optimal ratios** ({cfg.objective.type} objective, at N={s['N_confirm']:,.0f}, D={s['D_confirm']:,.0f}): " + ", ".join(
         f"{f} {p:.3f}" + (f" [{s['optimal_ci'][f][0]:.3f}, {s['optimal_ci'][f][1]:.3f}]" if s.get("optimal_ci") else "")
@@ -174,7 +174,7 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
               + (f"; seed noise of the difference {g['noise_sd']:.4f}" if g["noise_sd"] else "") + f": **{g['verdict']}**."]
     L += [f"- **Seed noise**: σ = {100 * sig:.2f}% of loss (std of log loss between seeds, {s['seed_noise']['groups']} repeated points)."
           if sig else "- **Seed noise**: not measured (no repeated design points)."]
-    L += [f"- **Independence hypothesis**: " + ("holds within noise in every controlled test." if s["independence"]["passed"] else
+    L += ["- **Independence hypothesis**: " + ("holds within noise in every controlled test." if s["independence"]["passed"] else
           "violated in at least one controlled test (see below)." if any(t.get("independent") is False for t in ind_tests) else
           "not decided (no seed noise or no controlled group).")]
     L += ["", "## Design", "", f"Corpus: {len(manifest.languages)} languages in {len(fams)} families "

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 
 from nemo_mlsl.metrics import family_metrics

@@ -7,7 +7,7 @@ machine without GPUs; ``nemo_run`` executes it on one.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import parse_ratios

@@ -116,10 +116,6 @@ def cmd_fit(a: argparse.Namespace) -> int:
     return 0
 
 
-def _weights(text: str | None) -> dict[str, float] | None:
-    return _ratios_arg(text) if text else None
-
-
 @command
 def cmd_optimize(a: argparse.Namespace) -> int:
     from nemo_mlsl.optimize import optimal_from_fit
@@ -131,7 +127,7 @@ def cmd_optimize(a: argparse.Namespace) -> int:
         raise ConfigError(f"--fit {a.fit!r} does not exist; write it with `mlsl fit`")
     doc = json.loads(path.read_text())
     min_ratio: Any = float(a.min_ratio) if a.min_ratio and "=" not in a.min_ratio else (_ratios_arg(a.min_ratio) or 0.0)
-    out = optimal_from_fit(doc, N=a.N, D=a.D, objective=a.objective, weights=_weights(a.weights), min_ratio=min_ratio)
+    out = optimal_from_fit(doc, N=a.N, D=a.D, objective=a.objective, weights=_ratios_arg(a.weights), min_ratio=min_ratio)
     if a.json:
         _print_json(out)
         return 0

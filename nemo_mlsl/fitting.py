@@ -154,7 +154,7 @@ def fit(spec: str, obs: Observations, *, bootstrap: int = 0, seed: int = 0, targ
                 try:
                     tf.boot[b] = fit_target(law, sub, delta=delta, start=tf.theta, check=False).theta
                 except FitError:
-                    pass
+                    continue  # the row stays NaN: intervals use the replicates that could be fitted
         fits[target] = tf
     out = LawFit(law, spec, obs, fits, bootstrap, seed)
     out.metrics = {"in_sample": evaluate(out, obs)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 from nemo_mlsl.errors import ConfigError
 
@@ -40,11 +40,3 @@ class Registry:
 
 LAWS = Registry("nemo_mlsl.laws")
 MIXTURES = Registry("nemo_mlsl.mixtures")
-
-
-def law(name: str) -> Callable[..., Any]:
-    return LAWS.get(name)
-
-
-def mixture(name: str) -> Callable[..., Any]:
-    return MIXTURES.get(name)

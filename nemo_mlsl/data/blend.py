@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +193,3 @@ class BuiltBlend:
         return {"families": dict(sorted(families.items())), "languages": languages,
                 "samples": int(total), "seq_length": seq}
 
-
-def max_abs_share_error(audit: Mapping[str, Mapping]) -> float:
-    return max(abs(f["realized"] - f["target"]) for f in audit["families"].values()) if audit["families"] else math.nan

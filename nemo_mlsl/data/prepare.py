@@ -239,11 +239,11 @@ def prepare(cfg: PrepareConfig) -> Manifest:
     fp = fingerprint(files, cfg, fmap)
     if (out / "manifest.json").exists() and not cfg.force:
         try:
-            current = Manifest.load(out)
-            if current.doc.get("fingerprint") == fp:
-                return current
-        except DataError:
-            pass
+            current: Manifest | None = Manifest.load(out)
+        except DataError:  # incomplete or older data: treated like different inputs
+            current = None
+        if current is not None and current.doc.get("fingerprint") == fp:
+            return current
         raise ConfigError(f"{out} already holds prepared data from other inputs or options; pass --force to rebuild")
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -82,16 +82,9 @@ class Law(ABC):
                 "drop runs that did not train on the family, or give it a floor ratio"
             )
 
-    def describe(self, theta: np.ndarray, data: FamilyData) -> dict[str, float]:
-        return {p.name: float(v) for p, v in zip(self.params(data), theta)}
-
 
 def grid_product(params: Sequence[Param]) -> np.ndarray:
     """Cartesian product of every parameter's grid: ``[m, k]``."""
     mesh = np.meshgrid(*[np.asarray(p.grid, dtype=float) for p in params], indexing="ij")
     return np.stack([m.ravel() for m in mesh], axis=1)
 
-
-def require_positive(name: str, values: np.ndarray) -> None:
-    if np.any(~np.isfinite(values)) or np.any(values <= 0):
-        raise FitError(f"{name} must be positive and finite")

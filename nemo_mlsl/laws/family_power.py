@@ -46,6 +46,3 @@ class FamilyPowerLaw(Law):
 
     def requirements(self) -> dict[str, int]:
         return {"runs": 3, "p": 2}
-
-    def lstar(self, theta: np.ndarray, data: FamilyData) -> dict[tuple[float, float], float]:
-        return {s: float(np.exp(v)) for s, v in zip(settings(data), theta[1:])}

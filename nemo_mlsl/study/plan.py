@@ -13,6 +13,9 @@ from nemo_mlsl.study.config import StudyConfig
 from nemo_mlsl.study.design import independence_design, simplex_sobol
 
 
+FIT_PURPOSES = ("design", "independence", "repeat")  # the runs the law is fitted on
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     run_id: str

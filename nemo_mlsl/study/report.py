@@ -17,8 +17,8 @@ from nemo_mlsl.data.manifest import Manifest, write_json_atomic
 from nemo_mlsl.independence import controlled_test, residual_correlations, seed_noise, summarize
 from nemo_mlsl.observations import Observations
 from nemo_mlsl.optimize import predicted_losses, unit_losses
+from nemo_mlsl.study.plan import FIT_PURPOSES
 
-FIT_PURPOSES = ("design", "independence", "repeat")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

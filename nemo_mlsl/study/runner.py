@@ -15,17 +15,17 @@ from typing import Any, Callable, Mapping
 
 from nemo_mlsl.analysis import fit_and_report
 from nemo_mlsl.data.manifest import Manifest
-from nemo_mlsl.errors import ConfigError, FitError
+from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.study import plan as planning
+from nemo_mlsl.study.plan import FIT_PURPOSES
 from nemo_mlsl.study.config import StudyConfig
 from nemo_mlsl.study.design import _rounded
 from nemo_mlsl.study.report import write_study_report
 
 TrainFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
-FIT_PURPOSES = ("design", "independence", "repeat")
 
 
 def prepare_corpus(cfg: StudyConfig, out: Path, progress: bool = True) -> Manifest:
@@ -107,11 +107,8 @@ class Study:
             raise ConfigError("no training backend given")
 
         def after_each() -> None:
-            try:
-                write_study_report(self.out, self.cfg, runs, self.store.read(dedupe=True), None, manifest,
-                                   elapsed=time.time() - self.started, partial=True)
-            except FitError:
-                pass
+            write_study_report(self.out, self.cfg, runs, self.store.read(dedupe=True), None, manifest,
+                               elapsed=time.time() - self.started, partial=True)
 
         execute(runs, self.out, manifest, self.train_fn, total=total, offset=offset, law=self.cfg.law, within=self.cfg.within,
                 progress=self.progress, log=self.log, started=self.started, after_each=after_each)

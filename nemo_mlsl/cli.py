@@ -83,7 +83,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     result = train(TrainRequest(recipe=a.recipe, data=a.data, ratios=_ratios_arg(a.ratios), out=a.out, overrides=a.overrides,
                                 within=a.within, max_steps=a.max_steps, tokens=a.tokens, seed=a.seed, resume=a.resume,
-                                normalize=a.normalize, store=a.store, law=a.law))
+                                init_from=a.init_from, normalize=a.normalize, store=a.store, law=a.law))
     print(f"wrote {Path(a.out) / 'result.json'}: N={result['N']:,} D={result['D']:,}")
     for fam, loss in result["family_loss"].items():
         print(f"  {fam:<16} loss {loss:.4f}  bpb {result['family_bpb'][fam]:.4f}")
@@ -251,7 +251,7 @@ def cmd_transfer(a: argparse.Namespace) -> int:
         langs, mat = transfer.published_matrix()
         out = Path(a.out or ".")
         out.mkdir(parents=True, exist_ok=True)
-        transfer.heatmap(langs, mat, out / "transfer_published.png", "ATLAS measured BTS (row: target, column: source)")
+        transfer.heatmap(langs, mat, out / "transfer_published.png", "ATLAS measured BTS\n(row: target, column: source)")
         from nemo_mlsl.families import FamilyMap
 
         summary = transfer.summarize_matrix(langs, mat, {l: FamilyMap.builtin().family_of(l) for l in langs})
@@ -285,18 +285,41 @@ def cmd_transfer(a: argparse.Namespace) -> int:
         from nemo_mlsl.study.runner import execute
 
         study = Path(a.runs)
+        from nemo_mlsl.recipes import load
+
         runs = load_runs(study / "plan.json")
-        steps = {r.run_id: max(8, r.tokens // 1024) for r in runs}
-        over = {r.run_id: ["train.schedule=constant", f"train.val_every={max(1, steps[r.run_id] // 8)}"] for r in runs}
+        # Constant LR (a curve read mid-run must not depend on where the run ends) and one validation
+        # every d_mono/16 tokens in every run, so the bilingual curves are as finely sampled as the monolingual.
+        d_mono = min(r.tokens for r in runs)
+        over = {r.run_id: ["train.schedule=constant",
+                           f"train.val_every={max(1, load(r.rung).train.steps_for(d_mono) // a.evals)}"] for r in runs}
         execute(runs, study, Manifest.load(a.data), _cpu_train_fn, law=None, progress=not a.no_progress, overrides=over)
         print(f"trained {len(runs)} runs; score them with: mlsl transfer score --runs {study}")
         return 0
-    doc = transfer_study.score(Path(a.runs), a.d_mono_fraction, a.bootstrap)
+    if a.action == "fas":
+        if not (a.base and a.finetuned):
+            raise ConfigError("transfer fas needs --base RUN (the checkpoint's run) and --finetuned RUN [RUN ...]")
+        out = Path(a.out or Path(a.base).parent / "fas")
+        doc = transfer_study.score_finetuning(Path(a.base), [Path(d) for d in a.finetuned], out)
+        print(f"wrote {out / 'fas.json'} and fas.png (rows: target, columns: source; > 0: finetuning on the source helps)")
+        print("        " + "".join(f"{s:>9}" for s in doc["sources"]))
+        for t, row in zip(doc["targets"], doc["fas"]):
+            print(f"{t:>8}" + "".join(f"{v:>+9.3f}" for v in row))
+        return 0
+    family_of = None
+    if a.families:
+        from nemo_mlsl.families import FamilyMap
+
+        family_of = dict(FamilyMap.from_yaml(a.families).table)
+    doc = transfer_study.score(Path(a.runs), a.d_mono_fraction, a.bootstrap, family_of=family_of)
     print(f"wrote {Path(a.runs) / 'transfer.json'} and transfer.png (rows: target, columns: source)")
     for p in doc["synergistic"][:3]:
         print(f"  most synergistic:  {p['source']} -> {p['target']}  BTS {p['bts']:+.3f}")
     for p in doc["interfering"][:3]:
         print(f"  most interfering:  {p['source']} -> {p['target']}  BTS {p['bts']:+.3f}")
+    for c in doc["censored"]:
+        print(f"  {c['source']} -> {c['target']}: the bilingual run never reached the monolingual loss; its BTS is an "
+              "upper bound (train bilingual runs longer to measure it)")
     fam = doc.get("family") or {}
     if fam.get("within_mean") is not None and fam.get("across_mean") is not None:
         print(f"  within-family mean BTS {fam['within_mean']:+.3f}, across-family {fam['across_mean']:+.3f}")
@@ -417,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", type=float)
     s.add_argument("--seed", type=int, default=1234)
     s.add_argument("--resume", action="store_true")
+    s.add_argument("--init-from", help="finetune: start from this run directory's (or .ckpt file's) weights, with a fresh "
+                                       "optimizer and schedule; tokens are counted from the start of the finetuning")
     s.add_argument("--normalize", action="store_true")
     s.add_argument("--store", help="results store to append to (refits and reports after the run)")
     s.add_argument("--law", default="joint_family")
@@ -457,12 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store")
     s.add_argument("--dry-run", action="store_true")
 
-    s = sub.add_parser("transfer", help="cross-lingual transfer: design runs, train them, score the BTS matrix, or show ATLAS's")
-    s.add_argument("action", choices=["design", "run", "score", "show"])
+    s = sub.add_parser("transfer", help="cross-lingual transfer: design runs, train them, score the BTS matrix, "
+                                       "score finetuning runs (FAS), or show ATLAS's")
+    s.add_argument("action", choices=["design", "run", "score", "fas", "show"])
     s.add_argument("--languages")
     s.add_argument("--pairs", help="a-b,c-d (default: all pairs)")
-    s.add_argument("--rung", default="cpu_100k")
-    s.add_argument("--tokens", type=float, default=100_000)
+    s.add_argument("--rung", default="cpu_60k")
+    s.add_argument("--tokens", type=float, default=400_000,
+                   help="tokens of each monolingual run (= d_mono); bilingual runs train on 3x as many. Too few and every "
+                        "pair scores near +1: the runs are step-limited, not data-limited (docs/science.md)")
+    s.add_argument("--evals", type=int, default=16, help="validations per d_mono tokens in every run")
     s.add_argument("--seeds", type=int, default=1)
     s.add_argument("--vocab-size", type=int, default=512)
     s.add_argument("--out")
@@ -470,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data")
     s.add_argument("--d-mono-fraction", type=float, default=1.0, help="reference point d_mono as a fraction of the monolingual run")
     s.add_argument("--bootstrap", type=int, default=200)
+    s.add_argument("--families", help="score: families.yaml grouping the languages (default: the built-in table)")
+    s.add_argument("--base", help="fas: the base run the finetuning runs started from (mlsl train --init-from)")
+    s.add_argument("--finetuned", nargs="+", help="fas: finetuning run directories, one source each")
     s.add_argument("--published", action="store_true")
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-progress", action="store_true")

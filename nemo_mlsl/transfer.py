@@ -3,8 +3,9 @@
 BTS(s→t) = -(d_bi - 2·d_mono) / d_mono, where d_bi is the number of (total) tokens the 50/50 bilingual
 (s, t) model needs to reach the monolingual t model's loss at d_mono tokens: 0 is neutral (the
 bilingual model needs exactly the same target tokens), > 0 positive transfer, < 0 interference.
-Curves are interpolated linearly in (log tokens, loss), after taking the running minimum of the
-loss so that noise cannot make a curve cross a level twice.
+Both curves are first replaced by their least-squares non-increasing fit (isotonic regression), so
+that evaluation noise can neither make a curve cross a level twice nor, as a running minimum would,
+let one lucky low evaluation decide the score; then they are interpolated linearly in (log tokens, loss).
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ class Curve:
         return cls(t, l)
 
     def loss_at(self, tokens: float) -> float:
+        """Loss of the monotone fit at ``tokens`` (inside the curve's range)."""
         if not self.tokens[0] <= tokens <= self.tokens[-1]:
             raise FitError(f"{tokens:.4g} tokens lies outside the curve ({self.tokens[0]:.4g}..{self.tokens[-1]:.4g})")
-        return float(np.interp(np.log(tokens), np.log(self.tokens), self.loss))
+        return float(np.interp(np.log(tokens), np.log(self.tokens), monotone_fit(self.loss)))
 
     def tokens_to_reach(self, level: float) -> float:
-        """First token count at which the (running-minimum) curve reaches ``level``."""
-        env = np.minimum.accumulate(self.loss)
+        """First token count at which the monotone fit of the curve reaches ``level``."""
+        env = monotone_fit(self.loss)
         if env[-1] > level:
             raise FitError(f"the curve never reaches loss {level:.4f} (it ends at {env[-1]:.4f}); train the bilingual run longer")
         if env[0] <= level:
@@ -53,6 +55,17 @@ class Curve:
         i = int(np.argmax(env <= level))
         x0, x1, y0, y1 = np.log(self.tokens[i - 1]), np.log(self.tokens[i]), env[i - 1], env[i]
         return float(np.exp(x0 + (level - y0) * (x1 - x0) / (y1 - y0)))
+
+
+def monotone_fit(y: Sequence[float]) -> np.ndarray:
+    """Least-squares non-increasing fit of ``y`` (pool adjacent violators): each violating run is replaced by its mean."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in np.asarray(y, float):
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return np.concatenate([np.full(int(n), m) for m, n in blocks]) if blocks else np.zeros(0)
 
 
 def bts(mono: Curve, bilingual: Curve, d_mono: float) -> float:
@@ -79,7 +92,7 @@ def published_matrix() -> tuple[list[str], np.ndarray]:
 
 
 def summarize_matrix(langs: Sequence[str], mat: np.ndarray, family_of: Mapping[str, str] | None = None, top: int = 5) -> dict:
-    """Most synergistic / interfering pairs, symmetry, and the within- vs across-family means."""
+    """The most synergistic (BTS > 0) and interfering (< 0) pairs, symmetry, and the within- vs across-family means."""
     pairs = [(langs[j], langs[i], float(mat[i, j])) for i in range(len(langs)) for j in range(len(langs))
              if i != j and np.isfinite(mat[i, j])]
     ordered = sorted(pairs, key=lambda p: -p[2])
@@ -90,8 +103,8 @@ def summarize_matrix(langs: Sequence[str], mat: np.ndarray, family_of: Mapping[s
                 a.append(mat[i, j])
                 b.append(mat[j, i])
     out = {
-        "synergistic": [{"source": s, "target": t, "bts": v} for s, t, v in ordered[:top]],
-        "interfering": [{"source": s, "target": t, "bts": v} for s, t, v in ordered[::-1][:top]],
+        "synergistic": [{"source": s, "target": t, "bts": v} for s, t, v in ordered if v > 0][:top],
+        "interfering": [{"source": s, "target": t, "bts": v} for s, t, v in ordered[::-1] if v < 0][:top],
         "symmetry_pearson_r": float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 else None,
         "mean": float(np.nanmean(mat)),
     }
@@ -103,23 +116,28 @@ def summarize_matrix(langs: Sequence[str], mat: np.ndarray, family_of: Mapping[s
     return out
 
 
-def heatmap(langs: Sequence[str], mat: np.ndarray, path, title: str = "Bilingual Transfer Score (row: target, column: source)"):
+def heatmap(langs: Sequence[str], mat: np.ndarray, path, title: str = "Bilingual Transfer Score\n(row: target, column: source)",
+            columns: Sequence[str] | None = None):
+    """A diverging heatmap of a (target x source) score matrix, values printed in the cells."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lim = float(np.nanmax(np.abs(mat))) or 1.0
-    fig, ax = plt.subplots(figsize=(1 + 0.55 * len(langs), 0.8 + 0.5 * len(langs)))
+    cols = list(columns) if columns is not None else list(langs)
+    finite = np.abs(mat[np.isfinite(mat)])
+    lim = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.55 * len(cols)), max(3.5, 1.2 + 0.5 * len(langs))))
+    ax.set_facecolor("#d9d9d9")  # unmeasured cells (NaN) show grey, not as a neutral 0
     im = ax.imshow(mat, cmap="RdBu", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(len(langs)), langs)
+    ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(langs)), langs)
     ax.set_xlabel("source")
     ax.set_ylabel("target")
     for i in range(len(langs)):
-        for j in range(len(langs)):
+        for j in range(len(cols)):
             if np.isfinite(mat[i, j]):
-                ax.text(j, i, f"{mat[i, j]:+.1f}", ha="center", va="center", fontsize=7)
+                ax.text(j, i, f"{mat[i, j]:+.2f}" if lim < 1 else f"{mat[i, j]:+.1f}", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

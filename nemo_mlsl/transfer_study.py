@@ -15,7 +15,7 @@ from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.families import FamilyMap, normalize_code
 from nemo_mlsl.study.plan import PlannedRun
-from nemo_mlsl.transfer import Curve, bts, heatmap, summarize_matrix
+from nemo_mlsl.transfer import Curve, bts, fas, heatmap, summarize_matrix
 
 
 def design(languages: Sequence[str], rung: str, tokens: int, n_params: int, pairs: Sequence[tuple[str, str]] | None = None,
@@ -53,12 +53,17 @@ def _curve(run_dir: Path, lang: str) -> Curve:
     if not path.exists():
         raise ConfigError(f"{path} is missing: train the run first (mlsl transfer run)")
     pts = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    if not pts or any(lang not in p["language_loss"] for p in pts):
+        raise ConfigError(f"{path} has no loss curve for {lang!r}: its runs must validate on every scored language")
     return Curve.of([p["tokens"] for p in pts], [p["language_loss"][lang] for p in pts])
 
 
 def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed: int = 0,
           family_of: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """BTS matrix (rows target, columns source) from a transfer study's runs, with bootstrap over seeds."""
+    """BTS matrix (rows target, columns source) from a transfer study's runs, with bootstrap over seeds.
+
+    A bilingual run that never reaches the monolingual loss gives an upper bound, 2 - (its tokens)/d_mono,
+    listed under ``censored``: the pair interferes at least that much."""
     runs = [PlannedRun(**r) for r in json.loads((study / "plan.json").read_text())["runs"]]
     langs = sorted({l for r in runs for l, p in r.ratios.items()})
     mono: dict[str, list[Curve]] = {}
@@ -75,6 +80,7 @@ def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed:
     mat = np.full((n, n), np.nan)
     lo, hi = np.full((n, n), np.nan), np.full((n, n), np.nan)
     rng = np.random.default_rng(seed)
+    censored: set[tuple[str, str]] = set()
     for (a, b), curves in bi.items():
         for src, tgt, k in ((b, a, 0), (a, b, 1)):
             if tgt not in mono:
@@ -86,23 +92,27 @@ def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed:
                     try:
                         vals.append(bts(m, pair[k], d_mono))
                     except FitError as err:
-                        raise FitError(f"BTS({src}→{tgt}): {err}") from None
+                        if "never reaches" not in str(err):
+                            raise FitError(f"BTS({src}→{tgt}): {err}") from None
+                        # Right-censored: the bilingual run never got there, so BTS is below what its length can show.
+                        vals.append(2.0 - pair[k].tokens[-1] / d_mono)
+                        censored.add((src, tgt))
             i, j = langs.index(tgt), langs.index(src)
             mat[i, j] = float(np.mean(vals))
             if len(vals) > 1 and bootstrap:
                 boots = [np.mean(rng.choice(vals, size=len(vals))) for _ in range(bootstrap)]
                 lo[i, j], hi[i, j] = np.percentile(boots, [2.5, 97.5])
-    fam = dict(family_of) if family_of else {}
-    if not fam:
-        fm = FamilyMap.builtin()
-        for l in langs:
-            try:
-                fam[l] = fm.family_of(l)
-            except ConfigError:
-                fam[l] = l
+    fm = FamilyMap.builtin()
+    fam = {}
+    for l in langs:  # the given map first, then the built-in table; a language in neither is its own family
+        try:
+            fam[l] = (family_of or {}).get(l) or fm.family_of(l)
+        except ConfigError:
+            fam[l] = l
     summary = summarize_matrix(langs, mat, fam)
     doc = {"languages": langs, "rows": "target", "columns": "source", "bts": _nan_none(mat),
-           "ci_low": _nan_none(lo), "ci_high": _nan_none(hi), "d_mono_fraction": d_mono_fraction, "families": fam, **summary}
+           "ci_low": _nan_none(lo), "ci_high": _nan_none(hi), "d_mono_fraction": d_mono_fraction, "families": fam,
+           "censored": [{"source": s_, "target": t_} for s_, t_ in sorted(censored)], **summary}
     write_json_atomic(study / "transfer.json", doc)
     heatmap(langs, mat, study / "transfer.png")
     return doc
@@ -110,3 +120,39 @@ def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed:
 
 def _nan_none(m: np.ndarray) -> list:
     return [[None if not np.isfinite(v) else float(v) for v in row] for row in m]
+
+
+def _result(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "result.json"
+    if not path.exists():
+        raise ConfigError(f"{path} is missing: {run_dir} is not a finished run")
+    return json.loads(path.read_text())
+
+
+def score_finetuning(base: Path, finetuned: Sequence[Path], out: Path) -> dict[str, Any]:
+    """FAS matrix (rows target, columns source) from finetuning runs started from one base checkpoint.
+
+    Each finetuned run trains on one source (its only non-zero ratio); the base run's final validation is
+    the reference loss L_t of every target, so FAS(s→t) is the mean loss gain on t over the finetuning."""
+    ref = _result(base)["language_loss"]
+    cols: dict[str, list[Path]] = {}
+    for d in finetuned:
+        active = [k for k, v in _result(d)["ratios"].items() if v > 0]
+        if len(active) != 1:
+            raise ConfigError(f"{d}: a finetuning run for FAS trains on exactly one source, its ratios name {active}")
+        cols.setdefault(active[0], []).append(d)
+    sources, targets = sorted(cols), sorted(ref)
+    mat = np.full((len(targets), len(sources)), np.nan)
+    for j, s in enumerate(sources):
+        for i, t in enumerate(targets):
+            vals = []
+            for d in cols[s]:
+                c = _curve(d, t)
+                vals.append(fas(Curve.of(c.tokens[[0, -1]], [ref[t], ref[t]]), c))
+            mat[i, j] = float(np.mean(vals))
+    doc = {"targets": targets, "sources": sources, "rows": "target", "columns": "source", "fas": _nan_none(mat),
+           "base": str(base), "base_loss": ref}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "fas.json", doc)
+    heatmap(targets, mat, out / "fas.png", "Finetuning Adaptation Score\n(row: target, column: source)", columns=sources)
+    return doc

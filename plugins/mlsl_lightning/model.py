@@ -39,7 +39,7 @@ def build_decoder(cfg: ModelConfig, vocab_size: int, dropout: float = 0.0) -> to
 
 def lr_lambda(train: TrainSettings, max_steps: int):
     """Multiplier of ``train.lr`` at a step: linear warmup, then WSD (stable, linear decay) or cosine."""
-    floor = train.min_lr / train.lr
+    floor = train.min_lr / train.lr if train.lr > 0 else 0.0
     warm = max(0, min(train.warmup_steps, max_steps - 1))
 
     def fn(step: int) -> float:
@@ -70,8 +70,9 @@ class CausalLM(pl.LightningModule):
     """Decoder + schedule. ``validation_step`` returns per-sample loss sums, token counts and ``dataset_id``:
     the contract the family validation callback (and a NeMo model, through its loss reduction) meets."""
 
-    def __init__(self, model: dict[str, Any], vocab_size: int, train: dict[str, Any], max_steps: int):
-        super().__init__()
+    def __init__(self, model: dict[str, Any], vocab_size: int, train: dict[str, Any], max_steps: int,
+                 tokenizer_sha256: str | None = None):
+        super().__init__()  # tokenizer_sha256 only rides along in the checkpoint, so finetuning can check it
         self.save_hyperparameters()
         self.model_cfg = ModelConfig(**model)
         self.train_cfg = TrainSettings(**train)

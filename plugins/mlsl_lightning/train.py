@@ -6,6 +6,7 @@ RUN/ holds ``result.json`` (final validation), ``metrics.jsonl`` (every validati
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ class TrainRequest:
     tokens: float | None = None
     seed: int = 1234
     resume: bool = False
+    init_from: str | None = None
     run_id: str | None = None
     tb_root: str | None = None
     store: str | None = None
@@ -49,6 +51,33 @@ def _steps(recipe: Recipe, req: TrainRequest) -> int:
     if req.tokens:
         return recipe.train.steps_for(req.tokens)
     return recipe.train.resolved_max_steps
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def init_checkpoint(path: str | Path) -> Path:
+    """The checkpoint to start a finetuning run from: a ``.ckpt`` file or a run directory (its ``last.ckpt``)."""
+    p = Path(path)
+    ckpt = p / "checkpoints" / "last.ckpt" if p.is_dir() else p
+    if not ckpt.is_file():
+        raise ConfigError(f"--init-from {str(path)!r}: no checkpoint at {ckpt}; give a run directory of a finished run "
+                          "(it keeps checkpoints/last.ckpt) or a .ckpt file")
+    return ckpt
+
+
+def load_weights(model, ckpt: Path) -> None:
+    """Copy a checkpoint's weights into ``model`` (fresh optimizer and schedule: a finetuning run, not a resume)."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    old, new = state.get("hyper_parameters", {}), model.hparams
+    for key in ("model", "vocab_size", "tokenizer_sha256"):
+        if old.get(key) is not None and old[key] != new.get(key):
+            raise ConfigError(f"--init-from {ckpt}: the checkpoint's {key} {old[key]} differs from this run's {new.get(key)}; "
+                              "finetune with the base run's recipe, on data prepared with its tokenizer (mlsl prepare --tokenizer)")
+    model.load_state_dict(state["state_dict"])
 
 
 def train(req: TrainRequest) -> dict[str, Any]:
@@ -80,6 +109,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         raise ConfigError(f"{out} already holds a finished run (result.json); choose another --out or pass --resume")
     if last.exists() and not req.resume:
         raise ConfigError(f"{out} holds an interrupted run ({last}); pass --resume to continue it or choose another --out")
+    init = init_checkpoint(req.init_from) if req.init_from else None
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     pl.seed_everything(req.seed, workers=True, verbose=False)
@@ -92,7 +122,9 @@ def train(req: TrainRequest) -> dict[str, Any]:
     m = dm.manifest
     vocab = m.vocab_size
     counts = recipe.params(vocab)
-    model = CausalLM(recipe.model.to_dict(), vocab, t.__dict__, steps)
+    model = CausalLM(recipe.model.to_dict(), vocab, t.__dict__, steps, _sha256(m.tokenizer_path))
+    if init is not None:
+        load_weights(model, init)
     run_id = req.run_id or out.name
     family_of = {l: m.family_of(l) for l in m.languages}
     fam_cb = FamilyValidationCallback(dm.validation_languages, family_of, m.bytes_per_token("validation"))
@@ -128,7 +160,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
             "steps": trainer.global_step, "seed": req.seed, "within": req.within,
             "flops": counts.flops_per_token * tokens, "wall_time_s": round(time.time() - start, 3),
             "family_tokens": fam_tokens, "family_epochs": dm.built.family_epochs if dm.built else {},
-            "realized_ratios": {f: a["realized"] for f, a in audit.items()}, **req.extra_record,
+            "realized_ratios": {f: a["realized"] for f, a in audit.items()},
+            **({"init_from": str(init)} if init is not None else {}), **req.extra_record,
         }
 
     if req.store:
@@ -150,6 +183,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
             trainer.validate(model, datamodule=dm, verbose=False)
     if trainer.global_step < steps:
         raise RuntimeError(f"training stopped at step {trainer.global_step} of {steps}")
+    trainer.save_checkpoint(str(last))  # the final weights, for --init-from (periodic saves may stop short of the end)
     result = make_record(trainer)
     if trainer.global_rank == 0:
         for lg in trainer.loggers:

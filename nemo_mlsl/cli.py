@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nemo_mlsl.errors import MLSLError
+from nemo_mlsl.errors import ConfigError, MLSLError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -122,8 +122,6 @@ def cmd_optimize(a: argparse.Namespace) -> int:
 
     path = Path(a.fit)
     if not path.exists():
-        from nemo_mlsl.errors import ConfigError
-
         raise ConfigError(f"--fit {a.fit!r} does not exist; write it with `mlsl fit`")
     doc = json.loads(path.read_text())
     min_ratio: Any = float(a.min_ratio) if a.min_ratio and "=" not in a.min_ratio else (_ratios_arg(a.min_ratio) or 0.0)
@@ -221,8 +219,6 @@ def cmd_recipes(a: argparse.Namespace) -> int:
                   f"{r['pipeline_model_parallel_size']:>4}{r['tokens']:>17,}")
         return 0
     if not a.name:
-        from nemo_mlsl.errors import ConfigError
-
         raise ConfigError(f"mlsl recipes {a.action} needs a recipe NAME")
     if a.action == "show":
         r = load(a.name, a.overrides)
@@ -383,8 +379,6 @@ def cmd_crossover(a: argparse.Namespace) -> int:
     if a.runs:  # a directory holding the two runs: pretrain/ and finetune/
         a.pretrain, a.finetune = str(Path(a.runs) / "pretrain" / "metrics.jsonl"), str(Path(a.runs) / "finetune" / "metrics.jsonl")
     if not (a.pretrain and a.finetune):
-        from nemo_mlsl.errors import ConfigError
-
         raise ConfigError("give --runs DIR (with pretrain/ and finetune/ runs), or --pretrain and --finetune metrics.jsonl, or --published")
     langs = a.languages.split(",") if a.languages else [None]
     for lang in langs:

@@ -164,6 +164,11 @@ def test_fas_matrix_from_finetuning_runs(tmp_path):
     assert doc["sources"] == ["a", "b"] and doc["targets"] == ["a", "b"]
     assert np.array(doc["fas"]) == pytest.approx(np.array([[0.3, 0.0], [-0.1, 0.5]]))
     assert (tmp_path / "fas" / "fas.png").exists() and json.loads((tmp_path / "fas" / "fas.json").read_text())["rows"] == "target"
+    out = run_cli("transfer", "fas", "--base", tmp_path / "base", "--finetuned", tmp_path / "ft-a", tmp_path / "ft-b",
+                  "--out", tmp_path / "fas_cli").stdout
+    assert "+0.300" in out and "-0.100" in out and (tmp_path / "fas_cli" / "fas.json").exists()
+    bad = run_cli("transfer", "fas", "--finetuned", tmp_path / "ft-a", check=False)
+    assert bad.returncode == 2 and "--base" in bad.stderr
     _write_run(tmp_path / "mixed", {"a": 0.5, "b": 0.5}, {"a": list(zip(ts, [1.8, 1.7, 1.6]))})
     with pytest.raises(ConfigError, match="exactly one source"):
         score_finetuning(tmp_path / "base", [tmp_path / "mixed"], tmp_path / "fas2")

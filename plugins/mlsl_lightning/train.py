@@ -74,9 +74,12 @@ def load_weights(model, ckpt: Path) -> None:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     old, new = state.get("hyper_parameters", {}), model.hparams
     for key in ("model", "vocab_size", "tokenizer_sha256"):
-        if old.get(key) is not None and old[key] != new.get(key):
-            raise ConfigError(f"--init-from {ckpt}: the checkpoint's {key} {old[key]} differs from this run's {new.get(key)}; "
-                              "finetune with the base run's recipe, on data prepared with its tokenizer (mlsl prepare --tokenizer)")
+        a, b = old.get(key), new.get(key)
+        if a is not None and a != b:
+            what = (", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+                    if isinstance(a, dict) and isinstance(b, dict) else f"{a} vs {b}")
+            raise ConfigError(f"--init-from {ckpt}: the checkpoint's {key} differs from this run's ({what}); finetune with "
+                              "the base run's recipe, on data prepared with its tokenizer (mlsl prepare --tokenizer)")
     model.load_state_dict(state["state_dict"])
 
 

@@ -277,12 +277,11 @@ def cmd_transfer(a: argparse.Namespace) -> int:
         return 0
     if a.action == "run":
         from nemo_mlsl.data.manifest import Manifest
+        from nemo_mlsl.recipes import load
         from nemo_mlsl.study.plan import load_runs
         from nemo_mlsl.study.runner import execute
 
         study = Path(a.runs)
-        from nemo_mlsl.recipes import load
-
         runs = load_runs(study / "plan.json")
         # Constant LR (a curve read mid-run must not depend on where the run ends) and one validation
         # every d_mono/16 tokens in every run, so the bilingual curves are as finely sampled as the monolingual.
@@ -332,8 +331,9 @@ def cmd_plan_languages(a: argparse.Namespace) -> int:
     if a.plot:
         import numpy as np
 
-        from nemo_mlsl.plots import _save
         import matplotlib.pyplot as plt
+
+        from nemo_mlsl.plots import save
 
         s = np.geomspace(max(1.0, m["N"] * 0.6), m["N"] * 4, 200)
         t = law.frontier(r, s)
@@ -345,7 +345,7 @@ def cmd_plan_languages(a: argparse.Namespace) -> int:
         ax.set_xlabel("model size multiplier N'/N")
         ax.set_ylabel("total token multiplier D'/D")
         ax.legend(fontsize=7)
-        _save(fig, Path(a.plot))
+        save(fig, Path(a.plot))
     if a.json:
         _print_json({"law": law.source, "phi": law.phi, "psi": law.psi, "alpha": law.alpha, "beta": law.beta, **m})
         return 0

@@ -25,7 +25,8 @@ def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
     return fig, axes.ravel()
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write as PNG (110 dpi) and close."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -65,7 +66,7 @@ def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
         ax.set_xlabel("sampling ratio p")
         ax.set_ylabel("validation loss")
     axes[0].legend(fontsize=6)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def predicted_vs_observed(lf: LawFit, path: Path, test: Observations | None = None) -> Path:
@@ -82,7 +83,7 @@ def predicted_vs_observed(lf: LawFit, path: Path, test: Observations | None = No
     ax.set_ylabel("predicted loss")
     ax.set_title(f"{lf.spec}: predicted vs observed")
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def loss_vs_N(lf: LawFit, path: Path) -> Path:
@@ -110,7 +111,7 @@ def loss_vs_N(lf: LawFit, path: Path) -> Path:
         ax.set_xlabel("non-embedding parameters N")
         ax.set_ylabel("loss at p=1  (L·p^γ)")
     axes[0].legend(fontsize=6)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def ratio_bars(sets: Mapping[str, Mapping[str, float]], path: Path, ci: Mapping[str, Sequence[float]] | None = None,
@@ -131,4 +132,4 @@ def ratio_bars(sets: Mapping[str, Mapping[str, float]], path: Path, ci: Mapping[
     ax.set_ylabel("ratio")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)

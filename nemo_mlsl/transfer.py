@@ -13,12 +13,17 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from nemo_mlsl.errors import ConfigError, FitError
+
+
+class NeverReached(FitError):
+    """A curve ends above the loss level asked for: the run was too short to measure the score."""
 
 
 @dataclass(frozen=True)
@@ -39,17 +44,22 @@ class Curve:
             raise ConfigError("curve tokens must be > 0 and losses finite")
         return cls(t, l)
 
+    @cached_property
+    def envelope(self) -> np.ndarray:
+        """The loss's least-squares non-increasing fit (what scores are read from)."""
+        return monotone_fit(self.loss)
+
     def loss_at(self, tokens: float) -> float:
         """Loss of the monotone fit at ``tokens`` (inside the curve's range)."""
         if not self.tokens[0] <= tokens <= self.tokens[-1]:
             raise FitError(f"{tokens:.4g} tokens lies outside the curve ({self.tokens[0]:.4g}..{self.tokens[-1]:.4g})")
-        return float(np.interp(np.log(tokens), np.log(self.tokens), monotone_fit(self.loss)))
+        return float(np.interp(np.log(tokens), np.log(self.tokens), self.envelope))
 
     def tokens_to_reach(self, level: float) -> float:
         """First token count at which the monotone fit of the curve reaches ``level``."""
-        env = monotone_fit(self.loss)
+        env = self.envelope
         if env[-1] > level:
-            raise FitError(f"the curve never reaches loss {level:.4f} (it ends at {env[-1]:.4f}); train the bilingual run longer")
+            raise NeverReached(f"the curve never reaches loss {level:.4f} (it ends at {env[-1]:.4f}); train the bilingual run longer")
         if env[0] <= level:
             return float(self.tokens[0])
         i = int(np.argmax(env <= level))
@@ -75,11 +85,10 @@ def bts(mono: Curve, bilingual: Curve, d_mono: float) -> float:
     return -(d_bi - 2.0 * d_mono) / d_mono
 
 
-def fas(unimax: Curve, finetuned: Curve) -> float:
-    """Finetuning Adaptation Score: mean over the finetuning run of (base loss - finetuned loss) on the target."""
+def fas(base_loss: float, finetuned: Curve) -> float:
+    """Finetuning Adaptation Score: the mean, over the finetuning run, of (base model's loss - finetuned loss) on the target."""
     t = finetuned.tokens
-    base = np.interp(np.log(t), np.log(unimax.tokens), unimax.loss)
-    return float(np.trapz(base - finetuned.loss, t) / (t[-1] - t[0]))
+    return float(np.trapz(base_loss - finetuned.loss, t) / (t[-1] - t[0]))
 
 
 def published_matrix() -> tuple[list[str], np.ndarray]:
@@ -119,10 +128,9 @@ def summarize_matrix(langs: Sequence[str], mat: np.ndarray, family_of: Mapping[s
 def heatmap(langs: Sequence[str], mat: np.ndarray, path, title: str = "Bilingual Transfer Score\n(row: target, column: source)",
             columns: Sequence[str] | None = None):
     """A diverging heatmap of a (target x source) score matrix, values printed in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from nemo_mlsl.plots import save
 
     cols = list(columns) if columns is not None else list(langs)
     finite = np.abs(mat[np.isfinite(mat)])
@@ -140,7 +148,4 @@ def heatmap(langs: Sequence[str], mat: np.ndarray, path, title: str = "Bilingual
                 ax.text(j, i, f"{mat[i, j]:+.2f}" if lim < 1 else f"{mat[i, j]:+.1f}", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

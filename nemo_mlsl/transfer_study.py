@@ -15,7 +15,7 @@ from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.families import FamilyMap, normalize_code
 from nemo_mlsl.study.plan import PlannedRun
-from nemo_mlsl.transfer import Curve, bts, fas, heatmap, summarize_matrix
+from nemo_mlsl.transfer import Curve, NeverReached, bts, fas, heatmap, summarize_matrix
 
 
 def design(languages: Sequence[str], rung: str, tokens: int, n_params: int, pairs: Sequence[tuple[str, str]] | None = None,
@@ -91,12 +91,11 @@ def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed:
                 for pair in curves:
                     try:
                         vals.append(bts(m, pair[k], d_mono))
-                    except FitError as err:
-                        if "never reaches" not in str(err):
-                            raise FitError(f"BTS({src}→{tgt}): {err}") from None
-                        # Right-censored: the bilingual run never got there, so BTS is below what its length can show.
+                    except NeverReached:  # right-censored: BTS is below what the run's length can show
                         vals.append(2.0 - pair[k].tokens[-1] / d_mono)
                         censored.add((src, tgt))
+                    except FitError as err:
+                        raise FitError(f"BTS({src}→{tgt}): {err}") from None
             i, j = langs.index(tgt), langs.index(src)
             mat[i, j] = float(np.mean(vals))
             if len(vals) > 1 and bootstrap:
@@ -145,11 +144,7 @@ def score_finetuning(base: Path, finetuned: Sequence[Path], out: Path) -> dict[s
     mat = np.full((len(targets), len(sources)), np.nan)
     for j, s in enumerate(sources):
         for i, t in enumerate(targets):
-            vals = []
-            for d in cols[s]:
-                c = _curve(d, t)
-                vals.append(fas(Curve.of(c.tokens[[0, -1]], [ref[t], ref[t]]), c))
-            mat[i, j] = float(np.mean(vals))
+            mat[i, j] = float(np.mean([fas(ref[t], _curve(d, t)) for d in cols[s]]))
     doc = {"targets": targets, "sources": sources, "rows": "target", "columns": "source", "fas": _nan_none(mat),
            "base": str(base), "base_loss": ref}
     out.mkdir(parents=True, exist_ok=True)

@@ -135,7 +135,7 @@ def _plot_confirmation(comp: Mapping[str, Any], fams: Sequence[str], path: Path,
     ax.set_xlabel("observed loss at the largest rung")
     ax.set_ylabel("predicted loss")
     ax.legend(fontsize=6)
-    return plots._save(fig, path)
+    return plots.save(fig, path)
 
 
 def _plot_realized(records: Sequence[Mapping[str, Any]], fams: Sequence[str], path: Path) -> Path:
@@ -150,7 +150,7 @@ def _plot_realized(records: Sequence[Mapping[str, Any]], fams: Sequence[str], pa
     ax.set_xlabel("target family ratio")
     ax.set_ylabel("realized ratio (from the built sample index)")
     ax.legend(fontsize=7)
-    return plots._save(fig, path)
+    return plots.save(fig, path)
 
 
 def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind_tests, rcorr) -> str:

@@ -19,7 +19,7 @@ from nemo_mlsl.data.synth import SynthConfig, generate
 from nemo_mlsl.recipes import load
 
 RUNG, STEPS = "cpu_440k", 120
-RATIOS = {"alpha": 0.4, "beta": 0.3, "gamma": 0.3}
+RATIOS = {"amber": 0.4, "cobalt": 0.3, "jade": 0.3}
 
 
 def bare_loop(data: str) -> float:

@@ -10,10 +10,10 @@ from typing import Any, Mapping
 from nemo_mlsl import plots
 from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.fitting import LawFit, evaluate, fit, holdout_split
+from nemo_mlsl.fitting import LawFit, fit, fit_with_holdout, holdout_split
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
 from nemo_mlsl.observations import Observations
-from nemo_mlsl.optimize import SEPARABLE_LAWS, optimal_from_fit, predicted_losses, unit_losses
+from nemo_mlsl.optimize import SEPARABLE_LAWS, optimal_from_fit, predicted_losses, settings_of, unit_losses
 
 
 @dataclass
@@ -53,27 +53,29 @@ def fit_and_report(
     weights: Mapping[str, float] | None = None,
     min_ratio: float | Mapping[str, float] = 0.0,
     tokens: Mapping[str, float] | None = None,
+    caps: Mapping[str, float] | None = None,
     title: str = "Scaling-law fit",
     figures: tuple[str, ...] | None = None,
 ) -> FitReport:
-    """Fit ``law`` to ``records`` and write the report files under ``out``."""
+    """Fit ``law`` to ``records`` and write the report files under ``out``. ``caps`` are the families' data
+    caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     obs = Observations.from_records(records)
     test = None
     if holdout:
-        train_idx, test_idx = holdout_split(obs, holdout, seed)
-        lf = fit(law, obs.subset(train_idx), bootstrap=bootstrap, seed=seed)
-        test = obs.subset(test_idx)
-        lf.metrics["holdout"] = {"kind": holdout, "train_runs": len(train_idx), "test_runs": len(test_idx), **evaluate(lf, test)}
+        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed)
+        test = obs.subset(holdout_split(obs, holdout, seed)[1])
     else:
         lf = fit(law, obs, bootstrap=bootstrap, seed=seed)
     doc = lf.to_dict()
+    if law.split(":")[0] == "family_power" and N is None and D is None:
+        N, D = settings_of(doc)[-1]  # L* is known only at the fitted settings: report at the largest
     N = N if N is not None else float(obs.N.max())
     D = D if D is not None else float(obs.D.max())
     optimal = None
     if law.split(":")[0] in SEPARABLE_LAWS:
-        optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio)
+        optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio, caps=caps)
         base = baselines(list(obs.families), tokens, D)
         z = unit_losses(doc, N, D)
         optimal["comparison"] = {
@@ -109,8 +111,13 @@ def _fmt(x: float) -> str:
 
 
 def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> str:
+    fitted = sorted({e["replicates_fitted"] for e in doc["families"].values()})
+    boot = (f"{doc['bootstrap']} bootstrap replicates requested, "
+            + (f"{fitted[0]}" if len(fitted) == 1 else f"{fitted[0]}–{fitted[-1]}") + " fitted per family"
+            if doc["bootstrap"] else "no bootstrap")
     lines = [f"# {title}", "", f"Law `{doc['law']}`: `{doc['formula']}`, fitted to {doc['n_runs']} runs "
-             f"(Huber δ=1e-3 on log loss, multi-start L-BFGS-B; {doc['bootstrap']} bootstrap replicates, seed {doc['seed']}).", ""]
+             f"(Huber δ=1e-3 on log loss, multi-start L-BFGS-B; {boot}, seed {doc['seed']}).", ""]
+    lines += [f"> **Warning:** {w}." for w in doc.get("warnings", [])] + ([""] if doc.get("warnings") else [])
     names = next(iter(lf.fits.values())).names
     short = [n for n in names if not n.startswith("log_Lstar")]
     lines += ["## Fitted parameters (95% bootstrap intervals)", "", "| family | " + " | ".join(short) + " | R² | MAPE % |",
@@ -137,6 +144,12 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
             ci = opt.get("ci", {}).get(fam)
             lines.append(f"| {fam} | {p:.4f} | " + (f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "–") + " | "
                          + " | ".join(f"{b[fam]:.4f}" for b in opt["baselines"].values()) + " |")
+        if opt.get("caps"):
+            binding = opt.get("binding_caps") or []
+            lines += ["", "Data caps (the largest ratio with no language repeating more than max_epochs times at D): "
+                      + ", ".join(f"{f} ≤ {c:.4g}" for f, c in opt["caps"].items()) + ". "
+                      + (f"**Binding at the optimum: {', '.join(binding)}** (the law would sample more of "
+                         f"{'it' if len(binding) == 1 else 'them'} if the data allowed)." if binding else "None binds at the optimum.")]
         lines += ["", "Predicted total loss (sum over families" + (", each divided by its loss at p=1" if opt["objective"] == "normalized" else "") + "):", ""]
         for name, c in opt["comparison"].items():
             lines.append(f"- {name}: {c['total']:.4f}")

@@ -93,7 +93,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _records(path: str, dedupe: bool) -> list[dict]:
     from nemo_mlsl.results import ResultsStore
 
-    return ResultsStore(path).read(dedupe=dedupe)
+    store = ResultsStore(path)
+    if not store.path.exists():
+        raise ConfigError(f"--runs {path!r}: no results store there ({store.path} does not exist); give a results.jsonl "
+                          "or a study directory that holds one")
+    return store.read(dedupe=dedupe)
 
 
 @command
@@ -104,6 +108,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
                          holdout=a.holdout, objective=a.objective)
     doc = rep.doc
     print(f"fitted {doc['law']} to {doc['n_runs']} runs -> {a.out}/fit.json, report.md")
+    for w in doc.get("warnings", []):
+        print(f"  warning: {w}")
     for fam, entry in doc["families"].items():
         g = entry["params"].get("gamma")
         ci = entry["ci"].get("gamma")
@@ -118,21 +124,34 @@ def cmd_fit(a: argparse.Namespace) -> int:
 
 @command
 def cmd_optimize(a: argparse.Namespace) -> int:
+    from nemo_mlsl.data.blend import DEFAULT_MAX_EPOCHS
+    from nemo_mlsl.fitting import load_fit_doc
     from nemo_mlsl.optimize import optimal_from_fit
 
-    path = Path(a.fit)
-    if not path.exists():
-        raise ConfigError(f"--fit {a.fit!r} does not exist; write it with `mlsl fit`")
-    doc = json.loads(path.read_text())
+    doc = load_fit_doc(a.fit)
     min_ratio: Any = float(a.min_ratio) if a.min_ratio and "=" not in a.min_ratio else (_ratios_arg(a.min_ratio) or 0.0)
-    out = optimal_from_fit(doc, N=a.N, D=a.D, objective=a.objective, weights=_ratios_arg(a.weights), min_ratio=min_ratio)
+    caps = None
+    if a.data:
+        from nemo_mlsl.data.manifest import Manifest
+        from nemo_mlsl.mixtures import data_caps
+
+        if a.D is None:
+            raise ConfigError("--data caps the ratios at max_epochs x tokens / D: give the token budget --D")
+        caps = data_caps(Manifest.load(a.data).family_languages(), a.D, a.max_epochs or DEFAULT_MAX_EPOCHS, a.within)
+    elif a.max_epochs is not None:
+        raise ConfigError("--max-epochs needs --data DIR (the prepared data whose token counts the caps come from)")
+    out = optimal_from_fit(doc, N=a.N, D=a.D, objective=a.objective, weights=_ratios_arg(a.weights), min_ratio=min_ratio,
+                           caps=caps)
     if a.json:
         _print_json(out)
         return 0
     print(f"optimal ratios ({out['objective']}, law {out['law']}, N={out['N']}, D={out['D']}):")
     for fam, p in out["ratios"].items():
         ci = out.get("ci", {}).get(fam)
-        print(f"  {fam:<16} {p:.4f}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+        cap = (out.get("caps") or {}).get(fam)
+        binds = fam in out.get("binding_caps", [])
+        print(f"  {fam:<16} {p:.4f}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+              + (f"  data cap {cap:.4f}" + (" (binding)" if binds else "") if cap is not None else ""))
     return 0
 
 
@@ -325,6 +344,8 @@ def cmd_transfer(a: argparse.Namespace) -> int:
 def cmd_plan_languages(a: argparse.Namespace) -> int:
     from nemo_mlsl.multilinguality import CapacityLaw, from_records
 
+    if a.from_ <= 0 or a.to <= 0:
+        raise ConfigError(f"--from and --to are numbers of languages and must be > 0; got --from {a.from_:g} --to {a.to:g}")
     law = CapacityLaw.paper() if not a.fit else from_records(_records(a.fit, False))
     r = a.to / a.from_
     m = law.multipliers(r)
@@ -363,16 +384,25 @@ def cmd_crossover(a: argparse.Namespace) -> int:
     from nemo_mlsl.transfer import Curve
 
     if a.published:
+        if not a.N or a.N <= 0:
+            raise ConfigError("crossover --published needs the model size: --N (non-embedding parameters, e.g. --N 2e9)")
         c = paper_crossover(a.N)
         print(f"ATLAS relation C = 1.11e6 * N^1.65: at N={a.N:.4g}, pretraining from scratch overtakes finetuning after "
               f"{c.tokens:.4g} tokens ({c.compute:.4g} FLOPs)")
         return 0
 
     def curve(path: str, lang: str | None) -> Curve:
-        pts = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-        key = "language_loss" if lang else None
-        vals = [p[key][lang] if key else float(np.mean(list(p["family_loss"].values()))) for p in pts]
-        return Curve.of([p["tokens"] for p in pts], vals)
+        if not Path(path).is_file():
+            raise ConfigError(f"{path} does not exist: give the metrics.jsonl of a finished run (mlsl train writes RUN/metrics.jsonl)")
+        try:
+            pts = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+            vals = [p["language_loss"][lang] if lang else float(np.mean(list(p["family_loss"].values()))) for p in pts]
+            return Curve.of([p["tokens"] for p in pts], vals)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not JSON lines ({err})") from None
+        except KeyError as err:
+            raise ConfigError(f"{path}: a validation line has no {err}" + (f" (language {lang!r} not validated in that run)"
+                              if lang else "")) from None
 
     import numpy as np
 
@@ -457,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fit", required=True)
     s.add_argument("--N", type=float)
     s.add_argument("--D", type=float)
+    s.add_argument("--data", help="prepared data: cap each family so that no language repeats more than --max-epochs times in D tokens")
+    s.add_argument("--max-epochs", type=float, help="epoch cap of each language with --data (default 4, as the recipes)")
+    s.add_argument("--within", default="natural", help="within-family sampling of the planned run (for the per-language caps)")
     s.add_argument("--objective", default="normalized", choices=["normalized", "raw"])
     s.add_argument("--weights")
     s.add_argument("--min-ratio")

@@ -7,11 +7,14 @@ full-data optimum. Everything is seeded: the same records give the same fit.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.laws.base import Law, grid_product
@@ -40,9 +43,10 @@ def huber_grad(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
 
 @dataclass
 class TargetFit:
-    """One family's (or target's) fitted parameters."""
+    """One family's (or target's) fitted parameters, with the law bound to the layout fixed at fit time."""
 
     target: str
+    law: Law
     names: list[str]
     theta: np.ndarray
     objective: float
@@ -52,6 +56,18 @@ class TargetFit:
     @property
     def params(self) -> dict[str, float]:
         return {n: float(v) for n, v in zip(self.names, self.theta)}
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        return dict(self.law.fixed or {})
+
+    @property
+    def replicates_fitted(self) -> int:
+        return 0 if self.boot is None else int((~np.isnan(self.boot).any(axis=1)).sum())
+
+    def log_predict(self, data: FamilyData, theta: np.ndarray | None = None) -> np.ndarray:
+        """log L for the runs in ``data`` (any runs: the layout is the fitted one)."""
+        return self.law.log_predict(self.theta if theta is None else theta, data)
 
     def ci(self, level: float = 0.95) -> dict[str, list[float]]:
         if self.boot is None or len(self.boot) == 0:
@@ -63,6 +79,25 @@ class TargetFit:
         return {n: [float(np.percentile(self.boot[ok, i], lo)), float(np.percentile(self.boot[ok, i], hi))]
                 for i, n in enumerate(self.names)}
 
+    def to_dict(self) -> dict[str, Any]:
+        # Replicates are keyed by parameter name: fit.json is written with sorted keys, which reorders
+        # ``params``, so nothing may pair values with names by position.
+        reps = [] if self.boot is None else [None if np.isnan(r).any() else dict(zip(self.names, map(float, r))) for r in self.boot]
+        return {"params": self.params, "names": list(self.names), "layout": self.layout, "ci": self.ci(),
+                "n_runs": self.n_runs, "objective": self.objective, "replicates_fitted": self.replicates_fitted,
+                "replicates": reps}
+
+    @classmethod
+    def from_dict(cls, law: Law, target: str, entry: Mapping[str, Any]) -> "TargetFit":
+        names = list(entry.get("names") or [])
+        if not names or any(isinstance(r, list) for r in entry.get("replicates") or []):
+            raise ConfigError(f"fit.json entry {target!r} was written by an older nemo-mlsl (no parameter names); refit with `mlsl fit`")
+        theta = np.array([float(entry["params"][n]) for n in names])
+        reps = entry.get("replicates") or []
+        boot = np.array([[np.nan] * len(names) if r is None else [float(r[n]) for n in names] for r in reps]) if reps else None
+        return cls(target, law.bind(entry.get("layout") or {}), names, theta, float(entry.get("objective", np.nan)),
+                   int(entry.get("n_runs", 0)), boot)
+
 
 def _objective(law: Law, data: FamilyData, delta: float):
     y = np.log(data.loss)
@@ -70,8 +105,7 @@ def _objective(law: Law, data: FamilyData, delta: float):
     def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
         r = y - law.log_predict(theta, data)
         jac = law.jacobian(theta, data)
-        # Elementwise product and sum, not a BLAS matrix product: BLAS threading can change the summation
-        # order from run to run, and L-BFGS-B amplifies last-bit differences; fits must be reproducible.
+        # Elementwise product and sum, not a BLAS matrix product (see ``fit`` on BLAS threads and reproducibility).
         return float(huber(r, delta).sum()), -(huber_grad(r, delta)[:, None] * jac).sum(axis=0)
 
     return fun
@@ -79,7 +113,9 @@ def _objective(law: Law, data: FamilyData, delta: float):
 
 def fit_target(law: Law, data: FamilyData, *, delta: float = HUBER_DELTA, top_k: int = 4,
                start: np.ndarray | None = None, check: bool = True) -> TargetFit:
-    """Fit one target. Without ``start``: score the full grid, refine the ``top_k`` best starts."""
+    """Fit one target. Without ``start``: score the full grid, refine the ``top_k`` best starts.
+    An unbound law is bound to ``data``'s layout first; a bound one keeps its layout (bootstrap replicates)."""
+    law = law.bound_to(data) if law.fixed is None else law
     if check:
         law.check(data)
     params = law.params(data)
@@ -102,16 +138,21 @@ def fit_target(law: Law, data: FamilyData, *, delta: float = HUBER_DELTA, top_k:
             best = (float(res.fun), res.x)
     if best is None:
         raise FitError(f"law {law.name!r}: no start converged for {data.family!r}")
-    return TargetFit(data.family, [p.name for p in params], best[1], best[0], len(data.loss))
+    return TargetFit(data.family, law, [p.name for p in params], best[1], best[0], len(data.loss))
+
+
+MIN_REPLICATE_SHARE = 0.9  # below this share of fitted bootstrap replicates, the fit carries a warning
 
 
 @dataclass
 class LawFit:
-    """A law fitted to every target of a set of runs, with bootstrap replicates."""
+    """A law fitted to every target of a set of runs, with bootstrap replicates.
+
+    ``obs`` is None for a fit loaded from ``fit.json``: it still predicts, from the stored layout."""
 
     law: Law
     spec: str
-    obs: Observations
+    obs: Observations | None
     fits: dict[str, TargetFit]
     bootstrap: int = 0
     seed: int = 0
@@ -119,23 +160,66 @@ class LawFit:
 
     def predict(self, obs: Observations, target: str) -> np.ndarray:
         data = self.law.data_for(obs, target)
-        return np.exp(self.law.log_predict(self.fits[target].theta, data))
+        return np.exp(self.fits[target].log_predict(data))
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        for t, f in self.fits.items():
+            if self.bootstrap and f.replicates_fitted < MIN_REPLICATE_SHARE * self.bootstrap:
+                out.append(f"only {f.replicates_fitted} of {self.bootstrap} bootstrap replicates could be fitted for {t!r} "
+                           f"(the others lost the variation the law needs, e.g. a whole (N, D) setting or every distinct "
+                           f"ratio): its intervals rest on fewer resamples than asked for; add runs")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "law": self.spec, "formula": self.law.formula, "bootstrap": self.bootstrap, "seed": self.seed,
-            "n_runs": len(self.obs), "families": {
-                t: {"params": f.params, "ci": f.ci(), "n_runs": f.n_runs, "objective": f.objective,
-                    "replicates": [] if f.boot is None else [None if np.isnan(r).any() else r.tolist() for r in f.boot]}
-                for t, f in self.fits.items()
-            },
-            "metrics": self.metrics,
+            "n_runs": len(self.obs) if self.obs is not None else max((f.n_runs for f in self.fits.values()), default=0),
+            "families": {t: f.to_dict() for t, f in self.fits.items()},
+            "metrics": self.metrics, "warnings": self.warnings,
         }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "LawFit":
+        """A fit read back from ``fit.json`` (predicts with the stored layout; no runs attached)."""
+        try:
+            law = make_law(str(doc["law"]))
+            fits = {t: TargetFit.from_dict(law, t, e) for t, e in doc["families"].items()}
+            return cls(law, str(doc["law"]), None, fits, int(doc.get("bootstrap", 0)), int(doc.get("seed", 0)),
+                       dict(doc.get("metrics") or {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"fit.json is not a fit written by `mlsl fit` ({type(err).__name__}: {err}); refit") from None
+
+
+def load_fit_doc(path: str | Path) -> dict[str, Any]:
+    """Read ``fit.json`` with errors that name the file and the fix (missing, not JSON, not a fit)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--fit {str(path)!r} does not exist; write it with `mlsl fit --runs STORE --out DIR`")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--fit {str(path)!r} is not valid JSON ({err}); rewrite it with `mlsl fit`") from None
+    if not isinstance(doc, dict) or "law" not in doc or not isinstance(doc.get("families"), dict):
+        raise ConfigError(f"--fit {str(path)!r} is not a fit.json (it needs 'law' and 'families'); write it with `mlsl fit`")
+    return doc
 
 
 def fit(spec: str, obs: Observations, *, bootstrap: int = 0, seed: int = 0, targets: Sequence[str] | None = None,
         delta: float = HUBER_DELTA) -> LawFit:
-    """Fit ``spec`` to every target; ``bootstrap`` > 0 adds replicates (runs resampled with replacement)."""
+    """Fit ``spec`` to every target; ``bootstrap`` > 0 adds replicates (runs resampled with replacement).
+
+    BLAS runs single-threaded meanwhile: L-BFGS-B's small matrix products split over threads sum in an
+    order that changes from call to call, and the optimizer amplifies those last-bit differences
+    (measured: replicate parameters differing at 1e-9 between two identical fits in one process)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(spec, obs, bootstrap=bootstrap, seed=seed, targets=targets, delta=delta)
+
+
+def _fit(spec: str, obs: Observations, *, bootstrap: int, seed: int, targets: Sequence[str] | None, delta: float) -> LawFit:
     law = make_law(spec)
     fits: dict[str, TargetFit] = {}
     rng = np.random.default_rng(seed)
@@ -148,11 +232,11 @@ def fit(spec: str, obs: Observations, *, bootstrap: int = 0, seed: int = 0, targ
             # quantities that combine families (optimal ratios) can be computed replicate by replicate.
             tf.boot = np.full((bootstrap, len(tf.theta)), np.nan)
             for b, idx in enumerate(boot_idx):
-                sub = law.data_for(obs.subset(np.sort(idx)), target)
-                if [p.name for p in law.params(sub)] != tf.names or len(np.unique(np.round(sub.p, 9))) < 2:
-                    continue  # lost a whole (N, D) setting or all variation in p: not estimable
                 try:
-                    tf.boot[b] = fit_target(law, sub, delta=delta, start=tf.theta, check=False).theta
+                    sub = law.data_for(obs.subset(np.sort(idx)), target)
+                    if tf.law.unidentifiable(sub):
+                        continue  # the resample lost variation this law needs (its own requirements decide which)
+                    tf.boot[b] = fit_target(tf.law, sub, delta=delta, start=tf.theta, check=False).theta
                 except FitError:
                     continue  # the row stays NaN: intervals use the replicates that could be fitted
         fits[target] = tf
@@ -179,7 +263,7 @@ def evaluate(lf: LawFit, obs: Observations) -> dict[str, Any]:
     all_o, all_p = [], []
     for target in lf.fits:
         data = lf.law.data_for(obs, target)
-        pred = np.exp(lf.law.log_predict(lf.fits[target].theta, data))
+        pred = np.exp(lf.fits[target].log_predict(data))
         per[target] = regression_metrics(data.loss, pred)
         all_o.append(data.loss)
         all_p.append(pred)

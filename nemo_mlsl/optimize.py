@@ -3,7 +3,8 @@
 With L_i = c_i(N, D) · p_i^(-γ_i) each term is convex in p_i (γ_i > 0), so the KKT conditions
 give the optimum: p_i(λ) = clip((w_i c̃_i γ_i / λ)^(1/(1+γ_i)), lo_i, hi_i), with c̃_i = c_i (raw) or
 1 (normalized, Z_i = c_i: the family's loss at p_i = 1), and λ found by a 1-D root find so that
-Σ p_i = 1. Upper bounds include data caps: p_i · D ≤ max_epochs · tokens_i.
+Σ p_i = 1. Upper bounds include data caps: p_i · w_il · D ≤ max_epochs · tokens_l for every language l
+of the family (w_il its share within the family), see ``mixtures.data_caps``.
 """
 
 from __future__ import annotations
@@ -19,30 +20,61 @@ from nemo_mlsl.errors import ConfigError
 
 @dataclass(frozen=True)
 class RatioProblem:
-    """min Σ w_i c_i p_i^(-γ_i)  s.t.  Σ p_i = 1, lower ≤ p ≤ upper."""
+    """min Σ w_i c_i p_i^(-γ_i)  s.t.  Σ p_i = 1, lower ≤ p ≤ upper.
+
+    ``names`` label the families in errors; ``caps`` are the data caps (max_epochs · tokens_i / D)
+    already folded into ``upper``, kept so that errors and reports can say a cap is what binds."""
 
     coef: np.ndarray
     gamma: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    names: tuple[str, ...] = ()
+    caps: tuple[float, ...] = ()
 
     def objective(self, p: np.ndarray) -> float:
         return float(np.sum(self.coef * np.asarray(p, float) ** (-self.gamma)))
 
-    def validate(self, names: Sequence[str] | None = None) -> None:
-        names = list(names or range(len(self.coef)))
-        if np.any(self.lower < 0) or np.any(self.upper > 1) or np.any(self.lower > self.upper):
-            bad = [names[i] for i in np.flatnonzero((self.lower < 0) | (self.upper > 1) | (self.lower > self.upper))]
-            raise ConfigError(f"ratio bounds of {bad} are inconsistent: need 0 <= min <= max <= 1")
-        if self.lower.sum() > 1 + 1e-12:
-            raise ConfigError(f"minimum ratios sum to {self.lower.sum():.4g} > 1; lower them")
-        if self.upper.sum() < 1 - 1e-12:
-            raise ConfigError(
-                f"upper bounds (including data caps p·D <= max_epochs·tokens) sum to {self.upper.sum():.4g} < 1: "
-                "there is not enough data for this token budget; raise max_epochs or lower D"
-            )
+    def label(self, i: int) -> str:
+        return self.names[i] if self.names else f"#{i}"
+
+    def validate(self) -> None:
+        bad = np.flatnonzero((self.lower < 0) | (self.upper > 1) | (self.lower > self.upper))
+        if len(bad):
+            parts = []
+            for i in bad:
+                why = ""
+                if self.caps and self.caps[i] < self.lower[i]:
+                    why = f" (its data cap max_epochs·tokens/D = {self.caps[i]:.4g} is below its minimum ratio)"
+                parts.append(f"{self.label(i)}: min {self.lower[i]:.4g}, max {self.upper[i]:.4g}{why}")
+            raise ConfigError(f"ratio bounds are inconsistent ({'; '.join(parts)}): need 0 <= min <= max <= 1; lower the "
+                              "minimum ratio" + (", raise max_epochs or lower D" if self.caps else ""))
+        if self.lower.sum() > 1 + BOUND_TOLERANCE:
+            raise ConfigError(f"minimum ratios sum to {self.lower.sum():.4g} > 1 ("
+                              + ", ".join(f"{self.label(i)} {v:.4g}" for i, v in enumerate(self.lower) if v > 0) + "); lower them")
+        if self.upper.sum() < 1 - BOUND_TOLERANCE:
+            capped = [i for i in range(len(self.upper)) if self.caps and self.caps[i] <= self.upper[i] + 1e-15 and self.caps[i] < 1]
+            detail = ", ".join(f"{self.label(i)} <= {self.upper[i]:.4g}" for i in range(len(self.upper)))
+            if capped:
+                raise ConfigError(
+                    f"upper bounds sum to {self.upper.sum():.4g} < 1 ({detail}); the data caps p·D <= max_epochs·tokens of "
+                    f"{', '.join(self.label(i) for i in capped)} bind: there is not enough data for this token budget; "
+                    "raise max_epochs, lower D, or add data"
+                )
+            raise ConfigError(f"maximum ratios sum to {self.upper.sum():.4g} < 1 ({detail}); raise them")
         if np.any(self.coef <= 0):
-            raise ConfigError("loss coefficients must be positive")
+            raise ConfigError("loss coefficients must be positive: "
+                              + ", ".join(f"{self.label(i)} {c:.4g}" for i, c in enumerate(self.coef) if c <= 0))
+
+    def binding_caps(self, p: np.ndarray, tol: float = 1e-9) -> list[str]:
+        """Families whose data cap is the bound their optimal ratio sits on."""
+        if not self.caps:
+            return []
+        return [self.label(i) for i in range(len(p)) if self.caps[i] < 1 and self.caps[i] <= self.upper[i] + 1e-15
+                and p[i] >= self.caps[i] - tol]
+
+
+BOUND_TOLERANCE = 1e-9  # bounds that sum to 1 within this are the (only) feasible point
 
 
 def solve_kkt(prob: RatioProblem, tol: float = 1e-14) -> np.ndarray:
@@ -51,6 +83,10 @@ def solve_kkt(prob: RatioProblem, tol: float = 1e-14) -> np.ndarray:
     g = prob.gamma
     active = g > 0
     lo, hi = prob.lower, prob.upper
+    if lo.sum() >= 1 - BOUND_TOLERANCE:
+        return lo / lo.sum()  # the minimum ratios use up the simplex: the only feasible point
+    if hi.sum() <= 1 + BOUND_TOLERANCE:
+        return hi / hi.sum()  # likewise for the maxima (e.g. data caps that just suffice)
 
     def p_of(log_lam: float) -> np.ndarray:
         p = lo.copy()  # γ_i <= 0: more data does not help, so the family takes its minimum
@@ -75,6 +111,8 @@ def solve_kkt(prob: RatioProblem, tol: float = 1e-14) -> np.ndarray:
         slack = hi - p
         p += (1 - p.sum()) * slack / slack.sum()
         return p
+    if f(b) > 0:
+        return p_of(b) / p_of(b).sum()  # the minima alone almost fill the simplex
     x = brentq(f, a, b, xtol=tol, rtol=4 * np.finfo(float).eps, maxiter=500)
     p = p_of(x)
     return p / p.sum()
@@ -98,49 +136,56 @@ def bounds_for(
     *,
     min_ratio: Mapping[str, float] | float = 0.0,
     max_ratio: Mapping[str, float] | float = 1.0,
-    tokens: Mapping[str, float] | None = None,
-    D: float | None = None,
-    max_epochs: float | None = None,
+    caps: Mapping[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-family lower/upper bounds; data caps p_i ≤ max_epochs · tokens_i / D when tokens and D are known."""
-    def per(value, default):
+    """Per-family lower/upper bounds; ``caps`` (data caps, see ``mixtures.data_caps``) tighten the upper ones."""
+    def per(value, default, what):
         if isinstance(value, Mapping):
             unknown = sorted(set(value) - set(families))
             if unknown:
-                raise ConfigError(f"unknown family {unknown} in ratio bounds; families: {list(families)}")
+                raise ConfigError(f"unknown family {unknown} in {what}; families: {list(families)}")
             return np.array([float(value.get(f, default)) for f in families])
         return np.full(len(families), float(value))
 
-    lower, upper = per(min_ratio, 0.0), per(max_ratio, 1.0)
-    if tokens is not None and D and max_epochs:
-        caps = np.array([max_epochs * float(tokens.get(f, np.inf)) / D for f in families])
-        upper = np.minimum(upper, caps)
+    lower, upper = per(min_ratio, 0.0, "the minimum ratios"), per(max_ratio, 1.0, "the maximum ratios")
+    if caps is not None:
+        upper = np.minimum(upper, per(caps, np.inf, "the data caps"))
     return lower, upper
 
 
 SEPARABLE_LAWS = ("joint_family", "family_power")
 
 
-def _coefficients(law: str, params: Mapping[str, float], N: float | None, D: float | None) -> tuple[float, float]:
-    """(c_i(N, D), γ_i) of one family from fitted parameters."""
+def _coefficients(law: str, entry: Mapping, N: float | None, D: float | None) -> tuple[float, float]:
+    """(c_i(N, D), γ_i) of one family from its fit.json entry."""
+    params = entry["params"]
     gamma = float(params["gamma"])
     if law == "joint_family":
         if N is None or D is None:
             raise ConfigError("the joint_family law needs --N and --D to evaluate c_i(N, D) = E + A/N^α + B/D^β")
         c = params["E"] + np.exp(params["a"] - params["alpha"] * np.log(N)) + np.exp(params["b"] - params["beta"] * np.log(D))
         return float(c), gamma
-    settings = {k: v for k, v in params.items() if k.startswith("log_Lstar[")}
-    if N is not None and D is not None:
-        key = min(settings, key=lambda k: _setting_distance(k, N, D))
+    from nemo_mlsl.laws.family_power import match_setting, setting_name
+
+    fitted = [(float(n), float(d)) for n, d in (entry.get("layout") or {}).get("settings", [])]
+    if not fitted:
+        raise ConfigError("this family_power fit has no stored settings (written by an older nemo-mlsl); refit with `mlsl fit`")
+    if N is None and D is None:
+        n, d = fitted[-1]  # the largest setting
     else:
-        key = sorted(settings)[-1]
-    return float(np.exp(settings[key])), gamma
+        i = match_setting(fitted, N if N is not None else np.nan, D if D is not None else np.nan)
+        if i is None:
+            known = ", ".join(f"N={a:.6g} D={b:.6g}" for a, b in fitted)
+            raise ConfigError(f"the family_power law knows L* only at the (N, D) settings it was fitted on ({known}); "
+                              f"N={N}, D={D} is not one of them: pass one as --N/--D, or fit joint_family to extrapolate")
+        n, d = fitted[i]
+    return float(np.exp(params[setting_name(n, d)])), gamma
 
 
-def _setting_distance(key: str, N: float, D: float) -> float:
-    body = key[key.index("[") + 1 : -1]
-    vals = dict(part.split("=") for part in body.split(","))
-    return abs(np.log(float(vals["N"]) / N)) + abs(np.log(float(vals["D"]) / D))
+def settings_of(fit_doc: Mapping) -> list[tuple[float, float]]:
+    """The (N, D) settings a family_power fit knows (empty for other laws)."""
+    entry = next(iter(fit_doc["families"].values()))
+    return [(float(n), float(d)) for n, d in (entry.get("layout") or {}).get("settings", [])]
 
 
 def optimal_from_fit(
@@ -152,10 +197,10 @@ def optimal_from_fit(
     weights: Mapping[str, float] | None = None,
     min_ratio: Mapping[str, float] | float = 0.0,
     max_ratio: Mapping[str, float] | float = 1.0,
-    tokens: Mapping[str, float] | None = None,
-    max_epochs: float | None = None,
+    caps: Mapping[str, float] | None = None,
 ) -> dict:
-    """Optimal ratios (and bootstrap intervals) from a ``fit.json`` document."""
+    """Optimal ratios (and bootstrap intervals) from a ``fit.json`` document; ``caps`` are per-family data caps
+    (``mixtures.data_caps``): the result lists them and the ones the optimum sits on."""
     law = str(fit_doc["law"]).split(":")[0]
     if law not in SEPARABLE_LAWS:
         raise ConfigError(f"optimal ratios need a law of the form c_i·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit.json has {law!r}")
@@ -166,27 +211,39 @@ def optimal_from_fit(
     unknown = sorted(set(weights) - set(fams))
     if unknown:
         raise ConfigError(f"unknown family {unknown} in --weights; the fit has {fams}")
+    if caps is not None:
+        missing = sorted(set(fams) - set(caps))
+        if missing:
+            raise ConfigError(f"the data has no tokens for the fitted families {missing}: prepare data with every family")
+        caps = {f: float(caps[f]) for f in fams}
     w = np.array([float(weights.get(f, 1.0)) for f in fams])
-    lower, upper = bounds_for(fams, min_ratio=min_ratio, max_ratio=max_ratio, tokens=tokens, D=D, max_epochs=max_epochs)
+    lower, upper = bounds_for(fams, min_ratio=min_ratio, max_ratio=max_ratio, caps=caps)
+    cap_tuple = tuple(caps[f] for f in fams) if caps else ()
 
-    def solve(param_sets: list[Mapping[str, float]]) -> np.ndarray:
-        c, g = np.array([_coefficients(law, ps, N, D) for ps in param_sets]).T
+    def problem(entries: list[Mapping]) -> RatioProblem:
+        c, g = np.array([_coefficients(law, e, N, D) for e in entries]).T
         coef = w * (c if objective == "raw" else 1.0)
-        return solve_kkt(RatioProblem(coef, g, lower, upper))
+        return RatioProblem(coef, g, lower, upper, tuple(fams), cap_tuple)
 
-    point = solve([fit_doc["families"][f]["params"] for f in fams])
+    prob = problem([fit_doc["families"][f] for f in fams])
+    point = solve_kkt(prob)
     out = {"ratios": {f: float(p) for f, p in zip(fams, point)}, "objective": objective, "law": fit_doc["law"],
            "N": N, "D": D, "weights": {f: float(x) for f, x in zip(fams, w)}}
+    if caps:
+        out["caps"] = caps
+        out["binding_caps"] = prob.binding_caps(point)
     reps = [fit_doc["families"][f].get("replicates") or [] for f in fams]
     if all(reps) and len({len(r) for r in reps}) == 1:
-        names = {f: list(fit_doc["families"][f]["params"]) for f in fams}
         samples = []
         for b in range(len(reps[0])):
             rows = [reps[i][b] for i in range(len(fams))]
             if any(r is None for r in rows):
                 continue
+            if any(not isinstance(r, Mapping) for r in rows):
+                raise ConfigError("fit.json stores replicates without parameter names (an older nemo-mlsl); refit with `mlsl fit`")
+            entries = [{**fit_doc["families"][f], "params": r} for f, r in zip(fams, rows)]
             try:
-                samples.append(solve([dict(zip(names[f], r)) for f, r in zip(fams, rows)]))
+                samples.append(solve_kkt(problem(entries)))
             except ConfigError:
                 continue
         if samples:
@@ -201,7 +258,7 @@ def predicted_losses(fit_doc: Mapping, ratios: Mapping[str, float], N: float | N
     law = str(fit_doc["law"]).split(":")[0]
     out = {}
     for fam, entry in fit_doc["families"].items():
-        c, g = _coefficients(law, entry["params"], N, D)
+        c, g = _coefficients(law, entry, N, D)
         out[fam] = c * float(ratios[fam]) ** (-g)
     return out
 
@@ -209,4 +266,4 @@ def predicted_losses(fit_doc: Mapping, ratios: Mapping[str, float], N: float | N
 def unit_losses(fit_doc: Mapping, N: float | None = None, D: float | None = None) -> dict[str, float]:
     """c_i(N, D): each family's predicted loss at p_i = 1 (the normalizer Z_i)."""
     law = str(fit_doc["law"]).split(":")[0]
-    return {fam: _coefficients(law, e["params"], N, D)[0] for fam, e in fit_doc["families"].items()}
+    return {fam: _coefficients(law, e, N, D)[0] for fam, e in fit_doc["families"].items()}

@@ -50,12 +50,12 @@ def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
             grid = np.geomspace(max(1e-3, data.p[keep].min() * 0.8), min(1.0, data.p[keep].max() * 1.2), 50)
             view = FamilyData(t, data.index, np.full(50, N), np.full(50, D), grid, np.repeat(data.P[keep][:1], 50, 0),
                               data.U, np.ones(50), data.families)
-            ax.plot(grid, np.exp(lf.law.log_predict(lf.fits[t].theta, view)), color=col, lw=1)
+            ax.plot(grid, np.exp(lf.fits[t].log_predict(view)), color=col, lw=1)
             boot = lf.fits[t].boot
             if boot is not None and len(boot):
                 ok = boot[~np.isnan(boot).any(axis=1)]
                 if len(ok) > 5:
-                    curves = np.exp(lf.law.log_predict(ok, view))
+                    curves = np.exp(lf.fits[t].log_predict(view, ok))
                     ax.fill_between(grid, *np.percentile(curves, [2.5, 97.5], axis=0), color=col, alpha=0.15, lw=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -104,7 +104,7 @@ def loss_vs_N(lf: LawFit, path: Path) -> Path:
             Ns = np.geomspace(data.N.min() * 0.8, data.N.max() * 1.25, 40)
             view = FamilyData(t, data.index, Ns, np.full(40, D), np.ones(40), np.repeat(data.P[keep][:1], 40, 0),
                               data.U, np.ones(40), data.families)
-            ax.plot(Ns, np.exp(lf.law.log_predict(lf.fits[t].theta, view)), color=col, lw=1)
+            ax.plot(Ns, np.exp(lf.fits[t].log_predict(view)), color=col, lw=1)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(t)

@@ -20,6 +20,11 @@ from nemo_mlsl.errors import ConfigError, DataError
 REQUIRED = ("run_id", "N", "D", "ratios", "family_loss")
 
 
+def _number(v: Any) -> bool:
+    """A JSON number (bool is an int to Python, never a loss, a ratio or a size)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def validate_record(rec: Mapping[str, Any], where: str = "record") -> None:
     missing = [k for k in REQUIRED if k not in rec]
     if missing:
@@ -28,15 +33,18 @@ def validate_record(rec: Mapping[str, Any], where: str = "record") -> None:
         raise ConfigError(f"{where}: run_id must be a non-empty string")
     for key in ("N", "D"):
         v = rec[key]
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if not _number(v) or v <= 0:
             raise ConfigError(f"{where} ({rec['run_id']}): {key} must be a positive number, got {v!r}")
     if not isinstance(rec["ratios"], Mapping) or not isinstance(rec["family_loss"], Mapping):
         raise ConfigError(f"{where} ({rec['run_id']}): ratios and family_loss must be objects {{family: value}}")
+    for fam, v in rec["ratios"].items():
+        if not _number(v) or v < 0:
+            raise ConfigError(f"{where} ({rec['run_id']}): ratios[{fam!r}] = {v!r}; a ratio is a number in [0, 1]")
     total = sum(float(v) for v in rec["ratios"].values())
     if abs(total - 1) > 1e-6:
         raise ConfigError(f"{where} ({rec['run_id']}): ratios sum to {total:.8g}, not 1")
     for fam, v in rec["family_loss"].items():
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if not _number(v) or v <= 0:
             raise ConfigError(f"{where} ({rec['run_id']}): family_loss[{fam!r}] = {v!r} is not a positive finite loss")
 
 
@@ -46,7 +54,15 @@ class ResultsStore:
     def __init__(self, path: str | Path):
         path = Path(path)
         self.path = path / "results.jsonl" if path.is_dir() else path
-        self.lock = FileLock(str(self.path) + ".lock")
+
+    @property
+    def lock(self) -> FileLock:
+        """A fresh lock object per use: the store holds only its path, so it can be pickled and deep-copied
+        (NeMo deep-copies the callbacks that hold one; a held FileLock carries a thread lock)."""
+        return FileLock(str(self.path) + ".lock")
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
 
     def _read_unlocked(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -96,9 +112,15 @@ class ResultsStore:
                 if skip_existing:
                     return False
                 raise ConfigError(f"run_id {record['run_id']!r} is already in {self.path}; run ids must be unique")
+            data = line.encode("utf-8")
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, line.encode("utf-8"))
+                written = os.write(fd, data)
+                if written != len(data):
+                    # A short write (disk full, quota) leaves part of a line: cut it off again so the store stays whole.
+                    os.ftruncate(fd, os.fstat(fd).st_size - written)
+                    raise DataError(f"{self.path}: wrote {written} of {len(data)} bytes of run {record['run_id']!r} "
+                                    "(disk full?); the partial line was removed, nothing was recorded")
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -86,9 +86,13 @@ def bts(mono: Curve, bilingual: Curve, d_mono: float) -> float:
 
 
 def fas(base_loss: float, finetuned: Curve) -> float:
-    """Finetuning Adaptation Score: the mean, over the finetuning run, of (base model's loss - finetuned loss) on the target."""
-    t = finetuned.tokens
-    return float(np.trapz(base_loss - finetuned.loss, t) / (t[-1] - t[0]))
+    """Finetuning Adaptation Score ``(1/d_max) ∫_0^d_max (L_base − L_ft(d)) dd`` on the target.
+
+    The finetuning run starts from the base checkpoint, so at d = 0 its loss is the base loss: the
+    curve is anchored there and integrated (trapezoids) from 0 to its last evaluation d_max."""
+    t = np.concatenate([[0.0], finetuned.tokens])
+    gain = np.concatenate([[0.0], base_loss - finetuned.loss])
+    return float(np.trapz(gain, t) / t[-1])
 
 
 def published_matrix() -> tuple[list[str], np.ndarray]:

@@ -14,7 +14,7 @@ import yaml
 from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.families import FamilyMap, normalize_code
-from nemo_mlsl.study.plan import PlannedRun
+from nemo_mlsl.study.plan import PlannedRun, load_runs
 from nemo_mlsl.transfer import Curve, NeverReached, bts, fas, heatmap, summarize_matrix
 
 
@@ -64,7 +64,7 @@ def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed:
 
     A bilingual run that never reaches the monolingual loss gives an upper bound, 2 - (its tokens)/d_mono,
     listed under ``censored``: the pair interferes at least that much."""
-    runs = [PlannedRun(**r) for r in json.loads((study / "plan.json").read_text())["runs"]]
+    runs = load_runs(study / "plan.json")
     langs = sorted({l for r in runs for l, p in r.ratios.items()})
     mono: dict[str, list[Curve]] = {}
     bi: dict[tuple[str, str], list[tuple[Curve, Curve]]] = {}
@@ -85,22 +85,22 @@ def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed:
         for src, tgt, k in ((b, a, 0), (a, b, 1)):
             if tgt not in mono:
                 raise ConfigError(f"no monolingual run for {tgt!r}: BTS({src}→{tgt}) needs one")
-            vals = []
-            for m in mono[tgt]:
+            # vals[a, b]: the score from monolingual seed a and bilingual seed b
+            vals = np.zeros((len(mono[tgt]), len(curves)))
+            for a_, m in enumerate(mono[tgt]):
                 d_mono = d_mono_fraction * m.tokens[-1]
-                for pair in curves:
+                for b_, pair in enumerate(curves):
                     try:
-                        vals.append(bts(m, pair[k], d_mono))
+                        vals[a_, b_] = bts(m, pair[k], d_mono)
                     except NeverReached:  # right-censored: BTS is below what the run's length can show
-                        vals.append(2.0 - pair[k].tokens[-1] / d_mono)
+                        vals[a_, b_] = 2.0 - pair[k].tokens[-1] / d_mono
                         censored.add((src, tgt))
                     except FitError as err:
                         raise FitError(f"BTS({src}→{tgt}): {err}") from None
             i, j = langs.index(tgt), langs.index(src)
-            mat[i, j] = float(np.mean(vals))
-            if len(vals) > 1 and bootstrap:
-                boots = [np.mean(rng.choice(vals, size=len(vals))) for _ in range(bootstrap)]
-                lo[i, j], hi[i, j] = np.percentile(boots, [2.5, 97.5])
+            mat[i, j] = float(vals.mean())
+            if bootstrap and vals.size > 1:
+                lo[i, j], hi[i, j] = seed_bootstrap(vals, bootstrap, rng)
     fm = FamilyMap.builtin()
     fam = {}
     for l in langs:  # the given map first, then the built-in table; a language in neither is its own family
@@ -115,6 +115,16 @@ def score(study: Path, d_mono_fraction: float = 1.0, bootstrap: int = 200, seed:
     write_json_atomic(study / "transfer.json", doc)
     heatmap(langs, mat, study / "transfer.png")
     return doc
+
+
+def seed_bootstrap(vals: np.ndarray, n: int, rng: np.random.Generator) -> tuple[float, float]:
+    """95% interval of the mean score, resampling the independent units: monolingual seeds (rows) and
+    bilingual seeds (columns), each with replacement. The pairs are not independent (every pair shares
+    its runs with others), so resampling pairs would understate the spread."""
+    rows, cols = vals.shape
+    means = [vals[np.ix_(rng.integers(0, rows, rows), rng.integers(0, cols, cols))].mean() for _ in range(n)]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def _nan_none(m: np.ndarray) -> list:

@@ -34,6 +34,18 @@ def synth_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lopsided_data(tmp_path_factory) -> Path:
+    """3 families x 1 language where 'amber' has a fifth of the documents: its data runs out first."""
+    root = tmp_path_factory.mktemp("lopsided")
+    generate(SynthConfig(families=3, languages_per_family=1, docs=200, seed=5), root / "raw")
+    short = root / "raw" / "qaa.jsonl"
+    short.write_text("".join(short.read_text().splitlines(True)[:40]))
+    prepare(PrepareConfig(inputs=[str(root / "raw")], out=str(root / "data"), families_yaml=str(root / "raw" / "families.yaml"),
+                          vocab_size=256, val_docs=2, workers=1, progress=False))
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
 def real_data(tmp_path_factory) -> Path:
     """Real text in Latin, Cyrillic and CJK scripts (8 languages, 6 families), prepared."""
     root = tmp_path_factory.mktemp("real")
@@ -44,3 +56,19 @@ def real_data(tmp_path_factory) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def assert_figure(path: Path, inches: tuple[float, float], min_colors: int = 3, dpi: int = 110) -> None:
+    """A PNG written by ``plots.save``: the figure's size (so its panel layout), and drawn content in several
+    colours (axes alone are black on white; every plotted series adds a colour)."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = mpimg.imread(path)[..., :3]
+    h, w = img.shape[:2]
+    assert (w, h) == (round(inches[0] * dpi), round(inches[1] * dpi)), (path.name, (w, h))
+    pixels = (img * 255).astype(int).reshape(-1, 3)
+    ink = (pixels.min(axis=1) < 200).mean()
+    colours = {tuple(p) for p in pixels[::7] if max(p) - min(p) > 60}  # saturated (non-grey) colours
+    assert ink > 0.01, f"{path.name}: almost blank ({ink:.3%} drawn)"
+    assert len(colours) >= min_colors, f"{path.name}: {len(colours)} colours drawn, want >= {min_colors}"

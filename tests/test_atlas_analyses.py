@@ -34,9 +34,14 @@ def test_bts_errors_when_the_bilingual_run_is_too_short():
         bts(mono, bi, 5e5)
 
 
-def test_fas_is_the_mean_gain_over_the_base_model():
-    ft = Curve.of(np.linspace(1, 100, 50), np.full(50, 2.5))
-    assert fas(3.0, ft) == pytest.approx(0.5)
+def test_fas_is_the_mean_gain_from_zero_to_d_max():
+    # the gain grows linearly, g(d) = 0.1·d/1000: (1/d_max)·∫_0^d_max g = 0.05·d_max/1000 = 0.2 at d_max = 4000;
+    # averaging over the evaluations only ([1000, 4000]) would give 0.25
+    d = np.array([1000.0, 2000.0, 4000.0])
+    assert fas(3.0, Curve.of(d, 3.0 - 0.1 * d / 1000)) == pytest.approx(0.2, rel=1e-12)
+    # a quadratic gain g(d) = (d/1000)^2 on a fine grid: ∫_0^4000 g / 4000 = 16/3
+    d = np.linspace(10.0, 4000.0, 4000)
+    assert fas(10.0, Curve.of(d, 10.0 - (d / 1000) ** 2)) == pytest.approx(16 / 3, rel=1e-5)
 
 
 def test_published_matrix_and_its_statistics():
@@ -156,16 +161,17 @@ def test_fas_matrix_from_finetuning_runs(tmp_path):
 
     _write_run(tmp_path / "base", {"a": 0.5, "b": 0.5}, {"a": [(1e5, 2.0)], "b": [(1e5, 3.0)]})
     ts = [1e3, 2e3, 3e3]
-    # finetuning on a: a falls 1.8 -> 1.6 below its base 2.0 (mean gain 0.3), b rises 3.0 -> 3.2 (mean gain -0.1)
+    # finetuning on a: a falls 1.8 -> 1.6 below its base 2.0, b rises 3.0 -> 3.2; the gain is 0 at d = 0 (the base
+    # checkpoint), so FAS = (1/3000)·∫_0^3000 of the piecewise-linear gain: a 700/3000, b -200/3000
     _write_run(tmp_path / "ft-a", {"a": 1.0, "b": 0.0}, {"a": list(zip(ts, [1.8, 1.7, 1.6])), "b": list(zip(ts, [3.0, 3.1, 3.2]))})
     _write_run(tmp_path / "ft-b", {"a": 0.0, "b": 1.0}, {"a": list(zip(ts, [2.0, 2.0, 2.0])), "b": list(zip(ts, [2.5, 2.5, 2.5]))})
     doc = score_finetuning(tmp_path / "base", [tmp_path / "ft-a", tmp_path / "ft-b"], tmp_path / "fas")
     assert doc["sources"] == ["a", "b"] and doc["targets"] == ["a", "b"]
-    assert np.array(doc["fas"]) == pytest.approx(np.array([[0.3, 0.0], [-0.1, 0.5]]))
+    assert np.array(doc["fas"]) == pytest.approx(np.array([[700 / 3000, 0.0], [-200 / 3000, 1250 / 3000]]))
     assert (tmp_path / "fas" / "fas.png").exists() and json.loads((tmp_path / "fas" / "fas.json").read_text())["rows"] == "target"
     out = run_cli("transfer", "fas", "--base", tmp_path / "base", "--finetuned", tmp_path / "ft-a", tmp_path / "ft-b",
                   "--out", tmp_path / "fas_cli").stdout
-    assert "+0.300" in out and "-0.100" in out and (tmp_path / "fas_cli" / "fas.json").exists()
+    assert "+0.233" in out and "-0.067" in out and "+0.417" in out and (tmp_path / "fas_cli" / "fas.json").exists()
     bad = run_cli("transfer", "fas", "--finetuned", tmp_path / "ft-a", check=False)
     assert bad.returncode == 2 and "--base" in bad.stderr
     _write_run(tmp_path / "mixed", {"a": 0.5, "b": 0.5}, {"a": list(zip(ts, [1.8, 1.7, 1.6]))})
@@ -194,3 +200,16 @@ def test_score_reports_a_bilingual_run_that_never_gets_there_as_censored(tmp_pat
     assert mat[0, 1] == pytest.approx(2 - np.sqrt(2e6) / 1000)
     assert mat[1, 0] == pytest.approx(-1.0) and doc["censored"] == [{"source": "a", "target": "b"}]
     assert doc["family"]["within_pairs"] == 2
+
+
+def test_bts_intervals_resample_seeds_not_pairs():
+    """Three monolingual seeds that disagree (scores 0, 1, 2 whatever the bilingual seed): the pairs are not
+    9 independent scores, and the interval must show the spread of 3 seeds."""
+    from nemo_mlsl.transfer_study import seed_bootstrap
+
+    vals = np.repeat(np.array([[0.0], [1.0], [2.0]]), 3, axis=1)
+    lo, hi = seed_bootstrap(vals, 2000, np.random.default_rng(0))
+    assert (lo, hi) == (0.0, 2.0)  # all three resampled seeds alike has probability 1/27 > 2.5% at each end
+    rng = np.random.default_rng(0)
+    pairs = [np.mean(rng.choice(vals.ravel(), size=9)) for _ in range(2000)]
+    assert hi - lo > 1.5 * (np.percentile(pairs, 97.5) - np.percentile(pairs, 2.5))  # what resampling pairs understated

@@ -58,7 +58,7 @@ def test_dataset_id_maps_samples_to_their_language(real_data):
 
 def test_same_seed_same_order_other_seed_other_order(synth_data):
     m = Manifest.load(synth_data)
-    ratios = {"alpha": 0.5, "beta": 0.25, "gamma": 0.25}
+    ratios = {"amber": 0.5, "cobalt": 0.25, "jade": 0.25}
     order = lambda seed: [FamilyBlend(m, BlendConfig(ratios, seq_length=32, seed=seed)).build(500, 2).train[i]["tokens"][:4].tolist() for i in range(20)]
     assert order(1) == order(1)
     assert order(1) != order(2)
@@ -66,22 +66,43 @@ def test_same_seed_same_order_other_seed_other_order(synth_data):
 
 def test_zero_ratio_family_is_left_out_of_training_but_validated(synth_data):
     m = Manifest.load(synth_data)
-    built = FamilyBlend(m, BlendConfig({"alpha": 0.5, "beta": 0.5}, seq_length=32)).build(200, 2)
-    assert all(m.family_of(l) != "gamma" for l in built.train_languages)
-    assert any(m.family_of(l) == "gamma" for l in built.validation_languages)
-    assert built.audit()["families"]["gamma"]["realized"] == 0
+    built = FamilyBlend(m, BlendConfig({"amber": 0.5, "cobalt": 0.5}, seq_length=32)).build(200, 2)
+    assert all(m.family_of(l) != "jade" for l in built.train_languages)
+    assert any(m.family_of(l) == "jade" for l in built.validation_languages)
+    assert built.audit()["families"]["jade"]["realized"] == 0
 
 
 def test_epoch_cap_is_checked_before_building(synth_data):
     m = Manifest.load(synth_data)
     with pytest.raises(ConfigError, match=r"family '\w+' would repeat its data [\d.]+ times.*cap of 2 epochs"):
-        FamilyBlend(m, BlendConfig({"alpha": 0.1, "beta": 0.8, "gamma": 0.1}, seq_length=128, max_epochs=2)).build(10_000, 2)
+        FamilyBlend(m, BlendConfig({"amber": 0.1, "cobalt": 0.8, "jade": 0.1}, seq_length=128, max_epochs=2)).build(10_000, 2)
+
+
+def test_epoch_cap_is_checked_for_every_language(tmp_path):
+    """A family with one big and one tiny language, sampled ``within: uniform``: the family as a whole is far
+    below the cap, its tiny language far above it."""
+    from nemo_mlsl.data.prepare import PrepareConfig, prepare
+    from nemo_mlsl.data.synth import SynthConfig, generate
+
+    generate(SynthConfig(families=2, languages_per_family=2, docs=200, seed=1), tmp_path / "raw")
+    tiny = tmp_path / "raw" / "qaa.jsonl"
+    tiny.write_text("".join(tiny.read_text().splitlines(True)[:12]))
+    m = prepare(PrepareConfig(inputs=[str(tmp_path / "raw")], out=str(tmp_path / "data"), families_yaml=str(tmp_path / "raw" / "families.yaml"),
+                              vocab_size=256, val_docs=1, progress=False))
+    ratios = {"amber": 0.5, "cobalt": 0.5}
+    tok = m.tokens()
+    samples = int(1.5 * m.family_tokens()["amber"] / 0.5 / 32)  # amber as a whole: 1.5 epochs
+    assert FamilyBlend(m, BlendConfig(ratios, seq_length=32, max_epochs=4)).check_epochs(samples)["amber"] < 4
+    with pytest.raises(ConfigError, match=r"language 'qaa' would repeat its data [\d.]+ times: language ratio 0.25 .* cap of 4 "
+                                          r"epochs.*within: uniform"):
+        FamilyBlend(m, BlendConfig(ratios, within="uniform", seq_length=32, max_epochs=4)).build(samples, 1)
+    assert 0.25 * samples * 32 / tok["qaa"] > 4
 
 
 def test_cli_errors(synth_data):
-    bad = run_cli("blend", "--data", synth_data, "--ratios", "alpha=0.5,beta=0.4", "--samples", "10", check=False)
+    bad = run_cli("blend", "--data", synth_data, "--ratios", "amber=0.5,cobalt=0.4", "--samples", "10", check=False)
     assert bad.returncode == 2 and "sum to 0.9" in bad.stderr and "--normalize" in bad.stderr
-    bad = run_cli("blend", "--data", synth_data, "--ratios", "alpha=0.5,klingon=0.5", "--samples", "10", check=False)
+    bad = run_cli("blend", "--data", synth_data, "--ratios", "amber=0.5,klingon=0.5", "--samples", "10", check=False)
     assert "unknown family 'klingon'" in bad.stderr
-    ok = run_cli("blend", "--data", synth_data, "--ratios", "alpha=0.5,beta=0.4", "--normalize", "--samples", "100", "--seq-length", "16")
-    assert "alpha" in ok.stdout and "realized" in ok.stdout
+    ok = run_cli("blend", "--data", synth_data, "--ratios", "amber=0.5,cobalt=0.4", "--normalize", "--samples", "100", "--seq-length", "16")
+    assert "amber" in ok.stdout and "realized" in ok.stdout

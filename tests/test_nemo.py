@@ -72,7 +72,7 @@ def test_bad_parallel_layouts_name_the_rung_and_sizes():
 def built(synth_data):
     from mlsl_nemo.recipe import pretrain_recipe
 
-    return {r: pretrain_recipe(r, str(synth_data), "alpha=0.5,beta=0.3,gamma=0.2", dir="/tmp/nemo_logs") for r in RUNGS
+    return {r: pretrain_recipe(r, str(synth_data), "amber=0.5,cobalt=0.3,jade=0.2", dir="/tmp/nemo_logs") for r in RUNGS
             if not r.startswith("cpu")}
 
 
@@ -104,7 +104,7 @@ def test_every_rung_builds_a_matching_nemo_config_tree(built, synth_data):
 
 
 def test_dry_run_prints_the_config(synth_data):
-    out = run_cli("recipes", "build", "atlas_s00", "--data", synth_data, "--ratios", "alpha=0.5,beta=0.3,gamma=0.2",
+    out = run_cli("recipes", "build", "atlas_s00", "--data", synth_data, "--ratios", "amber=0.5,cobalt=0.3,jade=0.2",
                   "--nodes", "2", "--gpus-per-node", "4", "--dry-run").stdout
     assert "num_nodes=2" in out and "devices=4" in out and "family_gpt_data_step" in out and "NeMoFamilyValidationCallback" in out
 

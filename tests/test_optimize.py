@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.mixtures import data_caps
 from nemo_mlsl.optimize import RatioProblem, bounds_for, solve_general, solve_kkt
 
 
@@ -20,9 +21,9 @@ def test_kkt_agrees_with_a_general_solver(seed):
     gamma = rng.uniform(0.02, 0.4, k)
     lower = np.where(rng.random(k) < 0.4, rng.uniform(0.0, 0.6 / k, k), 0.0)
     upper = np.where(rng.random(k) < 0.4, rng.uniform(1.2 / k, 1.0, k), 1.0)
-    tokens = {str(i): float(rng.uniform(0.5, 3.0)) for i in range(k)}
+    caps = {str(i): float(rng.uniform(0.5, 3.0)) / k for i in range(k)}  # tokens_i · max_epochs / D
     lo, hi = bounds_for([str(i) for i in range(k)], min_ratio=dict(zip(map(str, range(k)), lower)),
-                        max_ratio=dict(zip(map(str, range(k)), upper)), tokens=tokens, D=float(k), max_epochs=1.0)
+                        max_ratio=dict(zip(map(str, range(k)), upper)), caps=caps)
     if hi.sum() < 1 or lo.sum() > 1:
         hi = np.maximum(hi, 1.0 / k + 1e-3)
     prob = RatioProblem(coef, gamma, lo, np.maximum(hi, lo))
@@ -35,16 +36,44 @@ def test_kkt_agrees_with_a_general_solver(seed):
 
 
 def test_data_caps_bind():
-    lo, hi = bounds_for(["a", "b"], tokens={"a": 10, "b": 1000}, D=100, max_epochs=2)
+    caps = data_caps({"a": {"a1": 10}, "b": {"b1": 1000}}, budget=100, max_epochs=2)
+    assert caps == pytest.approx({"a": 0.2, "b": 20.0})
+    lo, hi = bounds_for(["a", "b"], caps=caps)
     assert hi == pytest.approx([0.2, 1.0])
-    p = solve_kkt(RatioProblem(np.array([5.0, 1.0]), np.array([0.3, 0.1]), lo, hi))
-    assert p[0] == pytest.approx(0.2)
+    prob = RatioProblem(np.array([5.0, 1.0]), np.array([0.3, 0.1]), lo, hi, ("a", "b"), (0.2, 20.0))
+    p = solve_kkt(prob)
+    assert p[0] == pytest.approx(0.2) and prob.binding_caps(p) == ["a"]
+
+
+def test_data_caps_follow_the_within_family_sampling():
+    langs = {"f": {"big": 9900, "small": 100}, "g": {"g1": 10_000}}
+    natural = data_caps(langs, budget=10_000, max_epochs=4)
+    assert natural["f"] == pytest.approx(4 * 10_000 / 10_000)  # the family's tokens, as a whole
+    uniform = data_caps(langs, budget=10_000, max_epochs=4, within="uniform")
+    # uniform within f: 'small' gets half of f's share, so 0.5 · p · D <= 4 · 100  ->  p <= 0.08
+    assert uniform["f"] == pytest.approx(0.08) and uniform["g"] == pytest.approx(4.0)
 
 
 def test_infeasible_bounds_are_clear_errors():
-    with pytest.raises(ConfigError, match="minimum ratios sum to 1.2"):
-        solve_kkt(RatioProblem(np.ones(2), np.full(2, 0.1), np.array([0.6, 0.6]), np.ones(2)))
-    with pytest.raises(ConfigError, match="not enough data"):
-        solve_kkt(RatioProblem(np.ones(2), np.full(2, 0.1), np.zeros(2), np.array([0.3, 0.3])))
+    with pytest.raises(ConfigError, match=r"minimum ratios sum to 1.2 > 1 \(a 0.6, b 0.6\)"):
+        solve_kkt(RatioProblem(np.ones(2), np.full(2, 0.1), np.array([0.6, 0.6]), np.ones(2), ("a", "b")))
+    with pytest.raises(ConfigError, match=r"maximum ratios sum to 0.6 < 1 \(a <= 0.3, b <= 0.3\); raise them"):
+        solve_kkt(RatioProblem(np.ones(2), np.full(2, 0.1), np.zeros(2), np.array([0.3, 0.3]), ("a", "b")))
+    capped = RatioProblem(np.ones(2), np.full(2, 0.1), np.zeros(2), np.array([0.3, 0.3]), ("latin", "cjk"), (0.3, 0.3))
+    with pytest.raises(ConfigError, match=r"data caps p·D <= max_epochs·tokens of latin, cjk bind: there is not enough data"):
+        solve_kkt(capped)
+    under = RatioProblem(np.ones(2), np.full(2, 0.1), np.array([0.2, 0.5]), np.array([1.0, 0.4]), ("latin", "cjk"), (1.0, 0.4))
+    with pytest.raises(ConfigError, match=r"cjk: min 0.5, max 0.4 \(its data cap .* is below its minimum ratio\)"):
+        solve_kkt(under)
     with pytest.raises(ConfigError, match="unknown family"):
         bounds_for(["a"], min_ratio={"zz": 0.1})
+
+
+def test_minimum_ratios_that_fill_the_simplex_up_to_rounding():
+    """Lower bounds summing to just above 1 (rounding) are the only feasible point, not a root-finder crash."""
+    lower = np.array([0.3, 0.3, 0.4 + 1e-13])
+    p = solve_kkt(RatioProblem(np.ones(3), np.full(3, 0.2), lower, np.ones(3)))
+    assert p == pytest.approx(lower, abs=1e-12) and p.sum() == pytest.approx(1.0, abs=1e-15)
+    upper = np.array([0.5, 0.5 - 1e-13])
+    q = solve_kkt(RatioProblem(np.ones(2), np.full(2, 0.2), np.zeros(2), upper))
+    assert q == pytest.approx([0.5, 0.5], abs=1e-12)

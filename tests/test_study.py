@@ -7,9 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import read_json
+from conftest import assert_figure, read_json
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.study.config import load_study
 from nemo_mlsl.study.plan import phase1
@@ -37,20 +38,31 @@ def quick_study(tmp_path_factory):
 def test_quick_study_report_holds_the_headline(quick_study):
     out, stdout, elapsed = quick_study
     s = read_json(out / "summary.json")
-    fams = ["alpha", "beta", "delta", "gamma"]
+    fams = ["amber", "cobalt", "jade", "ruby"]
     assert sorted(s["gamma"]) == fams and all(s["gamma_ci"][f][0] <= s["gamma"][f] <= s["gamma_ci"][f][1] for f in fams)
     assert sum(s["optimal_ratios"].values()) == pytest.approx(1.0, abs=1e-6) and set(s["optimal_ci"]) == set(fams)
     conf = s["comparison"]["optimal"]
-    assert set(conf["abs_error"]) == set(fams) and all(v >= 0 for v in conf["abs_error"].values())
-    assert "uniform" in s["comparison"] and s["gains"]["uniform"]["verdict"] in (
-        "within noise", "optimal better, beyond noise", "baseline better, beyond noise")
-    assert s["seed_noise"]["sigma"] > 0 and s["independence"]["tests"]
+    for f in fams:
+        assert conf["abs_error"][f] == pytest.approx(abs(conf["predicted"][f] - conf["observed"][f]), rel=1e-12)
+        assert conf["naive_abs_error"][f] == pytest.approx(abs(conf["naive"][f] - conf["observed"][f]), rel=1e-12)
+    assert s["law_mean_abs_error"] == pytest.approx(np.mean([e for c in s["comparison"].values() for e in c["abs_error"].values()]))
+    sigma = s["seed_noise"]["sigma"]
+    assert 0 < sigma < 0.1 and s["independence"]["tests"]
+    assert set(s["gains"]) == {"uniform", "natural", "temperature:3.33"}
+    for name, g in s["gains"].items():
+        c, o = s["comparison"][name]["total_observed"], conf["total_observed"]
+        assert g["difference"] == pytest.approx(c - o, rel=1e-12)
+        assert g["noise_sd"] == pytest.approx(np.sqrt(2) * sigma * 0.5 * (c + o), rel=1e-12)
+        want = ("optimal better, beyond noise" if g["difference"] > 2 * g["noise_sd"] else
+                "baseline better, beyond noise" if g["difference"] < -2 * g["noise_sd"] else "within noise")
+        assert g["verdict"] == want, name
     md = (out / "report.md").read_text()
     for text in ("## Headline", "γ per family", "Optimal ratios", "Largest rung", "Optimal vs uniform", "## Compute", "## Commands"):
         assert text in md
-    for png in ("optimal_vs_baselines.png", "confirmation.png", "realized_vs_target.png", "fit/loss_vs_ratio.png",
-                "fit/predicted_vs_observed.png", "fit/loss_vs_N.png"):
-        assert (out / png).stat().st_size > 5000, png
+    for png, size in (("optimal_vs_baselines.png", (7.2, 3.8)), ("confirmation.png", (5, 4.5)), ("realized_vs_target.png", (4.6, 4.4)),
+                      ("fit/loss_vs_ratio.png", (12.6, 6.8)), ("fit/predicted_vs_observed.png", (4.6, 4.4)),
+                      ("fit/loss_vs_N.png", (12.6, 6.8))):
+        assert_figure(out / png, size, min_colors=4)
     plan = read_json(out / "plan.json")
     records = ResultsStore(out).read()
     assert sorted(r["run_id"] for r in records) == sorted(r["run_id"] for r in plan["runs"])
@@ -95,15 +107,15 @@ def test_a_started_study_needs_resume(quick_study):
 
 def test_plan_is_smallest_first_and_deterministic():
     cfg = load_study(DEFAULT)
-    runs = phase1(cfg, ["alpha", "beta", "delta", "gamma"], {"cpu_15k": 1, "cpu_60k": 2, "cpu_250k": 3})
-    assert runs == phase1(cfg, ["alpha", "beta", "delta", "gamma"], {"cpu_15k": 1, "cpu_60k": 2, "cpu_250k": 3})
+    runs = phase1(cfg, ["amber", "cobalt", "jade", "ruby"], {"cpu_15k": 1, "cpu_60k": 2, "cpu_250k": 3})
+    assert runs == phase1(cfg, ["amber", "cobalt", "jade", "ruby"], {"cpu_15k": 1, "cpu_60k": 2, "cpu_250k": 3})
     order = [(r.N, r.tokens) for r in runs]
     assert order == sorted(order)
     ind = [r for r in runs if r.purpose == "independence"]
-    assert len(ind) == 4 and all(r.ratios["alpha"] == 0.3 for r in ind)
+    assert len(ind) == 4 and all(r.ratios["amber"] == 0.3 for r in ind)
     assert all(min(r.ratios.values()) >= 0.15 - 1e-9 for r in ind)
     assert len({tuple(r.ratios.values()) for r in ind}) == 4
-    assert max(r.ratios["beta"] for r in ind) == pytest.approx(0.7 - 2 * 0.15)  # each other family in turn takes the most
+    assert max(r.ratios["cobalt"] for r in ind) == pytest.approx(0.7 - 2 * 0.15)  # each other family in turn takes the most
     assert all(abs(sum(r.ratios.values()) - 1) < 1e-9 for r in runs)
     assert len([r for r in runs if r.purpose == "repeat"]) == 2
 
@@ -121,11 +133,11 @@ def _independence_runs(tmp_path, transfer):
     generate(SynthConfig(families=3, languages_per_family=1, docs=400, transfer=transfer, seed=0), tmp_path / "raw")
     m = prepare(PrepareConfig(inputs=[str(tmp_path / "raw")], out=str(tmp_path / "data"), families_yaml=str(tmp_path / "raw/families.yaml"),
                               vocab_size=384, progress=False))
-    points = independence_design(3, ["alpha", "beta", "gamma"], "alpha", 0.3, 0.15, 0)
+    points = independence_design(3, ["amber", "cobalt", "jade"], "amber", 0.3, 0.15, 0)
     runs = [PlannedRun(f"m{i}-s{s}", "independence", "cpu_100k", 100_000, p, s, 1) for i, p in enumerate(points) for s in (0, 1)]
     execute(runs, tmp_path / "study", m, _cpu_train_fn, law=None, progress=False, log=lambda _: None)
     obs = Observations.from_records(ResultsStore(tmp_path / "study").read())
-    return [t for t in controlled_test(obs, seed_noise(obs)["sigma"]) if t["family"] == "alpha"][0]
+    return [t for t in controlled_test(obs, seed_noise(obs)["sigma"]) if t["family"] == "amber"][0]
 
 
 def test_independence_check_passes_without_transfer_and_flags_strong_transfer(tmp_path):

@@ -15,7 +15,7 @@ from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.recipes import load
 
-RATIOS = {"alpha": 0.5, "beta": 0.3, "gamma": 0.2}
+RATIOS = {"amber": 0.5, "cobalt": 0.3, "jade": 0.2}
 
 
 def test_short_run_writes_result_metrics_and_tensorboard(synth_data, tmp_path):
@@ -102,7 +102,7 @@ def test_resume_continues_from_the_checkpoint_with_the_same_data_order(synth_dat
 
 def test_bad_ratios_fail_before_training(synth_data, tmp_path):
     with pytest.raises(ConfigError, match="unknown family 'omega'"):
-        train(TrainRequest("cpu_100k", str(synth_data), {"alpha": 0.5, "omega": 0.5}, str(tmp_path / "r"), max_steps=2, progress=False))
+        train(TrainRequest("cpu_100k", str(synth_data), {"amber": 0.5, "omega": 0.5}, str(tmp_path / "r"), max_steps=2, progress=False))
     with pytest.raises(ConfigError, match="unknown recipe 'cpu_huge'"):
         train(TrainRequest("cpu_huge", str(synth_data), RATIOS, str(tmp_path / "r"), max_steps=2, progress=False))
 
@@ -111,17 +111,17 @@ def test_init_from_starts_a_finetuning_run_from_the_base_weights(synth_data, tmp
     base = train(TrainRequest("cpu_100k", str(synth_data), RATIOS, str(tmp_path / "base"), max_steps=10,
                               overrides=["train.val_every=4"], progress=False))
     # lr 0: the finetuning run's first validation must be the base run's final one (the last weights, not step 8's)
-    frozen = train(TrainRequest("cpu_100k", str(synth_data), {"alpha": 1.0}, str(tmp_path / "frozen"), max_steps=2,
+    frozen = train(TrainRequest("cpu_100k", str(synth_data), {"amber": 1.0}, str(tmp_path / "frozen"), max_steps=2,
                                 init_from=str(tmp_path / "base"), progress=False,
                                 overrides=["train.val_every=1", "train.lr=0", "train.min_lr=0", "train.schedule=constant"]))
     first = json.loads((tmp_path / "frozen" / "metrics.jsonl").read_text().splitlines()[0])
     for lang, loss in base["language_loss"].items():
         assert first["language_loss"][lang] == pytest.approx(loss, rel=1e-6)
     assert frozen["init_from"].endswith("last.ckpt") and frozen["steps"] == 2
-    tuned = train(TrainRequest("cpu_100k", str(synth_data), {"alpha": 1.0}, str(tmp_path / "tuned"), max_steps=6,
+    tuned = train(TrainRequest("cpu_100k", str(synth_data), {"amber": 1.0}, str(tmp_path / "tuned"), max_steps=6,
                                init_from=str(tmp_path / "base" / "checkpoints" / "last.ckpt"), progress=False,
                                overrides=["train.val_every=3", "train.lr=1e-3", "train.schedule=constant", "train.warmup_steps=0"]))
-    assert tuned["family_loss"]["alpha"] < base["family_loss"]["alpha"]
+    assert tuned["family_loss"]["amber"] < base["family_loss"]["amber"]
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(TrainRequest("cpu_100k", str(synth_data), RATIOS, str(tmp_path / "x"), max_steps=2, init_from=str(tmp_path / "nope"),
                            progress=False))

@@ -87,8 +87,14 @@ class FamilyBlend:
         return list(self.manifest.languages)
 
     def check_epochs(self, train_samples: int) -> dict[str, float]:
+        """Epochs per family; every language is checked too (a small language in a family sampled
+        ``within: uniform`` can repeat far more often than its family as a whole)."""
         budget = float(train_samples) * self.config.seq_length
-        return check_epochs(self.family_ratios, self.manifest.family_tokens(), budget, self.config.max_epochs)
+        epochs = check_epochs(self.family_ratios, self.manifest.family_tokens(), budget, self.config.max_epochs)
+        check_epochs(self.weights, self.manifest.tokens(), budget, self.config.max_epochs, what="language",
+                     hint=f" (its weight is its family's ratio x its share within the family, within: {self.config.within}; "
+                          "'natural' never repeats a language more than its family)")
+        return epochs
 
     def _gpt_config(self, cache: Path | None, blend_per_split: list) -> Any:
         from megatron.core.datasets.gpt_dataset import GPTDatasetConfig

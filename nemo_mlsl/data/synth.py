@@ -3,7 +3,7 @@
 Each family has its own script (disjoint character sets), word order, agreement classes and
 proto-lexicon; languages of a family derive their lexicon from the proto-lexicon by a few
 language-specific sound changes, so they share most structure. ``transfer`` is the share of each
-family's sentences borrowed from its partner: families pair up (alpha-beta, gamma-delta, ...; an odd
+family's sentences borrowed from its partner: families pair up (amber-cobalt, jade-ruby, ...; an odd
 last family has none) and borrow words, grammar and script from each other, like related families.
 Training on one family of a pair then teaches part of the other, so the loss of a family depends on
 its partner's ratio. At 0 no two families share a single character (apart from space and '.'), so
@@ -34,7 +34,8 @@ SCRIPTS: list[tuple[str, str]] = [
     ("ᎠᎡᎢᎣᎤᎥᎦᎧᎨᎩᎪᎫᎬᎭᎮᎯᎰᎱᎲᎳᎴᎵᎶᎷᎸᎹᎺᎻᎼᎽᎾᏀᏁᏂᏃᏄᏅ", ""),  # Cherokee (syllabic)
 ]
 ORDERS = ["SVO", "SOV", "VSO", "VOS", "OSV", "OVS"]
-FAMILY_NAMES = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+# Colour names: a family called "gamma" or "alpha" reads as a law parameter in every report.
+FAMILY_NAMES = ["amber", "cobalt", "jade", "ruby", "slate", "coral", "ivory", "onyx"]
 
 
 @dataclass(frozen=True)

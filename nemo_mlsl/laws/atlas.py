@@ -4,7 +4,8 @@
 ``D_eff = S_λ(D_t; U_t) + Σ_{j∈K_t} τ_j S_λ(D_j; U_j) + τ_o S_λ(D_other; U_other)`` and the
 repetition saturation ``S_λ(D; U) = D`` for D ≤ U, else ``U [1 + (1 - exp(-λ(D/U - 1)))/λ]``.
 D_j = p_j·D. Choices the notes leave open, made here: K_t is the ``arg`` (default 3) families most
-co-sampled with t (largest mean ratio over the runs); one λ is shared by all sources (as the
+co-sampled with t (largest mean ratio over the runs it is fitted on: the layout, fixed at fit time
+and stored with the fit, so a fitted τ always belongs to the family it was fitted for); one λ is shared by all sources (as the
 paper's text says); τ may be negative (interference) down to -0.5, and D_eff is floored at 1% of
 the target's own effective data so the law stays defined. U = ∞ (no repetition) when the runs do
 not record available tokens (``family_tokens``).
@@ -12,9 +13,11 @@ not record available tokens (``family_tokens``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.laws.base import Law, Param
 from nemo_mlsl.observations import FamilyData
 
@@ -40,11 +43,25 @@ class AtlasLaw(Law):
         except ValueError:
             raise ConfigError(f"law atlas:{arg}: the argument is the number of transfer families, e.g. atlas:3") from None
 
-    def transfer_families(self, data: FamilyData) -> list[int]:
+    def layout(self, data: FamilyData) -> dict[str, Any]:
+        """The k families most co-sampled with the target in the runs being fitted, by name."""
         mean = data.P.mean(axis=0).astype(float)
         mean[data.index] = -np.inf
         order = [j for j in np.argsort(-mean, kind="stable") if j != data.index and np.isfinite(mean[j])]
-        return order[: self.k]
+        return {"transfer": [self._names(data)[j] for j in order[: self.k]]}
+
+    @staticmethod
+    def _names(data: FamilyData) -> tuple[str, ...]:
+        return data.families or tuple(str(j) for j in range(data.P.shape[1]))
+
+    def transfer_families(self, data: FamilyData) -> list[int]:
+        """Column indices in ``data`` of the fitted transfer families."""
+        names = self._names(data)
+        fams = self.fixed_layout()["transfer"]
+        missing = [f for f in fams if f not in names]
+        if missing:
+            raise FitError(f"law 'atlas' was fitted with transfer families {fams}; the runs to predict have no {missing}")
+        return [names.index(f) for f in fams]
 
     def params(self, data: FamilyData) -> list[Param]:
         top = float(data.loss.min())
@@ -56,9 +73,7 @@ class AtlasLaw(Law):
             Param("beta", 0.0, 2.5, (0.1, 0.3, 0.6)),
             Param("log_lambda", -7.0, 4.6, (0.0,)),
         ]
-        fams = self.transfer_families(data)
-        names = data.families or tuple(str(j) for j in range(data.P.shape[1]))
-        out += [Param(f"tau[{names[j]}]", -0.5, 1.0, (0.0,)) for j in fams]
+        out += [Param(f"tau[{f}]", -0.5, 1.0, (0.0,)) for f in self.fixed_layout()["transfer"]]
         out.append(Param("tau_other", -0.5, 1.0, (0.0,)))
         return out
 

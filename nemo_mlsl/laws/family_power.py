@@ -1,13 +1,17 @@
 """Family power law at fixed (N, D): ``L_i(p) = L*_i · p^(-γ_i)`` (He et al. 2024).
 
 Runs at several (N, D) settings share one γ_i and get one L*_i per setting, so the fit itself
-tests the paper's claim that γ_i does not depend on N and D.
+tests the paper's claim that γ_i does not depend on N and D. The settings are the law's layout,
+fixed at fit time: it predicts only at those settings (``joint_family`` extrapolates in N and D).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from nemo_mlsl.errors import FitError
 from nemo_mlsl.laws.base import Law, Param
 from nemo_mlsl.observations import FamilyData
 
@@ -16,21 +20,52 @@ def settings(data: FamilyData) -> list[tuple[float, float]]:
     return sorted(set(zip(data.N.tolist(), data.D.tolist())))
 
 
+def setting_name(N: float, D: float) -> str:
+    return f"log_Lstar[N={N:.6g},D={D:.6g}]"
+
+
+def match_setting(fitted: list[tuple[float, float]], N: float, D: float) -> int | None:
+    """Index of the fitted setting equal to (N, D) up to rounding, or None."""
+    for i, (n, d) in enumerate(fitted):
+        if np.isclose(n, N, rtol=1e-9) and np.isclose(d, D, rtol=1e-9):
+            return i
+    return None
+
+
 class FamilyPowerLaw(Law):
     name = "family_power"
     formula = "L_i(p) = L*_i · p^(-γ_i)"
+
+    def layout(self, data: FamilyData) -> dict[str, Any]:
+        return {"settings": [[n, d] for n, d in settings(data)]}
+
+    def _settings(self) -> list[tuple[float, float]]:
+        return [(float(n), float(d)) for n, d in self.fixed_layout()["settings"]]
 
     def params(self, data: FamilyData) -> list[Param]:
         lo = float(np.log(data.loss.min())) - 1.0
         hi = float(np.log(data.loss.max())) + 1.0
         out = [Param("gamma", -0.5, 2.0, (0.0, 0.1, 0.3))]
-        for n, d in settings(data):
-            out.append(Param(f"log_Lstar[N={n:.6g},D={d:.6g}]", lo, hi, (float(np.log(data.loss.mean())),)))
+        for n, d in self._settings():
+            out.append(Param(setting_name(n, d), lo, hi, (float(np.log(data.loss.mean())),)))
         return out
 
     def _setting_index(self, data: FamilyData) -> np.ndarray:
-        index = {s: i for i, s in enumerate(settings(data))}
-        return np.array([index[(n, d)] for n, d in zip(data.N.tolist(), data.D.tolist())])
+        fitted = self._settings()
+        out = []
+        for n, d in zip(data.N.tolist(), data.D.tolist()):
+            i = match_setting(fitted, n, d)
+            if i is None:
+                known = ", ".join(f"(N={a:.6g}, D={b:.6g})" for a, b in fitted)
+                raise FitError(
+                    f"law 'family_power' has one L* per (N, D) setting it was fitted on ({known}) and cannot predict at "
+                    f"N={n:.6g}, D={d:.6g}; fit 'joint_family' to extrapolate in N and D"
+                )
+            out.append(i)
+        return np.array(out, dtype=int)
+
+    def has_every_setting(self, data: FamilyData) -> bool:
+        return len(set(self._setting_index(data).tolist())) == len(self._settings())
 
     def log_predict(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
@@ -43,6 +78,11 @@ class FamilyPowerLaw(Law):
         jac[:, 0] = -np.log(data.p)
         jac[np.arange(len(s)), 1 + s] = 1.0
         return jac
+
+    def unidentifiable(self, data: FamilyData) -> str | None:
+        if not self.has_every_setting(data):
+            return "a fitted (N, D) setting has no run: its L* is not identifiable"
+        return super().unidentifiable(data)
 
     def requirements(self) -> dict[str, int]:
         return {"runs": 3, "p": 2}

@@ -83,6 +83,7 @@ def check_epochs(
     max_epochs: float,
     *,
     what: str = "family",
+    hint: str = "",
 ) -> dict[str, float]:
     """Epochs each item would need for ``budget`` tokens; error past ``max_epochs``."""
     epochs: dict[str, float] = {}
@@ -91,9 +92,9 @@ def check_epochs(
         epochs[name] = need / tokens[name] if tokens.get(name, 0) > 0 else (0.0 if need == 0 else math.inf)
         if epochs[name] > max_epochs:
             raise ConfigError(
-                f"{what} {name!r} would repeat its data {epochs[name]:.2f} times: ratio {p:.4g} x {budget:.4g} tokens "
+                f"{what} {name!r} would repeat its data {epochs[name]:.2f} times: {what} ratio {p:.4g} x {budget:.4g} tokens "
                 f"= {need:.4g} tokens drawn from {tokens.get(name, 0)} available, above the cap of {max_epochs:g} epochs. "
-                f"Lower its ratio, the token budget, or raise max_epochs"
+                f"Lower its ratio, the token budget, or raise max_epochs{hint}"
             )
     return epochs
 
@@ -115,3 +116,24 @@ def language_weights(
         for lang, q in inner.items():
             weights[lang] = p * q
     return weights
+
+
+def data_caps(
+    family_languages: Mapping[str, Mapping[str, int]],
+    budget: float,
+    max_epochs: float,
+    within: str = "natural",
+) -> dict[str, float]:
+    """The largest ratio each family can take without any of its languages repeating more than
+    ``max_epochs`` times in ``budget`` tokens: min over its languages l of max_epochs · tokens_l / (q_l · budget),
+    q_l being l's share within the family (``within``). Equals max_epochs · tokens_family / budget for ``natural``."""
+    if budget <= 0 or max_epochs <= 0:
+        raise ConfigError(f"data caps need a positive token budget and max_epochs; got D={budget}, max_epochs={max_epochs}")
+    caps: dict[str, float] = {}
+    for family, langs in family_languages.items():
+        if not langs or sum(langs.values()) <= 0:
+            caps[family] = 0.0
+            continue
+        inner = compute_mixture(within, MixtureContext(tokens=langs))
+        caps[family] = min(max_epochs * langs[l] / (q * budget) for l, q in inner.items() if q > 0)
+    return caps

@@ -78,8 +78,16 @@ def save(path: Path, cfg: StudyConfig, runs: Sequence[PlannedRun], extra: Mappin
 
 
 def load_runs(path: Path) -> list[PlannedRun]:
-    doc = json.loads(path.read_text())
-    return [PlannedRun(**r) for r in doc["runs"]]
+    """The planned runs of a ``plan.json`` (a study's or a transfer design's), with named errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: the directory holds no planned runs (write it with `mlsl transfer design` "
+                          "or `mlsl study`), or pass the directory that does")
+    try:
+        doc = json.loads(path.read_text())
+        return [PlannedRun(**r) for r in doc["runs"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path} is not a plan written by nemo-mlsl ({type(err).__name__}: {err}); rewrite it") from None
 
 
 def check_same(old: Sequence[PlannedRun], new: Sequence[PlannedRun]) -> None:

@@ -92,7 +92,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     resid = {}
     for f in fams:
         data = rep.lawfit.law.data_for(obs, f)
-        resid[f] = np.log(data.loss) - rep.lawfit.law.log_predict(rep.lawfit.fits[f].theta, data)
+        resid[f] = np.log(data.loss) - rep.lawfit.fits[f].log_predict(data)
     rcorr = residual_correlations(obs, resid)
 
     files = []
@@ -108,6 +108,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     summary = {
         "study": cfg.name, "runs": len(records), "gamma": {f: g for f, (g, _) in gam.items()},
         "gamma_ci": {f: ci for f, (_, ci) in gam.items()}, "optimal_ratios": opt["ratios"], "optimal_ci": opt.get("ci"),
+        "data_caps": opt.get("caps"), "binding_caps": opt.get("binding_caps", []),
         "confirm_rung": cfg.confirm_rung, "N_confirm": N, "D_confirm": D, "comparison": comp, "gains": gains,
         "law_mean_abs_error": law_mae, "naive_mean_abs_error": naive_mae, "seed_noise": noise,
         "independence": {"passed": ind["passed"], "tests": ind_tests, "residual_correlations": rcorr},
@@ -163,6 +164,11 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     L += [f"- **Optimal ratios** ({cfg.objective.type} objective, at N={s['N_confirm']:,.0f}, D={s['D_confirm']:,.0f}): " + ", ".join(
         f"{f} {p:.3f}" + (f" [{s['optimal_ci'][f][0]:.3f}, {s['optimal_ci'][f][1]:.3f}]" if s.get("optimal_ci") else "")
         for f, p in s["optimal_ratios"].items())]
+    if s.get("binding_caps"):
+        caps = ", ".join(f"{f} at {s['data_caps'][f]:.3f}" for f in s["binding_caps"])
+        L += [f"- **Data caps bind**: {caps} (the most "
+              f"that {'family' if len(s['binding_caps']) == 1 else 'these families'} can take at D={s['D_confirm']:,.0f} without a "
+              "language repeating past the recipe's max_data_epochs); the law alone would sample more."]
     if s["law_mean_abs_error"] is not None:
         L += [f"- **Largest rung ({cfg.confirm_rung})**, predicted from the smaller rungs vs observed: mean absolute error "
               f"{s['law_mean_abs_error']:.4f} nats per family" + (f" (naive prediction, the next-smaller rung's observed loss: "

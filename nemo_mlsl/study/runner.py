@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from nemo_mlsl.analysis import fit_and_report
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.mixtures import MixtureContext, compute_mixture
+from nemo_mlsl.mixtures import MixtureContext, compute_mixture, data_caps
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.study import plan as planning
@@ -85,10 +85,13 @@ class Study:
         fit_records = [r for r in records if r.get("purpose") in FIT_PURPOSES]
         N, D = nparams[self.cfg.confirm_rung], self.cfg.confirm_tokens
         fam_tokens = manifest.family_tokens("train")
+        # The optimum must be trainable at the largest rung: no language past its recipe's epoch cap.
+        caps = data_caps(manifest.family_languages(), D, load_recipe(self.cfg.confirm_rung).train.max_data_epochs, self.cfg.within)
         self.log(f"fitting {self.cfg.law} to {len(fit_records)} runs (bootstrap {self.cfg.bootstrap}) ...")
         rep = fit_and_report(fit_records, out / "fit", law=self.cfg.law, bootstrap=self.cfg.bootstrap, seed=self.cfg.seed,
                              N=N, D=D, objective=self.cfg.objective.type, weights=self.cfg.objective.weights,
-                             min_ratio=self.cfg.objective.min_ratio, tokens=fam_tokens, title=f"Study {self.cfg.name}: fit")
+                             min_ratio=self.cfg.objective.min_ratio, tokens=fam_tokens, caps=caps,
+                             title=f"Study {self.cfg.name}: fit")
         runs2 = [r for r in old if r.phase == 2]
         if not runs2:
             ctx = MixtureContext(fam_tokens, budget=float(D))

@@ -1,11 +1,14 @@
 """``ScalingLawFitCallback``: at a run's final validation, append its record to the study's results
 store, refit the law once enough runs exist, rewrite the report, and log the fit to TensorBoard.
 
-It never fails the training run: a fit that cannot be made yet (too few runs) is logged as text.
+It never fails the training run: a fit that cannot be made yet (too few runs), or any other error
+while recording, fitting or logging, is reported in the log and as TensorBoard text (``fit/status``).
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -14,8 +17,10 @@ import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from nemo_mlsl.analysis import fit_and_report
-from nemo_mlsl.errors import FitError
+from nemo_mlsl.errors import FitError, MLSLError
 from nemo_mlsl.results import ResultsStore
+
+log = logging.getLogger("nemo_mlsl.fit_callback")
 
 
 class ScalingLawFitCallback(pl.Callback):
@@ -44,28 +49,38 @@ class ScalingLawFitCallback(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_step < (trainer.max_steps or 0) or trainer.global_rank != 0:
             return
-        record = self.make_record(trainer)
-        if record is None:
-            return
-        self.store.append(record, skip_existing=True)
-        if not self.law:
-            return
-        records = self.store.read(dedupe=True)
+        record = None
         try:
-            self.report = fit_and_report(records, self.report_dir, law=self.law, bootstrap=self.bootstrap, tokens=self.tokens,
-                                         **self.fit_kwargs)
-            self.status = f"fitted {self.law} to {len(records)} runs"
-        except FitError as err:
-            self.report, self.status = None, f"no fit yet: {err}"
-        self._log(trainer, record)
+            record = self.make_record(trainer)
+            if record is None:
+                return
+            self.store.append(record, skip_existing=True)
+            if not self.law:
+                return
+            records = self.store.read(dedupe=True)
+            try:
+                self.report = fit_and_report(records, self.report_dir, law=self.law, bootstrap=self.bootstrap, tokens=self.tokens,
+                                             **self.fit_kwargs)
+                self.status = f"fitted {self.law} to {len(records)} runs"
+            except FitError as err:
+                self.report, self.status = None, f"no fit yet: {err}"
+        except Exception as err:  # noqa: BLE001 - a failed fit or record must never fail the training run
+            self.report = None
+            kind = "" if isinstance(err, MLSLError) else f" ({type(err).__name__})"
+            self.status = f"fit callback error{kind}: {err}"
+            log.error("%s\n%s", self.status, "" if isinstance(err, MLSLError) else traceback.format_exc())
+        try:
+            self._log(trainer, record)
+        except Exception as err:  # noqa: BLE001
+            log.error("fit callback: could not log to TensorBoard (%s: %s)", type(err).__name__, err)
 
-    def _log(self, trainer: pl.Trainer, record: Mapping[str, Any]) -> None:
+    def _log(self, trainer: pl.Trainer, record: Mapping[str, Any] | None) -> None:
         tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if tb is None:
             return
         w, step = tb.experiment, trainer.global_step
         w.add_text("fit/status", self.status, step)
-        if self.report is None:
+        if self.report is None or record is None:
             return
         doc = self.report.doc
         for fam, entry in doc["families"].items():

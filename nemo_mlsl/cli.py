@@ -77,13 +77,29 @@ def cmd_blend(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tags(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--tag key=value`` → record fields (values parsed as JSON where they are JSON: numbers, true, null)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag {item!r} must look like key=value (e.g. purpose=design)")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 @command
 def cmd_train(a: argparse.Namespace) -> int:
     from mlsl_lightning.train import TrainRequest, train
 
     result = train(TrainRequest(recipe=a.recipe, data=a.data, ratios=_ratios_arg(a.ratios), out=a.out, overrides=a.overrides,
                                 within=a.within, max_steps=a.max_steps, tokens=a.tokens, seed=a.seed, resume=a.resume,
-                                init_from=a.init_from, normalize=a.normalize, store=a.store, law=a.law))
+                                init_from=a.init_from, normalize=a.normalize, store=a.store, law=None if a.law == "none" else a.law,
+                                run_id=a.run_id, tb_root=a.tb_root, report_dir=a.report_dir, bootstrap=a.bootstrap,
+                                progress=not a.no_progress, extra_record=_tags(a.tag)))
     print(f"wrote {Path(a.out) / 'result.json'}: N={result['N']:,} D={result['D']:,}")
     for fam, loss in result["family_loss"].items():
         print(f"  {fam:<16} loss {loss:.4f}  bpb {result['family_bpb'][fam]:.4f}")
@@ -164,36 +180,55 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cpu_train_fn(request: dict) -> dict:
-    from mlsl_lightning.train import TrainRequest, train
+def study_backend(name: str, executor) -> Any:
+    if name == "nemo":
+        from mlsl_nemo.study import NeMoBackend
 
-    return train(TrainRequest(**request))
+        return NeMoBackend(gpus_per_run=executor.gpus_per_run, nodes_per_run=executor.nodes_per_run)
+    from mlsl_lightning.study_backend import CPUBackend
+
+    return CPUBackend()
+
+
+def study_launcher(executor, out: Path, title: str) -> Any:
+    from nemo_mlsl.study.backend import InlineLauncher
+
+    if executor.type == "inline":
+        return InlineLauncher()
+    from mlsl_nemo.launcher import NeMoRunLauncher
+
+    return NeMoRunLauncher(executor, out / "jobs", title=title)  # (NeMo-Run mangles paths with a "nemo_run" component)
 
 
 @command
 def cmd_study(a: argparse.Namespace) -> int:
-    from nemo_mlsl.study.config import load_study
-    from nemo_mlsl.study.runner import Study
+    from nemo_mlsl.study.config import load_study, with_executor
+    from nemo_mlsl.study.runner import Study, run_specs
 
-    cfg = load_study(a.config, quick=a.quick)
-    out = Path(a.out)
-    if a.backend == "nemo":
-        from mlsl_nemo.study import print_nemo_plan
-
-        return print_nemo_plan(cfg, out, dry_run=a.dry_run)
-    study = Study(cfg, out, _cpu_train_fn, progress=not a.no_progress)
+    cfg = with_executor(load_study(a.config, quick=a.quick), type=a.executor, max_parallel=a.max_parallel)
+    out = Path(a.out).resolve()  # jobs on other nodes and in other working directories see the same paths
+    backend = study_backend(a.backend, cfg.executor)
+    study = Study(cfg, out, backend, study_launcher(cfg.executor, out, f"mlsl-{cfg.name}"), progress=not a.no_progress)
     if a.dry_run:
         plan = study.run(dry_run=True)
-        print(f"study {cfg.name}: {len(plan['phase1'])} phase-1 runs (phase 2, the largest rung at the optimum and baselines, "
-              "is planned after the fit)")
-        for r in plan["phase1"]:
+        runs = plan["phase1"]
+        what = "NeMo runs" if a.backend == "nemo" else "runs"
+        print(f"study {cfg.name}: {len(runs)} phase-1 {what} on the {a.backend} backend, executor {cfg.executor.type} "
+              f"(at most {cfg.executor.max_parallel} in flight); phase 2, the largest rung at the optimum and baselines, "
+              "is planned after the fit")
+        for r in runs:
             print(f"  {r.run_id:<44} {r.rung:<9} N={r.N:>10,} D={r.tokens:>10,} " + " ".join(f"{f}={p:.3f}" for f, p in r.ratios.items()))
+        spec = run_specs(runs[:1], out, plan["manifest"], law=cfg.law, within=cfg.within)[0]
+        print(f"\nfirst run ({spec.run_id}):")
+        print(backend.describe(spec))
         return 0
     s = study.run(resume=a.resume)
     print()
     print(f"Report: {out / 'report.md'}  (figures beside it; TensorBoard: tensorboard --logdir {out / 'tb'})")
     print("gamma per family: " + ", ".join(f"{f} {g:.3f}" for f, g in s["gamma"].items()))
     print("optimal ratios:   " + ", ".join(f"{f} {p:.3f}" for f, p in s["optimal_ratios"].items()))
+    if s.get("binding_caps"):
+        print("data caps binding at the optimum: " + ", ".join(f"{f} <= {s['data_caps'][f]:.3f}" for f in s["binding_caps"]))
     c = s["comparison"].get("optimal")
     if c:
         print(f"largest rung {s['confirm_rung']} at the optimum, predicted vs observed loss:")
@@ -246,11 +281,18 @@ def cmd_recipes(a: argparse.Namespace) -> int:
         return 0
     from mlsl_nemo.recipe import pretrain_recipe
 
-    recipe = pretrain_recipe(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes, num_gpus_per_node=a.gpus_per_node,
-                             dir=a.log_dir, overrides=a.overrides, store=a.store)
+    build = lambda check: pretrain_recipe(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
+                                          num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides, store=a.store,
+                                          check_epochs=check)
     if a.dry_run:
+        try:
+            recipe = build(True)
+        except ConfigError as err:  # show the configuration anyway; the run itself would refuse to start
+            recipe = build(False)
+            print(f"# warning: {err}")
         print(recipe)
         return 0
+    recipe = build(True)
     import nemo_run as run
 
     executor = run.LocalExecutor(ntasks_per_node=a.gpus_per_node or load(a.name).parallel.gpus_per_node, launcher="torchrun")
@@ -307,7 +349,9 @@ def cmd_transfer(a: argparse.Namespace) -> int:
         d_mono = min(r.tokens for r in runs)
         over = {r.run_id: ["train.schedule=constant",
                            f"train.val_every={max(1, load(r.rung).train.steps_for(d_mono) // a.evals)}"] for r in runs}
-        execute(runs, study, Manifest.load(a.data), _cpu_train_fn, law=None, progress=not a.no_progress, overrides=over)
+        from mlsl_lightning.study_backend import CPUBackend
+
+        execute(runs, study, Manifest.load(a.data), CPUBackend(progress=not a.no_progress), law=None, overrides=over)
         print(f"trained {len(runs)} runs; score them with: mlsl transfer score --runs {study}")
         return 0
     if a.action == "fas":
@@ -468,7 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
                                        "optimizer and schedule; tokens are counted from the start of the finetuning")
     s.add_argument("--normalize", action="store_true")
     s.add_argument("--store", help="results store to append to (refits and reports after the run)")
-    s.add_argument("--law", default="joint_family")
+    s.add_argument("--law", default="joint_family", help="law the fitting callback refits after the run ('none': record only)")
+    s.add_argument("--bootstrap", type=int, default=50, help="bootstrap replicates of that refit")
+    s.add_argument("--report-dir", help="where the refit writes its report (default: beside the store, fit/)")
+    s.add_argument("--run-id", help="the record's run_id (default: the --out directory's name)")
+    s.add_argument("--tb-root", help="shared TensorBoard root (logs go to TB_ROOT/RUN_ID)")
+    s.add_argument("--tag", action="append", metavar="KEY=VALUE", help="extra record field (repeatable), e.g. purpose=design")
+    s.add_argument("--no-progress", action="store_true")
     s.add_argument("overrides", nargs="*", help="recipe overrides key=value (e.g. train.lr=1e-3)")
 
     for name, help_ in (("fit", "fit a law to run records"), ("report", "rewrite the fit report")):
@@ -551,7 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("study", help="run a whole scaling-law study (design, runs, fit, optimum, confirmation, report)")
     s.add_argument("--config", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--backend", choices=["cpu", "nemo"], default="cpu")
+    s.add_argument("--backend", choices=["cpu", "nemo"], default="cpu",
+                   help="what trains a run: the CPU Lightning path, or NeMo 2 recipes (GPUs)")
+    s.add_argument("--executor", choices=["inline", "local", "slurm"],
+                   help="where runs execute: in this process one after the other (inline, the default), or as jobs of "
+                        "NeMo-Run's local or Slurm executor (overrides the study YAML's executor.type)")
+    s.add_argument("--max-parallel", type=int, help="at most this many runs in flight (executor.max_parallel)")
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--resume", action="store_true")
     s.add_argument("--quick", action="store_true", help="the config's quick variant (tests, CI)")

@@ -46,3 +46,26 @@ def family_metrics(
 def _summary(loss_sum: float, tokens: float, n_bytes: float) -> dict[str, float]:
     loss = loss_sum / tokens
     return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bpb": loss_sum / LN2 / n_bytes, "tokens": tokens}
+
+
+def mixture_summary(
+    tokens: Sequence[float],
+    languages: Sequence[str],
+    family_of: Mapping[str, str],
+    train_tokens: Mapping[str, int],
+) -> dict[str, float]:
+    """Realized shares from tokens drawn per language (``languages`` order): ``mixture/<family>/{ratio,tokens,epochs}``
+    and ``mixture_language/<code>/ratio``, the TensorBoard names of every backend."""
+    total = float(sum(tokens)) or 1.0
+    fams: dict[str, list[float]] = {}
+    out: dict[str, float] = {}
+    for lang, n in zip(languages, tokens):
+        f = fams.setdefault(family_of[lang], [0.0, 0.0])
+        f[0] += float(n)
+        f[1] += train_tokens[lang]
+        out[f"mixture_language/{lang}/ratio"] = float(n) / total
+    for fam, (n, avail) in sorted(fams.items()):
+        out[f"mixture/{fam}/ratio"] = n / total
+        out[f"mixture/{fam}/tokens"] = n
+        out[f"mixture/{fam}/epochs"] = n / max(1.0, avail)
+    return out

@@ -32,6 +32,9 @@ class ModelConfig:
     rotary_base: float = 10000.0
     layernorm_epsilon: float = 1e-5
     init_method_std: float = 0.02
+    # Implementation, not architecture (NeMo path only): TransformerEngine layers where TE imports ("auto"),
+    # or forced ("transformer_engine" / "local": megatron-core's own layers, no TE or Apex needed).
+    transformer_impl: str = "auto"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "model") -> "ModelConfig":
@@ -58,6 +61,8 @@ class ModelConfig:
             raise ConfigError(f"{where}.normalization must be RMSNorm or LayerNorm, got {self.normalization!r}")
         if self.position_embedding_type not in ("rope", "learned_absolute"):
             raise ConfigError(f"{where}.position_embedding_type must be rope or learned_absolute")
+        if self.transformer_impl not in TRANSFORMER_IMPLS:
+            raise ConfigError(f"{where}.transformer_impl must be one of {', '.join(TRANSFORMER_IMPLS)}, got {self.transformer_impl!r}")
 
     @property
     def head_dim(self) -> int:
@@ -72,6 +77,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that define the network (what a checkpoint must match), without the implementation choice."""
+        d = asdict(self)
+        d.pop("transformer_impl")
+        return d
+
+
+TRANSFORMER_IMPLS = ("auto", "transformer_engine", "local")
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,10 @@ def available() -> dict[str, Path]:
     return out
 
 
-def load(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
-    """Load a recipe by name (``from_name``) or path, applying ``key=value`` overrides."""
+def load(name_or_path: str, overrides: Sequence[str] = (), *, num_nodes: int | None = None,
+         gpus_per_node: int | None = None) -> Recipe:
+    """Load a recipe by name or path, applying ``key=value`` overrides; the parallel layout is checked for
+    ``num_nodes`` x ``gpus_per_node`` GPUs when given (a 1-GPU run of an 8-GPU rung), else the recipe's own."""
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         rungs = available()
@@ -146,7 +148,7 @@ def load(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
         parallel=_typed(ParallelSettings, data.get("parallel"), f"{where}: parallel"),
         vocab_size=data.get("vocab_size"), paper=dict(data.get("paper") or {}), path=str(path),
     )
-    validate_parallel(recipe)
+    validate_parallel(recipe, num_nodes, gpus_per_node)
     return recipe
 
 

@@ -72,8 +72,8 @@ def test_bad_parallel_layouts_name_the_rung_and_sizes():
 def built(synth_data):
     from mlsl_nemo.recipe import pretrain_recipe
 
-    return {r: pretrain_recipe(r, str(synth_data), "amber=0.5,cobalt=0.3,jade=0.2", dir="/tmp/nemo_logs") for r in RUNGS
-            if not r.startswith("cpu")}
+    return {r: pretrain_recipe(r, str(synth_data), "amber=0.5,cobalt=0.3,jade=0.2", dir="/tmp/nemo_logs", check_epochs=False)
+            for r in RUNGS if not r.startswith("cpu")}
 
 
 def test_every_rung_builds_a_matching_nemo_config_tree(built, synth_data):
@@ -183,3 +183,170 @@ def test_study_nemo_backend_dry_run(tmp_path):
     out = run_cli("study", "--config", Path(__file__).resolve().parents[1] / "studies" / "default.yaml", "--out", tmp_path / "s",
                   "--quick", "--backend", "nemo", "--dry-run").stdout
     assert "phase-1 NeMo runs" in out and "design-cpu_15k-50k-m0" in out and "family_gpt_data_step" in out
+
+
+# --- the recipe's objects through NeMo's own entry points ---------------------------------------------------
+
+def _recipe_with_store(synth_data, tmp_path, **kw):
+    from mlsl_nemo.recipe import pretrain_recipe
+
+    return pretrain_recipe("atlas_s00", str(synth_data), "amber=0.5,cobalt=0.3,jade=0.2", store=str(tmp_path / "results.jsonl"),
+                           dir=str(tmp_path / "nemo"), num_gpus_per_node=1, check_epochs=False,
+                           overrides=["train.global_batch_size=32", "train.micro_batch_size=8"], **kw)
+
+
+def test_a_recipe_with_a_store_builds_nemos_trainer(synth_data, tmp_path):
+    """What failed on the GPU: NeMo deep-copies the callbacks it is given (io capture) and the fitting callback's
+    store held a thread lock. The trainer is built from the recipe as NeMo builds it (fiddle), on the CPU."""
+    import copy
+    import pickle
+
+    import fiddle as fdl
+    from nemo import lightning as nl
+    from nemo_run.core.serialization.zlib_json import ZlibJSONSerializer
+
+    from mlsl_lightning.callbacks.scaling_law_fit import ScalingLawFitCallback
+    from mlsl_nemo.callback import NeMoFamilyValidationCallback, NeMoMixtureMonitorCallback
+
+    recipe = _recipe_with_store(synth_data, tmp_path, record_extra={"purpose": "design", "phase": 1})
+    assert ZlibJSONSerializer().deserialize(ZlibJSONSerializer().serialize(recipe)) == recipe  # what NeMo-Run ships to a job
+    callbacks = fdl.build(recipe.trainer.callbacks)
+    for clone in (copy.deepcopy(callbacks), pickle.loads(pickle.dumps(callbacks))):
+        assert [type(c) for c in clone] == [type(c) for c in callbacks]
+    recipe.trainer.accelerator = "cpu"
+    trainer = fdl.build(recipe.trainer)
+    assert isinstance(trainer, nl.Trainer) and hasattr(trainer, "__io__")  # NeMo's io capture ran
+    fit_cb = next(c for c in trainer.callbacks if isinstance(c, ScalingLawFitCallback))
+    assert fit_cb.store.path == tmp_path / "results.jsonl" and fit_cb.make_record.extra == {"purpose": "design", "phase": 1}
+    assert {NeMoFamilyValidationCallback, NeMoMixtureMonitorCallback} <= {type(c) for c in trainer.callbacks}
+
+
+def test_one_gpu_overrides_are_checked_against_one_gpu(synth_data, tmp_path):
+    recipe = _recipe_with_store(synth_data, tmp_path)
+    assert recipe.trainer.devices == 1 and recipe.data.global_batch_size == 32 and recipe.data.micro_batch_size == 8
+    from mlsl_nemo.recipe import pretrain_recipe
+
+    with pytest.raises(ConfigError, match=r"global_batch_size=32 is not divisible by micro_batch_size x DP = 8x8"):
+        pretrain_recipe("atlas_s00", str(synth_data), "amber=1", num_gpus_per_node=8, check_epochs=False,
+                        overrides=["train.global_batch_size=32", "train.micro_batch_size=8"])
+
+
+def test_the_layer_implementation_is_chosen_where_the_model_is_built(synth_data, tmp_path):
+    from nemo.collections import llm
+
+    from mlsl_nemo.layers import SPECS, auto_layer_spec, te_layer_spec
+    from mlsl_nemo.recipe import pretrain_recipe
+
+    assert _recipe_with_store(synth_data, tmp_path).model.config.transformer_layer_spec is auto_layer_spec
+    local = pretrain_recipe("atlas_s00", str(synth_data), "amber=1", num_gpus_per_node=1, check_epochs=False,
+                            overrides=["model.transformer_impl=local", "train.global_batch_size=32", "train.micro_batch_size=8"])
+    assert local.model.config.transformer_layer_spec is SPECS["local"] and local.model.config.masked_softmax_fusion is False
+    cfg = llm.GPTConfig(num_layers=2, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128, masked_softmax_fusion=True)
+    spec = auto_layer_spec(cfg)  # this machine has no TransformerEngine: megatron-core's local layers, fusions off
+    assert cfg.mlsl_transformer_impl == "local" and cfg.masked_softmax_fusion is False and "TransformerLayer" in str(spec.module)
+    with pytest.raises(ConfigError, match="transformer_impl=transformer_engine, but transformer_engine does not import"):
+        te_layer_spec(cfg)
+    with pytest.raises(ConfigError, match="transformer_impl must be one of auto, transformer_engine, local"):
+        load("atlas_s00", ["model.transformer_impl=fast"])
+
+
+def test_the_mixture_monitor_reads_the_built_blend_of_nemos_datamodule(synth_data):
+    """NeMo's PreTrainingDataModule builds the blend from the recipe's paths (megatron-core on CPU); the monitor
+    counts the consumed samples in its sample index and matches the blend's audit of the same samples."""
+    import fiddle as fdl
+
+    from mlsl_nemo.callback import NeMoMixtureMonitorCallback
+    from mlsl_nemo.recipe import pretrain_recipe
+    from nemo_mlsl.data.blend import BlendConfig, FamilyBlend
+    from nemo_mlsl.data.manifest import Manifest
+
+    recipe = pretrain_recipe("atlas_s00", str(synth_data), "amber=0.5,cobalt=0.3,jade=0.2", num_gpus_per_node=1, check_epochs=False,
+                             max_steps=40, overrides=["model.seq_length=64", "train.global_batch_size=16", "train.micro_batch_size=8"])
+    dm = fdl.build(recipe.data)
+    dm.build(trainer_max_steps=40, trainer_val_check_interval=40, trainer_limit_val_batches=1, trainer_limit_test_batches=1)
+    monitor = fdl.build(next(c for c in recipe.trainer.callbacks if c.__fn_or_cls__ is NeMoMixtureMonitorCallback))
+
+    class Trainer:  # what the monitor reads from Lightning's trainer
+        datamodule, global_step, max_steps = dm, 25, 40
+
+    got = monitor.summary(Trainer())
+    m = Manifest.load(synth_data)
+    built = FamilyBlend(m, BlendConfig({"amber": 0.5, "cobalt": 0.3, "jade": 0.2}, seq_length=64, seed=1234)).build(40 * 16, 1)
+    idx = np.asarray(built.train.dataset_index[: 25 * 16])
+    langs = built.train_languages
+    for fam in ("amber", "cobalt", "jade"):
+        want = sum((idx == langs.index(l)).sum() for l in langs if m.family_of(l) == fam) / (25 * 16)
+        assert got[f"mixture/{fam}/ratio"] == pytest.approx(want, abs=1e-12)
+        assert got[f"mixture/{fam}/ratio"] == pytest.approx({"amber": 0.5, "cobalt": 0.3, "jade": 0.2}[fam], abs=0.01)
+        assert got[f"mixture/{fam}/tokens"] == pytest.approx(want * 25 * 16 * 64)
+
+
+def _callback_worker(rank, world, pp, langs, init, out):
+    """One rank of a DP x PP group: megatron-core's parallel_state over gloo, the callback and NeMo's loss reduction."""
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    from megatron.core import parallel_state
+
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=pp)
+    from mlsl_nemo.callback import NeMoFamilyValidationCallback
+
+    n = len(langs)
+    cb = NeMoFamilyValidationCallback(langs, {l: f"fam{i % 2}" for i, l in enumerate(langs)}, {l: 2.0 for l in langs})
+    logged = {}
+
+    class Chunk:  # a model chunk: NeMo reads the loss reduction from it; Lightning's log goes to `logged`
+        def log(self, name, value, **kw):
+            logged[name] = value
+
+    chunk = Chunk()
+    trainer = type("T", (), {"strategy": type("S", (), {"model": [chunk]})(), "sanity_checking": False})()
+    cb.on_fit_start(trainer, chunk)
+    cb.on_validation_epoch_start(trainer, chunk)
+    red = chunk._validation_loss_reduction
+    if parallel_state.is_pipeline_last_stage():  # where megatron-core calls the loss function
+        for step in range(2):
+            outs = []
+            for mb in range(3):
+                loss, mask, ids = _microbatch(parallel_state.get_data_parallel_rank(), step, mb, n)
+                batch = {"loss_mask": mask} if n == 1 else {"loss_mask": mask, "dataset_id": ids}
+                outs.append(red.forward(batch, loss)[2])
+            red.reduce(outs)
+    cb.on_validation_epoch_end(trainer, chunk)
+    cb.on_fit_start(trainer, chunk)  # installs again: the same class, so the accumulator is kept
+    assert chunk._validation_loss_reduction is red
+    if rank == 0:  # the logging rank sits on the first pipeline stage
+        with open(out, "w") as fh:
+            json.dump(logged, fh)
+    dist.barrier()
+    parallel_state.destroy_model_parallel()
+    dist.destroy_process_group()
+
+
+def _microbatch(dp_rank, step, mb, n):
+    rng = np.random.default_rng([dp_rank, step, mb])
+    loss = torch.tensor(rng.uniform(1, 4, (2, 6)), dtype=torch.float32)
+    mask = torch.tensor(rng.integers(0, 2, (2, 6)), dtype=torch.float32)
+    return loss, mask, torch.tensor(rng.integers(0, n, 2))
+
+
+@pytest.mark.parametrize("world,pp,n", [(2, 1, 3), (4, 2, 3), (4, 2, 1)], ids=["DP2", "DP2xPP2", "DP2xPP2-one-language"])
+def test_family_callback_over_data_and_pipeline_parallel_ranks(tmp_path, world, pp, n):
+    from nemo_mlsl.metrics import family_metrics
+
+    langs = [f"q{i}" for i in range(n)]
+    mp.spawn(_callback_worker, args=(world, pp, langs, f"file://{tmp_path}/rdzv", str(tmp_path / "o.json")), nprocs=world, join=True)
+    got = json.loads((tmp_path / "o.json").read_text())
+    sums = np.zeros((n, 2))
+    for dp_rank in range(world // pp):
+        for step in range(2):
+            for mb in range(3):
+                loss, mask, ids = _microbatch(dp_rank, step, mb, n)
+                ids = ids if n > 1 else torch.zeros(2, dtype=torch.long)
+                for row in range(2):
+                    sums[int(ids[row]), 0] += float((loss[row] * mask[row]).sum())
+                    sums[int(ids[row]), 1] += float(mask[row].sum())
+    want = family_metrics(sums, langs, {l: f"fam{i % 2}" for i, l in enumerate(langs)}, {l: 2.0 for l in langs})
+    assert len(got) == 3 * (len(want["families"]) + len(want["languages"]))
+    for kind, key in (("families", "val_family"), ("languages", "val_language")):
+        for name, m in want[kind].items():
+            for metric in ("loss", "bpb", "ppl"):
+                assert got[f"{key}/{name}/{metric}"] == pytest.approx(m[metric], rel=1e-6), (key, name, metric)

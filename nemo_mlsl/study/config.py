@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -54,6 +54,38 @@ class ObjectiveConfig:
     min_ratio: float = 0.02
 
 
+EXECUTORS = ("inline", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where a study's runs execute. ``inline``: one after the other in the study's process; ``local`` and
+    ``slurm``: jobs of NeMo-Run's executors, at most ``max_parallel`` in flight."""
+
+    type: str = "inline"
+    max_parallel: int = 1
+    gpus_per_run: int = 1  # NeMo backend: GPUs (processes) per run; the CPU backend uses one process
+    nodes_per_run: int = 1
+    account: str | None = None  # Slurm
+    partition: str | None = None
+    time: str = "04:00:00"
+    container_image: str | None = None
+    container_mounts: list[str] = field(default_factory=list)
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.type not in EXECUTORS:
+            raise ConfigError(f"executor.type must be one of {', '.join(EXECUTORS)}, got {self.type!r}")
+        if self.max_parallel < 1:
+            raise ConfigError(f"executor.max_parallel (--max-parallel) must be >= 1, got {self.max_parallel}")
+        if self.gpus_per_run < 1 or self.nodes_per_run < 1:
+            raise ConfigError("executor.gpus_per_run and executor.nodes_per_run must be >= 1")
+        if self.type == "inline" and self.max_parallel > 1:
+            raise ConfigError("executor.max_parallel > 1 needs a NeMo-Run executor: --executor local or slurm")
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     name: str
@@ -70,6 +102,7 @@ class StudyConfig:
     within: str = "natural"
     seed: int = 0
     source: str = ""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def validate(self) -> None:
         self.corpus.validate()
@@ -85,11 +118,28 @@ class StudyConfig:
             raise ConfigError("design.independence.ratio must be in (0, 1)")
         if self.objective.type not in ("normalized", "raw"):
             raise ConfigError("objective.type must be normalized or raw")
+        self.executor.validate()
 
 
 def _merge_quick(conf: Any) -> Any:
     quick = conf.pop("quick", None)
     return OmegaConf.merge(conf, quick) if quick is not None else conf
+
+
+def _typed_executor(data: Mapping[str, Any] | None, path: Path) -> ExecutorConfig:
+    data = dict(data or {})
+    known = {f.name for f in fields(ExecutorConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: executor: unknown field(s) {unknown}; valid: {sorted(known)}")
+    return ExecutorConfig(**data)
+
+
+def with_executor(cfg: StudyConfig, **changes: Any) -> StudyConfig:
+    """The config with executor fields overridden (``--executor``, ``--max-parallel``), validated again."""
+    out = replace(cfg, executor=replace(cfg.executor, **{k: v for k, v in changes.items() if v is not None}))
+    out.executor.validate()
+    return out
 
 
 def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
@@ -120,6 +170,7 @@ def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
             objective=ObjectiveConfig(**(d.get("objective") or {})),
             law=str(d.get("law", "joint_family")), bootstrap=int(d.get("bootstrap", 100)),
             within=str(d.get("within", "natural")), seed=int(d.get("seed", 0)), source=str(path),
+            executor=_typed_executor(d.get("executor"), path),
         )
     except (KeyError, TypeError) as err:
         raise ConfigError(f"{path}: malformed study config ({err}); see studies/default.yaml for the shape") from None

@@ -73,6 +73,11 @@ def phase2(cfg: StudyConfig, mixtures: Mapping[str, Mapping[str, float]], n_para
     return runs
 
 
+def phase2_size(cfg: StudyConfig) -> int:
+    """Runs phase 2 will have (optimum + baselines, at two rungs), known before its mixtures are."""
+    return 2 * (1 + len(cfg.baselines))
+
+
 def save(path: Path, cfg: StudyConfig, runs: Sequence[PlannedRun], extra: Mapping[str, Any] | None = None) -> None:
     write_json_atomic(path, {"study": cfg.name, "config": cfg.source, "runs": [r.to_dict() for r in runs], **(extra or {})})
 

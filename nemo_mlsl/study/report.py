@@ -6,6 +6,7 @@ study's own seed noise, and a difference smaller than twice its noise is called 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,6 +20,11 @@ from nemo_mlsl.observations import Observations
 from nemo_mlsl.optimize import predicted_losses, unit_losses
 from nemo_mlsl.study.plan import FIT_PURPOSES
 
+
+
+def _skipped(out: Path) -> dict[str, str]:
+    plan = out / "plan.json"
+    return dict(json.loads(plan.read_text()).get("skipped_baselines") or {}) if plan.exists() else {}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -109,6 +115,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
         "study": cfg.name, "runs": len(records), "gamma": {f: g for f, (g, _) in gam.items()},
         "gamma_ci": {f: ci for f, (_, ci) in gam.items()}, "optimal_ratios": opt["ratios"], "optimal_ci": opt.get("ci"),
         "data_caps": opt.get("caps"), "binding_caps": opt.get("binding_caps", []),
+        "skipped_baselines": _skipped(out),
         "confirm_rung": cfg.confirm_rung, "N_confirm": N, "D_confirm": D, "comparison": comp, "gains": gains,
         "law_mean_abs_error": law_mae, "naive_mean_abs_error": naive_mae, "seed_noise": noise,
         "independence": {"passed": ind["passed"], "tests": ind_tests, "residual_correlations": rcorr},
@@ -191,6 +198,10 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     L += ["## Fit", "", f"See [fit/report.md](fit/report.md) for the full table and figures. In-sample R² "
           f"{fit_doc['metrics']['in_sample']['overall']['r2']:.4f}, MAPE {fit_doc['metrics']['in_sample']['overall']['mape']:.2f}%.", ""]
     L += ["## Confirmation at the largest rung", ""]
+    for name, why in s.get("skipped_baselines", {}).items():
+        L += [f"- Baseline `{name}` was not trained: {why}."]
+    if s.get("skipped_baselines"):
+        L += [""]
     rows = []
     for name, c in s["comparison"].items():
         for f in fams:

@@ -1,17 +1,17 @@
 """Running a study: corpus → phase-1 runs (refit after each) → fit → optimum → phase-2 runs → report.
 
-Training goes through ``train_fn(request) -> record`` (the CPU Lightning trainer from the CLI), so
-this module stays free of frameworks. Every finished run is one line in ``results.jsonl`` before the
-next starts; ``--resume`` skips those and restarts the one that was in progress.
+One orchestration for every training stack: runs are trained through a ``Backend`` (CPU Lightning,
+NeMo 2) and a ``Launcher`` (in process, or NeMo-Run executors), and each run appends its own record to
+``results.jsonl``. ``--resume`` skips recorded runs and restarts any that were interrupted; a phase whose
+runs did not all record stops the study with their names, so nothing is fitted on a partial design.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from nemo_mlsl.analysis import fit_and_report
 from nemo_mlsl.data.manifest import Manifest
@@ -20,12 +20,12 @@ from nemo_mlsl.mixtures import MixtureContext, compute_mixture, data_caps
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.study import plan as planning
-from nemo_mlsl.study.plan import FIT_PURPOSES
+from nemo_mlsl.study.backend import Backend, InlineLauncher, Launcher, RunSpec
 from nemo_mlsl.study.config import StudyConfig
 from nemo_mlsl.study.design import _rounded
+from nemo_mlsl.study.plan import FIT_PURPOSES
+from nemo_mlsl.study.progress import StudyProgress
 from nemo_mlsl.study.report import write_study_report
-
-TrainFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 def prepare_corpus(cfg: StudyConfig, out: Path, progress: bool = True) -> Manifest:
@@ -45,11 +45,37 @@ def prepare_corpus(cfg: StudyConfig, out: Path, progress: bool = True) -> Manife
                                  vocab_size=c.vocab_size, workers=2, progress=progress))
 
 
+def phase2_mixtures(cfg: StudyConfig, optimal: Mapping[str, float], tokens: Mapping[str, int], D: float,
+                    caps: Mapping[str, float]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """The optimum and every baseline the data allows at D; a baseline that would repeat a family past its
+    data cap cannot be trained as asked, so it is left out with the reason (the report says so)."""
+    mixtures = {"optimal": _rounded(dict(optimal))}
+    skipped: dict[str, str] = {}
+    ctx = MixtureContext(tokens, budget=D)
+    for spec in cfg.baselines:
+        try:
+            ratios = _rounded(compute_mixture(spec, ctx))
+        except ConfigError as err:
+            skipped[spec] = str(err)
+            continue
+        over = [f for f, p in ratios.items() if p > caps.get(f, 1.0) + 1e-9]
+        if over:
+            skipped[spec] = "it samples " + ", ".join(f"{f} at {ratios[f]:.3f} above its data cap {caps[f]:.3f}" for f in over)
+            continue
+        mixtures[spec] = ratios
+    return mixtures, skipped
+
+
+class RunsFailed(ConfigError):
+    """Some runs of a phase ended without a record (failed, cancelled, killed)."""
+
+
 @dataclass
 class Study:
     cfg: StudyConfig
     out: Path
-    train_fn: TrainFn | None = None
+    backend: Backend | None = None
+    launcher: Launcher = field(default_factory=InlineLauncher)
     progress: bool = True
     log: Callable[[str], None] = print
     started: float = field(default_factory=time.time)
@@ -62,84 +88,107 @@ class Study:
         rungs = [*self.cfg.fit_rungs, self.cfg.confirm_rung]
         return {r: load_recipe(r).params(vocab).non_embedding for r in rungs}
 
-    def run(self, resume: bool = False, dry_run: bool = False) -> dict[str, Any]:
-        out = self.out
-        if self.store.path.exists() and self.store.read(dedupe=True) and not resume and not dry_run:
-            raise ConfigError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = prepare_corpus(self.cfg, out, self.progress)
+    def plan(self) -> dict[str, Any]:
+        """Corpus, parameter counts and the phase-1 runs (checked against an existing plan.json)."""
+        manifest = prepare_corpus(self.cfg, self.out, self.progress)
         families = sorted(manifest.families)
         nparams = self.n_params(manifest.vocab_size)
         if nparams[self.cfg.confirm_rung] <= max(nparams[r] for r in self.cfg.fit_rungs):
             raise ConfigError(f"ladder.confirm {self.cfg.confirm_rung!r} must be larger than every fit rung")
         runs1 = planning.phase1(self.cfg, families, nparams)
-        plan_path = out / "plan.json"
+        plan_path = self.out / "plan.json"
         old = planning.load_runs(plan_path) if plan_path.exists() else []
         if old:
             planning.check_same([r for r in old if r.phase == 1], runs1)
+        return {"phase1": runs1, "phase2": [r for r in old if r.phase == 2], "manifest": manifest, "n_params": nparams}
+
+    def run(self, resume: bool = False, dry_run: bool = False) -> dict[str, Any]:
+        out = self.out
+        if self.store.path.exists() and self.store.read(dedupe=True) and not resume and not dry_run:
+            raise ConfigError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        plan = self.plan()
         if dry_run:
-            return {"phase1": runs1, "manifest": manifest, "n_params": nparams}
-        planning.save(plan_path, self.cfg, runs1 + [r for r in old if r.phase == 2])
-        self._execute(runs1, manifest, len(runs1) + len([r for r in old if r.phase == 2]) or len(runs1))
+            return plan
+        manifest, nparams, runs1, runs2 = plan["manifest"], plan["n_params"], plan["phase1"], plan["phase2"]
+        plan_path = out / "plan.json"
+        planning.save(plan_path, self.cfg, runs1 + runs2)
+        recorded = self.store.run_ids() & {r.run_id for r in runs1 + runs2}
+        bar = StudyProgress(len(runs1) + (len(runs2) or planning.phase2_size(self.cfg)), self.progress, self.log, len(recorded))
+        self._execute(runs1, manifest, bar, phase=1)
         records = self.store.read(dedupe=True)
         fit_records = [r for r in records if r.get("purpose") in FIT_PURPOSES]
         N, D = nparams[self.cfg.confirm_rung], self.cfg.confirm_tokens
         fam_tokens = manifest.family_tokens("train")
-        # The optimum must be trainable at the largest rung: no language past its recipe's epoch cap.
-        caps = data_caps(manifest.family_languages(), D, load_recipe(self.cfg.confirm_rung).train.max_data_epochs, self.cfg.within)
-        self.log(f"fitting {self.cfg.law} to {len(fit_records)} runs (bootstrap {self.cfg.bootstrap}) ...")
+        caps = self.phase2_caps(manifest, nparams)
+        bar.write(f"fitting {self.cfg.law} to {len(fit_records)} runs (bootstrap {self.cfg.bootstrap}) ...")
         rep = fit_and_report(fit_records, out / "fit", law=self.cfg.law, bootstrap=self.cfg.bootstrap, seed=self.cfg.seed,
                              N=N, D=D, objective=self.cfg.objective.type, weights=self.cfg.objective.weights,
                              min_ratio=self.cfg.objective.min_ratio, tokens=fam_tokens, caps=caps,
                              title=f"Study {self.cfg.name}: fit")
-        runs2 = [r for r in old if r.phase == 2]
         if not runs2:
-            ctx = MixtureContext(fam_tokens, budget=float(D))
-            mixtures = {"optimal": _rounded(dict(rep.optimal["ratios"]))}
-            for spec in self.cfg.baselines:
-                mixtures[spec] = _rounded(compute_mixture(spec, ctx))
+            mixtures, skipped = phase2_mixtures(self.cfg, rep.optimal["ratios"], fam_tokens, float(D), caps)
+            for name, why in skipped.items():
+                bar.write(f"baseline {name} is not trained: {why}")
+            bar.total = len(runs1) + 2 * len(mixtures)
             runs2 = planning.phase2(self.cfg, mixtures, nparams)
-            planning.save(plan_path, self.cfg, runs1 + runs2, {"optimal": rep.optimal})
-        self._execute(runs2, manifest, len(runs1) + len(runs2), offset=len(runs1))
-        summary = write_study_report(out, self.cfg, runs1 + runs2, self.store.read(dedupe=True), rep, manifest,
-                                     elapsed=time.time() - self.started)
-        return summary
+            planning.save(plan_path, self.cfg, runs1 + runs2, {"optimal": rep.optimal, "skipped_baselines": skipped})
+        self._execute(runs2, manifest, bar, phase=2)
+        bar.close()
+        return write_study_report(out, self.cfg, runs1 + runs2, self.store.read(dedupe=True), rep, manifest,
+                                  elapsed=time.time() - self.started)
 
-    def _execute(self, runs: list[planning.PlannedRun], manifest: Manifest, total: int, offset: int = 0) -> None:
-        if self.train_fn is None:
+    def phase2_caps(self, manifest: Manifest, nparams: Mapping[str, int]) -> dict[str, float]:
+        """Data caps of the phase-2 mixtures: no language past the recipe's epoch cap in the tokens the phase-2
+        runs really draw (whole steps: a little more than confirm_tokens), on the tightest of their rungs."""
+        naive = max(self.cfg.fit_rungs, key=lambda r: nparams[r])
+        caps: dict[str, float] = {}
+        for rung in (self.cfg.confirm_rung, naive):
+            t = load_recipe(rung).train
+            drawn = t.steps_for(self.cfg.confirm_tokens) * t.global_batch_size * t.seq_length
+            for fam, cap in data_caps(manifest.family_languages(), drawn, t.max_data_epochs, self.cfg.within).items():
+                caps[fam] = min(cap, caps.get(fam, cap))
+        return caps
+
+    def specs(self, runs: Sequence[planning.PlannedRun], manifest: Manifest) -> list[RunSpec]:
+        return run_specs(runs, self.out, manifest, law=self.cfg.law, within=self.cfg.within)
+
+    def _execute(self, runs: list[planning.PlannedRun], manifest: Manifest, bar: "StudyProgress", phase: int) -> None:
+        if self.backend is None:
             raise ConfigError("no training backend given")
 
-        def after_each() -> None:
-            write_study_report(self.out, self.cfg, runs, self.store.read(dedupe=True), None, manifest,
-                               elapsed=time.time() - self.started, partial=True)
+        def after_each(spec: RunSpec) -> None:
+            records = self.store.read(dedupe=True)
+            bar.done(spec, next((r for r in records if r["run_id"] == spec.run_id), None))
+            write_study_report(self.out, self.cfg, runs, records, None, manifest, elapsed=time.time() - self.started, partial=True)
 
-        execute(runs, self.out, manifest, self.train_fn, total=total, offset=offset, law=self.cfg.law, within=self.cfg.within,
-                progress=self.progress, log=self.log, started=self.started, after_each=after_each)
+        execute(runs, self.out, manifest, self.backend, self.launcher, law=self.cfg.law, within=self.cfg.within,
+                on_done=after_each, log=bar.write, what=f"phase {phase}")
 
 
-def execute(runs, out: Path, manifest: Manifest, train_fn: TrainFn, *, total: int | None = None, offset: int = 0,
-            law: str = "joint_family", within: str = "natural", progress: bool = True, log: Callable[[str], None] = print,
-            started: float | None = None, after_each: Callable[[], None] | None = None, overrides: Mapping[str, list] | None = None) -> None:
-    """Train every planned run not yet in ``out/results.jsonl``; a run left half-done by a kill is restarted."""
+def run_specs(runs: Sequence[planning.PlannedRun], out: Path, manifest: Manifest, *, law: str | None = "joint_family",
+              within: str = "natural", overrides: Mapping[str, Sequence[str]] | None = None) -> list[RunSpec]:
+    """RunSpecs under a study directory: runs/<id>, tb/, fit_live/, results.jsonl."""
+    return [RunSpec(run=r, data=str(manifest.root), out=str(out / "runs" / r.run_id), store=str(out / "results.jsonl"),
+                    tb_root=str(out / "tb"), report_dir=str(out / "fit_live"), law=law, within=within,
+                    overrides=tuple((overrides or {}).get(r.run_id, ())),
+                    tags={"purpose": r.purpose, "phase": r.phase, "mixture": r.mixture}) for r in runs]
+
+
+def execute(runs: Sequence[planning.PlannedRun], out: Path, manifest: Manifest, backend: Backend,
+            launcher: Launcher | None = None, *, law: str | None = "joint_family", within: str = "natural",
+            overrides: Mapping[str, Sequence[str]] | None = None, on_done: Callable[[RunSpec], None] | None = None,
+            log: Callable[[str], None] = print, what: str = "runs") -> None:
+    """Train every planned run not yet in ``out/results.jsonl``; raise ``RunsFailed`` naming those that ended
+    without a record (rerunning with --resume trains exactly those)."""
     store = ResultsStore(out / "results.jsonl")
-    started = started or time.time()
     done = store.run_ids()
-    total = total or len(runs)
-    for i, run in enumerate(runs, 1 + offset):
-        if run.run_id in done:
-            continue
-        run_dir = out / "runs" / run.run_id
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # interrupted: restart it so the record is what an uninterrupted run gives
-        log(f"[{i}/{total}] {run.purpose:<12} {run.rung:<9} D={run.tokens:,}  "
-            + " ".join(f"{f}={p:.3f}" for f, p in run.ratios.items()) + f"  seed={run.seed}"
-            + f"  ({time.time() - started:.0f}s elapsed)")
-        train_fn({
-            "recipe": run.rung, "data": str(manifest.root), "ratios": run.ratios, "out": str(run_dir), "tokens": run.tokens,
-            "seed": run.seed, "run_id": run.run_id, "tb_root": str(out / "tb"), "store": str(store.path),
-            "report_dir": str(out / "fit_live"), "law": law, "bootstrap": 0, "within": within, "progress": progress,
-            "overrides": list((overrides or {}).get(run.run_id, [])),
-            "extra_record": {"purpose": run.purpose, "phase": run.phase, "mixture": run.mixture},
-        })
-        if after_each:
-            after_each()
+    todo = [s for s in run_specs(runs, out, manifest, law=law, within=within, overrides=overrides) if s.run_id not in done]
+    log(f"{what}: {len(todo)} of {len(runs)} runs to train" + (f" ({len(runs) - len(todo)} already recorded)" if len(todo) < len(runs) else ""))
+    if todo:
+        (launcher or InlineLauncher()).launch(backend, todo, on_done or (lambda spec: None))
+    missing = sorted({s.run_id for s in todo} - store.run_ids())
+    if missing:
+        raise RunsFailed(f"{len(missing)} run(s) of {what} ended without a record: {', '.join(missing[:8])}"
+                         + (" ..." if len(missing) > 8 else "") + f". Their logs are under {out}; fix the cause and rerun "
+                         "with --resume: recorded runs are kept, these are trained again")

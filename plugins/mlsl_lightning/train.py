@@ -37,7 +37,7 @@ class TrainRequest:
     tb_root: str | None = None
     store: str | None = None
     report_dir: str | None = None
-    law: str = "joint_family"
+    law: str | None = "joint_family"
     bootstrap: int = 50
     progress: bool = True
     normalize: bool = False
@@ -125,7 +125,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
     m = dm.manifest
     vocab = m.vocab_size
     counts = recipe.params(vocab)
-    model = CausalLM(recipe.model.to_dict(), vocab, t.__dict__, steps, _sha256(m.tokenizer_path))
+    model = CausalLM(recipe.model.architecture(), vocab, t.__dict__, steps, _sha256(m.tokenizer_path))
     if init is not None:
         load_weights(model, init)
     run_id = req.run_id or out.name

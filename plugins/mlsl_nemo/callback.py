@@ -1,21 +1,31 @@
-"""``NeMoFamilyValidationCallback``: installs the per-language loss reduction on every model chunk,
+"""NeMo 2 callbacks: per-family validation, the realized mixture, and the run's hparams.
+
+``NeMoFamilyValidationCallback`` installs the per-language loss reduction on every model chunk,
 broadcasts the epoch's sums from the last pipeline stage and logs per-family and per-language metrics
-with the same names as the CPU path (``val_family/<family>/loss``, ``.../bpb``, ``val_language/<code>/...``)."""
+with the CPU path's names (``val_family/<family>/loss``, ``.../bpb``, ``val_language/<code>/...``).
+``NeMoMixtureMonitorCallback`` counts the samples the run has consumed in the blend's own sample index
+and logs ``mixture/<family>/{ratio,tokens,epochs}`` like the CPU path's monitor.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
-from nemo_mlsl.metrics import family_metrics
+from nemo_mlsl.metrics import family_metrics, mixture_summary
 
 
 def _dp_cp_group():
     from megatron.core import parallel_state
 
     return parallel_state.get_data_parallel_group(with_context_parallel=True)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 class NeMoFamilyValidationCallback(pl.Callback):
@@ -48,10 +58,11 @@ class NeMoFamilyValidationCallback(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         from megatron.core import parallel_state
 
-        red = getattr(pl_module, "_validation_loss_reduction", None)
+        red = getattr(pl_module, "_validation_loss_reduction", None)  # chunk 0: where NeMo calls reduce()
         acc = red.acc if red is not None and red.acc is not None else None
-        sums = acc if acc is not None else torch.zeros(2, len(self.languages), dtype=torch.float64, device=torch.cuda.current_device())
+        sums = acc if acc is not None else torch.zeros(2, len(self.languages), dtype=torch.float64, device=_device())
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+            # every rank takes part; only the last stage computed losses (global rank 0 sits on stage 0)
             torch.distributed.broadcast(sums, src=parallel_state.get_pipeline_model_parallel_last_rank(),
                                         group=parallel_state.get_pipeline_model_parallel_group())
         if trainer.sanity_checking:
@@ -59,5 +70,68 @@ class NeMoFamilyValidationCallback(pl.Callback):
         self.last = family_metrics(sums.T.cpu().numpy(), self.languages, self.family_of, self.bytes_per_token)
         for kind, key in (("families", "val_family"), ("languages", "val_language")):
             for name, m in self.last[kind].items():
-                for metric in ("loss", "bpb"):
+                for metric in ("loss", "bpb", "ppl"):
                     pl_module.log(f"{key}/{name}/{metric}", float(m[metric]), batch_size=1, sync_dist=False, rank_zero_only=False)
+
+
+def consumed_language_samples(dataset: Any, consumed: int, n_languages: int) -> np.ndarray:
+    """Samples drawn per training language in the first ``consumed`` samples of a megatron blend (its
+    ``dataset_index``; a single-prefix ``GPTDataset`` has none: every sample is language 0)."""
+    index = getattr(dataset, "dataset_index", None)
+    if index is None:
+        out = np.zeros(n_languages)
+        out[0] = min(consumed, len(dataset))
+        return out
+    return np.bincount(np.asarray(index[: max(0, consumed)], dtype=np.int64), minlength=n_languages).astype(float)
+
+
+class NeMoMixtureMonitorCallback(pl.Callback):
+    """Realized family shares over the samples consumed so far, from the blend's own sample index.
+
+    Every data-parallel rank reads its slice of the same global sample sequence, so the first
+    ``global_step x global_batch_size`` entries of the index are exactly what the whole run has consumed."""
+
+    def __init__(self, languages: Sequence[str], family_of: Mapping[str, str], train_tokens: Mapping[str, int],
+                 seq_length: int, global_batch_size: int, every: int = 10):
+        self.languages = list(languages)
+        self.family_of = dict(family_of)
+        self.train_tokens = dict(train_tokens)
+        self.seq_length = seq_length
+        self.global_batch_size = global_batch_size
+        self.every = max(1, every)
+        self.last: dict[str, float] | None = None
+
+    def summary(self, trainer: pl.Trainer) -> dict[str, float] | None:
+        dataset = getattr(trainer.datamodule, "_train_ds", None) if getattr(trainer, "datamodule", None) else None
+        if dataset is None:
+            return None
+        counts = consumed_language_samples(dataset, trainer.global_step * self.global_batch_size, len(self.languages))
+        return mixture_summary((counts * self.seq_length).tolist(), self.languages, self.family_of, self.train_tokens)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every and trainer.global_step != trainer.max_steps:
+            return
+        self.last = self.summary(trainer)
+        if self.last:
+            for key, value in self.last.items():
+                pl_module.log(key, value, batch_size=1, sync_dist=False, rank_zero_only=True)
+
+
+class NeMoHparamsCallback(pl.Callback):
+    """The run's hparams (ratios, N, D, recipe, seed, the layer implementation used) and the custom-scalars layout."""
+
+    def __init__(self, hparams: Mapping[str, Any]):
+        self.hparams = dict(hparams)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        from mlsl_lightning.callbacks.tensorboard_layout import custom_scalars_layout
+
+        impl = getattr(getattr(pl_module, "config", None), "mlsl_transformer_impl", None)
+        if impl:
+            self.hparams["transformer_impl"] = impl
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and trainer.global_rank == 0:
+                logger.experiment.add_custom_scalars(custom_scalars_layout())
+                logger.log_hyperparams(self.hparams)

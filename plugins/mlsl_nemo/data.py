@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from nemo_mlsl.data.blend import BlendConfig, FamilyBlend
+from nemo_mlsl.data.blend import DEFAULT_MAX_EPOCHS, BlendConfig, FamilyBlend
 from nemo_mlsl.data.manifest import Manifest
 
 
-def blend_paths(data_dir: str, ratios: Mapping[str, float], within: str = "natural", normalize: bool = False) -> dict[str, Any]:
-    """``paths`` for ``PreTrainingDataModule`` plus the lookup tables the family callback needs."""
+def blend_paths(data_dir: str, ratios: Mapping[str, float], within: str = "natural", normalize: bool = False, *,
+                train_samples: int | None = None, seq_length: int = 128, max_epochs: float = DEFAULT_MAX_EPOCHS) -> dict[str, Any]:
+    """``paths`` for ``PreTrainingDataModule`` plus the lookup tables the family callback needs; with ``train_samples``
+    the epoch caps of every family and language are checked here, before any job is submitted."""
     m = Manifest.load(data_dir)
-    blend = FamilyBlend(m, BlendConfig(dict(ratios), within, normalize=normalize))
+    blend = FamilyBlend(m, BlendConfig(dict(ratios), within, seq_length=seq_length, max_epochs=max_epochs, normalize=normalize))
+    if train_samples:
+        blend.check_epochs(train_samples)
     train: list[Any] = []
     for lang in blend.train_languages:
         train += [blend.weights[lang], m.prefix(lang, "train")]
@@ -32,4 +36,7 @@ def blend_paths(data_dir: str, ratios: Mapping[str, float], within: str = "natur
         "tokenizer_model": str(m.tokenizer_path),
         "family_ratios": blend.family_ratios,
         "vocab_size": m.vocab_size,
+        "train_languages": blend.train_languages,
+        "train_tokens": m.tokens("train"),
+        "family_tokens": m.family_tokens("train"),
     }

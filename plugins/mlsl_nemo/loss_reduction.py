@@ -7,6 +7,7 @@ tensor parallel: those hold identical losses) and accumulates them over the vali
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -22,8 +23,9 @@ def microbatch_language_sums(per_token_loss: torch.Tensor, loss_mask: torch.Tens
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def make_reduction_class():
-    """Build the subclass lazily so that importing this module needs no NeMo."""
+    """Build the subclass lazily (importing this module needs no NeMo), once: callers compare with ``isinstance``."""
     from nemo.lightning.megatron_parallel import MaskedTokenLossReduction
 
     class FamilyMaskedTokenLossReduction(MaskedTokenLossReduction):
@@ -35,8 +37,12 @@ def make_reduction_class():
 
         def forward(self, batch: dict, forward_out: torch.Tensor):
             loss_sum, num_tokens, out = super().forward(batch, forward_out)
-            if batch.get("dataset_id") is not None:
-                out["language_sums"] = microbatch_language_sums(forward_out, batch["loss_mask"], batch["dataset_id"], self.num_languages)
+            ids = batch.get("dataset_id")
+            if ids is None and self.num_languages == 1:
+                # one validation prefix: megatron builds a plain GPTDataset, whose samples carry no dataset_id
+                ids = torch.zeros(forward_out.shape[0], dtype=torch.long, device=forward_out.device)
+            if ids is not None:
+                out["language_sums"] = microbatch_language_sums(forward_out, batch["loss_mask"], ids, self.num_languages)
             return loss_sum, num_tokens, out
 
         def reduce(self, losses_reduced_per_micro_batch):

@@ -7,23 +7,25 @@ machine without GPUs; ``nemo_run`` executes it on one.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import parse_ratios
 from nemo_mlsl.model_config import ModelConfig
-from nemo_mlsl.recipes import Recipe, load, validate_parallel
+from nemo_mlsl.recipes import Recipe, load
 
 
 def gpt_config(model: ModelConfig, vocab_size: int | None, dropout: float = 0.0):
-    """NeMo ``GPTConfig`` with the recipe's architecture (same field names), the family data step and
-    megatron-core's local layer spec (no TransformerEngine or Apex needed)."""
+    """NeMo ``GPTConfig`` with the recipe's architecture (same field names), the family data step and the
+    layer implementation of ``model.transformer_impl`` (resolved on the node that builds the model)."""
     import nemo_run as run
     import torch.nn.functional as F
     from nemo.collections import llm
 
     from mlsl_nemo.data_step import family_gpt_data_step
+    from mlsl_nemo.layers import SPECS, TE_FUSIONS
 
+    fusions = {name: False for name in TE_FUSIONS} if model.transformer_impl == "local" else {}
     return run.Config(
         llm.GPTConfig,
         num_layers=model.num_layers, hidden_size=model.hidden_size, ffn_hidden_size=model.ffn_hidden_size,
@@ -34,8 +36,7 @@ def gpt_config(model: ModelConfig, vocab_size: int | None, dropout: float = 0.0)
         position_embedding_type=model.position_embedding_type, rotary_base=model.rotary_base,
         layernorm_epsilon=model.layernorm_epsilon, init_method_std=model.init_method_std,
         hidden_dropout=dropout, attention_dropout=dropout, vocab_size=vocab_size, make_vocab_size_divisible_by=128,
-        masked_softmax_fusion=False, bias_activation_fusion=False, bias_dropout_fusion=False, persist_layer_norm=False,
-        apply_rope_fusion=False, gradient_accumulation_fusion=False, data_step_fn=family_gpt_data_step,
+        data_step_fn=family_gpt_data_step, transformer_layer_spec=SPECS[model.transformer_impl], **fusions,
     )
 
 
@@ -59,8 +60,18 @@ def pretrain_recipe(
     store: str | None = None,
     seed: int = 1234,
     max_steps: int | None = None,
+    law: str | None = "joint_family",
+    report_dir: str | None = None,
+    bootstrap: int = 0,
+    record_extra: Mapping[str, Any] | None = None,
+    check_epochs: bool = True,
 ):
-    """The full NeMo 2 pretraining recipe for one rung on the family blend."""
+    """The full NeMo 2 pretraining recipe for one rung on the family blend.
+
+    With ``store``, the fitting callback appends the run's record (tagged with ``record_extra``) to that
+    results store at the final validation and refits ``law`` into ``report_dir`` (default ``DIR/fit``).
+    ``check_epochs`` refuses a run that would repeat any family's or language's data past the recipe's
+    ``max_data_epochs`` (off only to inspect a configuration on toy data)."""
     import nemo_run as run
     from megatron.core.distributed import DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig
@@ -70,34 +81,45 @@ def pretrain_recipe(
     from nemo.collections.llm.gpt.data.pre_training import PreTrainingDataModule
     from nemo.collections.llm.recipes.log.default import default_log, default_resume, tensorboard_logger
     from nemo.collections.llm.recipes.precision.mixed_precision import bf16_mixed
-    from nemo.lightning.pytorch.optim import MegatronOptimizerModule, WarmupHoldAnnealScheduler
+    from nemo.lightning.pytorch.optim import CosineAnnealingScheduler, MegatronOptimizerModule, WarmupHoldAnnealScheduler
 
     from mlsl_lightning.callbacks.scaling_law_fit import ScalingLawFitCallback
-    from mlsl_nemo.callback import NeMoFamilyValidationCallback
+    from mlsl_nemo.callback import NeMoFamilyValidationCallback, NeMoHparamsCallback, NeMoMixtureMonitorCallback
     from mlsl_nemo.data import blend_paths
     from mlsl_nemo.record import NeMoRunRecord
 
     if not data:
         raise ConfigError(f"recipe {rung!r}: give the prepared data directory (data=DIR / --data DIR)")
-    recipe: Recipe = load(rung, overrides)
+    recipe: Recipe = load(rung, overrides, num_nodes=num_nodes, gpus_per_node=num_gpus_per_node)
     nodes = num_nodes or recipe.parallel.num_nodes
     gpus = num_gpus_per_node or recipe.parallel.gpus_per_node
-    validate_parallel(recipe, nodes, gpus)
     p, t = recipe.parallel, recipe.train
-    blend = blend_paths(data, _ratios(ratios), within)
     steps = max_steps or t.resolved_max_steps
+    blend = blend_paths(data, _ratios(ratios), within, train_samples=steps * t.global_batch_size if check_epochs else None,
+                        seq_length=t.seq_length,
+                        max_epochs=t.max_data_epochs)
     n_val = len(blend["validation_languages"])
     limit_val = max(1, math.ceil(t.val_samples_per_language * n_val / t.global_batch_size))
     counts = recipe.params(blend["vocab_size"])
     run_name = name or recipe.name
-    fam_cb = run.Config(NeMoFamilyValidationCallback, languages=blend["validation_languages"], family_of=blend["family_of"],
-                        bytes_per_token=blend["bytes_per_token"])
-    callbacks = [fam_cb]
+    tokens_per_step = t.global_batch_size * t.seq_length
+    callbacks = [
+        run.Config(NeMoFamilyValidationCallback, languages=blend["validation_languages"], family_of=blend["family_of"],
+                   bytes_per_token=blend["bytes_per_token"]),
+        run.Config(NeMoMixtureMonitorCallback, languages=blend["train_languages"], family_of=blend["family_of"],
+                   train_tokens=blend["train_tokens"], seq_length=t.seq_length, global_batch_size=t.global_batch_size,
+                   every=max(1, min(10, steps // 10))),
+        run.Config(NeMoHparamsCallback, hparams={**{f"ratio/{k}": v for k, v in blend["family_ratios"].items()},
+                                                 "N": counts.non_embedding, "D": steps * tokens_per_step, "recipe": recipe.name,
+                                                 "seed": seed, "transformer_impl": recipe.model.transformer_impl}),
+    ]
     if store:
         record = run.Config(NeMoRunRecord, run_id=run_name, recipe=recipe.name, N=counts.non_embedding, N_total=counts.total,
-                            tokens_per_step=t.global_batch_size * t.seq_length, ratios=blend["family_ratios"], seed=seed,
-                            flops_per_token=counts.flops_per_token)
-        callbacks.append(run.Config(ScalingLawFitCallback, store=store, report_dir=f"{dir or '.'}/fit", make_record=record))
+                            tokens_per_step=tokens_per_step, ratios=blend["family_ratios"], seed=seed,
+                            flops_per_token=counts.flops_per_token, family_tokens=blend["family_tokens"], within=within,
+                            extra=dict(record_extra or {}))
+        callbacks.append(run.Config(ScalingLawFitCallback, store=store, report_dir=report_dir or f"{dir or '.'}/fit",
+                                    make_record=record, law=law, bootstrap=bootstrap, tokens=blend["family_tokens"]))
     strategy = run.Config(
         nl.MegatronStrategy, tensor_model_parallel_size=p.tensor_model_parallel_size,
         pipeline_model_parallel_size=p.pipeline_model_parallel_size, context_parallel_size=p.context_parallel_size,
@@ -116,13 +138,19 @@ def pretrain_recipe(
         split=None, seed=seed, num_workers=2,
     )
     warm = min(0.5, t.warmup_steps / steps)
+    if t.schedule == "cosine":
+        scheduler = run.Config(CosineAnnealingScheduler, warmup_steps=min(t.warmup_steps, steps // 2), constant_steps=0,
+                               max_steps=steps, min_lr=t.min_lr)
+    else:  # wsd: warm up, hold, anneal linearly over decay_fraction; constant: warm up and hold
+        hold = 1 - warm if t.schedule == "constant" else max(0.0, 1 - t.decay_fraction - warm)
+        scheduler = run.Config(WarmupHoldAnnealScheduler, warmup_ratio=warm, hold_ratio=hold, max_steps=steps,
+                               min_lr=t.min_lr if t.schedule == "wsd" else t.lr, decay_schedule="linear")
     optim = run.Config(
         MegatronOptimizerModule,
         config=run.Config(OptimizerConfig, optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay, bf16=True,
                           adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=1e-8, use_distributed_optimizer=True,
                           clip_grad=t.grad_clip),
-        lr_scheduler=run.Config(WarmupHoldAnnealScheduler, warmup_ratio=warm, hold_ratio=max(0.0, 1 - t.decay_fraction - warm),
-                                max_steps=steps, min_lr=t.min_lr, decay_schedule="linear"),
+        lr_scheduler=scheduler,
     )
     model = run.Config(llm.GPTModel, config=gpt_config(recipe.model, blend["vocab_size"], t.dropout))
     return run.Partial(llm.pretrain, model=model, data=data_module, trainer=trainer,

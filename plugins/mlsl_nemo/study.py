@@ -1,47 +1,47 @@
-"""``mlsl study --backend nemo``: the study's plan as NeMo-Run experiments of the ladder recipes.
-
-Phase 1 (design, independence, repeats) is known before any training; phase 2 (the largest rung at
-the optimum and the baselines) is planned after the fit, exactly as on the CPU backend. ``--dry-run``
-prints every run's NeMo configuration without a GPU; otherwise each run is launched in order through
-NeMo-Run's local executor, appending its record to the study's results store (the fitting callback).
+"""The study's NeMo 2 backend: each planned run is the rung's NeMo pretraining recipe on the family blend,
+with the fitting callback appending the run's record (tagged with its purpose, phase and mixture) to the
+study's results store. The orchestration (resume, live refit, phase 2, report) is the study's own.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from typing import Any
 
-from nemo_mlsl.study.config import StudyConfig
-from nemo_mlsl.study.runner import Study
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.recipes import load
+from nemo_mlsl.study.backend import RunSpec
 
 
-def print_nemo_plan(cfg: StudyConfig, out: Path, dry_run: bool = True) -> int:
-    from mlsl_nemo.recipe import pretrain_recipe
-    from nemo_mlsl.recipes import load
+class NeMoBackend:
+    name = "nemo"
 
-    plan = Study(cfg, out, None, progress=False).run(dry_run=True)
-    data = str(plan["manifest"].root)
-    recipes = []
-    for run in plan["phase1"]:
-        t = load(run.rung).train
-        steps = t.steps_for(run.tokens)
-        recipes.append((run, pretrain_recipe(run.rung, data, run.ratios, dir=str(out / "nemo"), name=run.run_id,
-                                             store=str(out / "results.jsonl"), seed=run.seed, max_steps=steps,
-                                             num_gpus_per_node=1 if run.rung.startswith("cpu") else None)))
-    print(f"study {cfg.name}: {len(recipes)} phase-1 NeMo runs (phase 2 is planned after the fit)")
-    for run, recipe in recipes:
-        print(f"  {run.run_id:<44} {run.rung:<10} max_steps={recipe.trainer.max_steps:<7} "
-              f"TP={recipe.trainer.strategy.tensor_model_parallel_size} PP={recipe.trainer.strategy.pipeline_model_parallel_size} "
-              f"GPUs={recipe.trainer.devices}x{recipe.trainer.num_nodes}")
-    if dry_run:
-        print("\nfirst run's configuration:")
-        print(recipes[0][1])
-        return 0
-    import nemo_run as run
+    def __init__(self, gpus_per_run: int = 1, nodes_per_run: int = 1):
+        self.gpus_per_run = gpus_per_run
+        self.nodes_per_run = nodes_per_run
 
-    with run.Experiment(f"mlsl-{cfg.name}", base_dir=str(out / "nemo")) as exp:
-        for planned, recipe in recipes:
-            exp.add(recipe, executor=run.LocalExecutor(ntasks_per_node=recipe.trainer.devices, launcher="torchrun"),
-                    name=planned.run_id)
-        exp.run(sequential=True)
-    print(f"phase 1 done; run `mlsl study --config {cfg.source} --out {out} --backend nemo` again for phase 2 and the report")
-    return 0
+    def task(self, spec: RunSpec) -> Any:
+        """``run.Partial(llm.pretrain, ...)`` for this run."""
+        from mlsl_nemo.recipe import pretrain_recipe
+
+        r = spec.run
+        steps = load(r.rung, spec.overrides, num_nodes=self.nodes_per_run, gpus_per_node=self.gpus_per_run).train.steps_for(r.tokens)
+        return pretrain_recipe(r.rung, spec.data, r.ratios, within=spec.within, num_nodes=self.nodes_per_run,
+                               num_gpus_per_node=self.gpus_per_run, dir=spec.out, name=spec.run_id, overrides=spec.overrides,
+                               store=spec.store, seed=r.seed, max_steps=steps, law=spec.law, report_dir=spec.report_dir,
+                               record_extra=spec.tags)
+
+    def train(self, spec: RunSpec) -> None:
+        """In this process, on this machine's GPU (one process: the single-GPU case)."""
+        import fiddle as fdl
+
+        if self.gpus_per_run * self.nodes_per_run > 1:
+            raise ConfigError(f"a run on {self.gpus_per_run * self.nodes_per_run} GPUs needs one process per GPU: use "
+                              "--executor local (torchrun) or slurm, not inline")
+        for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533", "RANK": "0", "LOCAL_RANK": "0",
+                           "WORLD_SIZE": "1"}.items():
+            os.environ.setdefault(key, value)
+        fdl.build(self.task(spec))()
+
+    def describe(self, spec: RunSpec) -> str:
+        return str(self.task(spec))

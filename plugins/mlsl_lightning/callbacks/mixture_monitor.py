@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 
 from nemo_mlsl.distributed import reduce_language_sums
+from nemo_mlsl.metrics import mixture_summary
 
 
 class MixtureMonitorCallback(pl.Callback):
@@ -27,19 +28,7 @@ class MixtureMonitorCallback(pl.Callback):
                 pl_module.log(key, value, batch_size=1)
 
     def summary(self, counts: torch.Tensor) -> dict[str, float]:
-        total = float(counts.sum()) or 1.0
-        fams: dict[str, list[float]] = {}
-        out: dict[str, float] = {}
-        for lang, n in zip(self.languages, counts.tolist()):
-            f = fams.setdefault(self.family_of[lang], [0.0, 0.0])
-            f[0] += n
-            f[1] += self.train_tokens[lang]
-            out[f"mixture_language/{lang}/ratio"] = n / total
-        for fam, (n, avail) in sorted(fams.items()):
-            out[f"mixture/{fam}/ratio"] = n / total
-            out[f"mixture/{fam}/tokens"] = n
-            out[f"mixture/{fam}/epochs"] = n / max(1.0, avail)
-        return out
+        return mixture_summary(counts.tolist(), self.languages, self.family_of, self.train_tokens)
 
     def state_dict(self) -> dict[str, Any]:
         return {"counts": self.counts.clone()}

@@ -1,0 +1,82 @@
+"""A stand-in for the GPU at the launcher seam of the NeMo study backend.
+
+The real backend builds each run's NeMo recipe (``NeMoBackend.task``); a real launcher would execute it on
+GPUs. This one builds the recipe's own ``nl.Trainer`` (with ``accelerator="cpu"``: NeMo's strategy needs
+CUDA only to train), with the recipe's real callbacks, and plays a finished run: the per-family
+validation callback gets the losses of a planted joint law, the step counter reaches ``max_steps``, and
+the callbacks' ``on_validation_end`` runs, so the fitting callback builds the record with the recipe's
+``NeMoRunRecord``, appends it to the study's store and refits, exactly as after a GPU run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TRUTH = {"E": 1.4, "A": 60.0, "alpha": 0.35, "B": 60.0, "beta": 0.32}
+GAMMA = {"amber": 0.08, "cobalt": 0.14, "jade": 0.2, "ruby": 0.11}
+
+
+def planted_loss(family: str, N: float, D: float, p: float, run_id: str) -> float:
+    c = TRUTH["E"] + TRUTH["A"] / N ** TRUTH["alpha"] + TRUTH["B"] / D ** TRUTH["beta"]
+    u = int(hashlib.sha256(f"{run_id}/{family}".encode()).hexdigest()[:8], 16) / 2**32
+    return float(c * max(p, 1e-3) ** -GAMMA.get(family, 0.1) * math.exp(0.004 * (u - 0.5)))
+
+
+class StandInLauncher:
+    max_parallel = 1
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+
+    def launch(self, backend, specs, on_done) -> None:
+        for spec in specs:
+            spec.clean()
+            self.play(backend.task(spec), spec)
+            on_done(spec)
+            time.sleep(self.delay_s)
+
+    @staticmethod
+    def play(recipe, spec) -> None:
+        import fiddle as fdl
+
+        from mlsl_nemo.callback import NeMoFamilyValidationCallback
+        from nemo_mlsl.metrics import family_metrics
+
+        recipe.trainer.accelerator = "cpu"
+        trainer = fdl.build(recipe.trainer)
+        fam_cb = next(c for c in trainer.callbacks if isinstance(c, NeMoFamilyValidationCallback))
+        record_cfg = next(c for c in recipe.trainer.callbacks if "ScalingLawFit" in str(c.__fn_or_cls__)).make_record
+        N = record_cfg.N
+        D = trainer.max_steps * record_cfg.tokens_per_step
+        ratios = record_cfg.ratios
+        langs = fam_cb.languages
+        sums = np.array([[planted_loss(fam_cb.family_of[l], N, D, ratios[fam_cb.family_of[l]], spec.run_id) * 1000.0, 1000.0]
+                         for l in langs])
+        fam_cb.last = family_metrics(sums, langs, fam_cb.family_of, fam_cb.bytes_per_token)
+        trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = trainer.max_steps
+        for cb in trainer.callbacks:  # the recipe's own callbacks (Lightning's progress bar never opened a bar)
+            if type(cb).__module__.startswith("mlsl_"):
+                cb.on_validation_end(trainer, None)
+
+
+def main(argv: list[str]) -> int:
+    """``python nemo_standin.py STUDY.yaml OUT [--resume] [--delay S]``: the NeMo-backend study with the stand-in."""
+    from mlsl_nemo.study import NeMoBackend
+    from nemo_mlsl.study.config import load_study
+    from nemo_mlsl.study.runner import Study
+
+    cfg = load_study(argv[0])
+    delay = float(argv[argv.index("--delay") + 1]) if "--delay" in argv else 0.0
+    s = Study(cfg, Path(argv[1]), NeMoBackend(), StandInLauncher(delay), progress=False).run(resume="--resume" in argv)
+    print("optimal ratios:", s["optimal_ratios"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

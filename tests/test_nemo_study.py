@@ -1,0 +1,126 @@
+"""`mlsl study --backend nemo` end to end on CPU: the real NeMo backend builds every run's recipe, a stand-in
+launcher plays each run through the recipe's own Trainer and callbacks (tests/nemo_standin.py), and the one
+study orchestration resumes, fits, plans phase 2 and reports, as it does for the CPU backend."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import read_json
+from nemo_mlsl.results import ResultsStore
+
+pytest.importorskip("nemo.collections.llm", reason="NeMo is installed by `make setup` (extra 'nemo')")
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).parent
+STUDY = {
+    "name": "standin", "corpus": {"synth": {"families": 4, "languages_per_family": 1, "docs": 300, "seed": 2}, "vocab_size": 256},
+    "ladder": {"fit": ["cpu_15k", "cpu_60k"], "confirm": "cpu_250k"}, "tokens": [50000, 100000], "confirm_tokens": 100000,
+    "design": {"mixtures": 3, "floor": 0.05, "independence": {"ratio": 0.3, "mixtures": 3, "floor": 0.15},
+               "repeats": {"seeds": 1, "points": 2}},
+    "baselines": ["uniform"], "objective": {"type": "normalized", "min_ratio": 0.02}, "law": "joint_family", "bootstrap": 20,
+}
+
+
+def driver(config: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(HERE / "nemo_standin.py"), str(config), str(out), *extra], cwd=HERE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "standin.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "study"
+    proc = driver(config, out)
+    text, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, text[-4000:]
+    return out
+
+
+def test_the_nemo_backend_study_reaches_its_report(reference):
+    from nemo_standin import GAMMA
+
+    records = ResultsStore(reference).read()
+    plan = read_json(reference / "plan.json")
+    assert sorted(r["run_id"] for r in records) == sorted(r["run_id"] for r in plan["runs"]) and len(records) == 21
+    by_id = {r["run_id"]: r for r in records}
+    for planned in plan["runs"]:  # every NeMo record carries the study's tags, so the fit selects the right runs
+        rec = by_id[planned["run_id"]]
+        assert (rec["purpose"], rec["phase"], rec["mixture"], rec["backend"]) == (planned["purpose"], planned["phase"],
+                                                                                  planned["mixture"], "nemo")
+        assert rec["recipe"] == planned["rung"] and rec["N"] == planned["N"] and rec["ratios"] == planned["ratios"]
+    fit = read_json(reference / "fit" / "fit.json")
+    assert fit["n_runs"] == 17  # design, independence and repeats: not the phase-2 runs
+    for fam, g in GAMMA.items():
+        assert fit["families"][fam]["params"]["gamma"] == pytest.approx(g, abs=0.02)
+    s = read_json(reference / "summary.json")
+    assert set(s["comparison"]) == {"optimal", "uniform"} and s["runs"] == 21
+    assert (reference / "report.md").read_text().count("## ") >= 6
+    assert read_json(reference / "fit_live" / "fit.json")["n_runs"] == 21  # the live refit after the last run
+
+
+def test_resume_after_a_kill_trains_only_the_missing_runs(config, reference, tmp_path):
+    out = tmp_path / "killed"
+    proc = driver(config, out, "--delay", "0.7")
+    store = out / "results.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and (not store.exists() or len(store.read_text().splitlines()) < 6):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r["run_id"] for r in ResultsStore(out).read()}
+    assert 6 <= len(before) < 21
+    again = driver(config, out, "--resume")
+    text, _ = again.communicate(timeout=900)
+    assert again.returncode == 0, text[-4000:]
+    assert f"phase 1: {17 - len(before)} of 17 runs to train ({len(before)} already recorded)" in text
+    recs = ResultsStore(out).read()  # raises on a duplicate run_id
+    want = {r["run_id"]: r for r in ResultsStore(reference).read()}
+    assert sorted(r["run_id"] for r in recs) == sorted(want)
+    for r in recs:
+        assert r["family_loss"] == pytest.approx(want[r["run_id"]]["family_loss"], rel=1e-12)
+    a, b = read_json(out / "fit" / "fit.json"), read_json(reference / "fit" / "fit.json")
+    for fam in a["families"]:
+        assert a["families"][fam]["params"] == pytest.approx(b["families"][fam]["params"], rel=1e-9)
+
+
+def test_a_short_family_is_capped_at_the_largest_rung_and_the_report_says_so(lopsided_data, tmp_path):
+    """Little data in one family: the optimum sits at its data cap at the confirm D, the uniform baseline cannot be
+    trained there (it would repeat that family past the recipe's max_data_epochs) and is left out with the reason."""
+    from nemo_mlsl.data.manifest import Manifest
+    from nemo_mlsl.optimize import RatioProblem, solve_kkt
+    from nemo_mlsl.recipes import load
+    from nemo_standin import GAMMA
+
+    m = Manifest.load(lopsided_data)
+    fams = sorted(m.families)
+    epochs = load("cpu_250k").train.max_data_epochs
+    free = solve_kkt(RatioProblem(np.ones(3), np.array([GAMMA[f] for f in fams]), np.full(3, 0.02), np.ones(3)))
+    D = int(epochs * m.family_tokens()["amber"] / (0.6 * free[fams.index("amber")]))
+    cfg = {**STUDY, "corpus": {"prepared": str(lopsided_data)}, "tokens": [4000, 8000], "confirm_tokens": D}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    proc = driver(tmp_path / "s.yaml", tmp_path / "out")
+    text, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, text[-4000:]
+    assert "baseline uniform is not trained: it samples amber at 0.333 above its data cap" in text
+    s = read_json(tmp_path / "out" / "summary.json")
+    t = load("cpu_250k").train
+    cap = epochs * m.family_tokens()["amber"] / (t.steps_for(D) * t.global_batch_size * t.seq_length)  # whole steps
+    assert s["binding_caps"] == ["amber"] and s["data_caps"]["amber"] == pytest.approx(cap)
+    assert s["optimal_ratios"]["amber"] == pytest.approx(cap, abs=1e-9)
+    assert set(s["comparison"]) == {"optimal"} and "uniform" in s["skipped_baselines"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"**Data caps bind**: amber at {cap:.3f}" in md and "Baseline `uniform` was not trained" in md
+    assert "**Binding at the optimum: amber**" in (tmp_path / "out" / "fit" / "report.md").read_text()

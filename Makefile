@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-quick test test-fast bench clean
+.PHONY: setup demo demo-quick test test-fast bench gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,9 @@ bench: setup
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/fit.py
 	$(BIN)/python benchmarks/train_cpu.py
+
+gpu-wheels: setup
+	gpu/fetch_wheels.sh
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,0 +1,246 @@
+"""The one-shot GPU check of the NeMo path (``gpu/check.sh`` runs it on a lent GPU; docs/gpu.md has the figures).
+
+Phases, each timed, each result or traceback written to ``$OUT/gpu_report.json`` as soon as it ends (so one
+failure does not waste the GPU's time):
+
+1. ``corpus``: synthetic 4-family corpus, prepared (SentencePiece, indexed data).
+2. ``plugins``: three short ``atlas_s00`` runs with every plugin, the fitting callback and a results store
+   included; asserts each run recorded (with its tags) and the TensorBoard scalars present
+   (``val_family/*``, ``val_language/*``, ``mixture/*``, ``fit/*`` after the third run).
+3. ``validation_cost``: validation wall time with and without the per-family callback.
+4. ``throughput``: tokens/s and MFU of the largest rung that fits one GPU, with the layer implementation used.
+5. ``study``: the default study's ``--quick`` variant on the NeMo backend, if time remains.
+
+``--dry`` builds every recipe and trainer of every phase without training (on any machine, no GPU).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DRY = "--dry" in sys.argv
+BUDGET_S = float(os.environ.get("MLSL_GPU_BUDGET_S", "420"))  # leave time for install, imports and the copy back
+WORK = Path(os.environ.get("MLSL_GPU_WORK") or tempfile.mkdtemp(prefix="mlsl-gpu-"))
+OUT = Path(os.environ.get("OUT") or WORK / "out")
+T0 = time.time()
+REPORT: dict = {"dry": DRY, "phases": {}}
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16
+RATIOS = {"amber": 0.4, "cobalt": 0.3, "jade": 0.2, "ruby": 0.1}
+SMALL = ["model.seq_length=512", "train.global_batch_size=32", "train.micro_batch_size=8", "train.val_every=100",
+         "train.val_samples_per_language=64", "train.warmup_steps=20"]
+
+
+def log(*a) -> None:
+    print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
+
+
+def save() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "gpu_report.json").write_text(json.dumps(REPORT, indent=1, default=str))
+
+
+def phase(name: str, fn) -> bool:
+    t = time.time()
+    log("BEGIN", name)
+    try:
+        REPORT["phases"][name] = {"ok": True, "result": fn()}
+    except BaseException as e:  # noqa: BLE001 - record and go on to the next phase
+        REPORT["phases"][name] = {"ok": False, "error": repr(e)[:2000], "trace": traceback.format_exc()[-6000:]}
+        log("FAILED", name, repr(e)[:300])
+    REPORT["phases"][name]["seconds"] = round(time.time() - t, 1)
+    save()
+    log("END", name)
+    return REPORT["phases"][name]["ok"]
+
+
+for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
+    os.environ.setdefault(key, value)
+
+import lightning.pytorch as pl  # noqa: E402
+
+
+class Timer(pl.Callback):
+    """Wall times of training steps and validation epochs (CUDA synchronised)."""
+
+    def __init__(self):
+        self.steps, self.vals, self._t, self._v = [], [], 0.0, 0.0
+
+    @staticmethod
+    def _sync() -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, *a):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, *a):
+        self._sync()
+        self.steps.append(time.perf_counter() - self._t)
+
+    def on_validation_epoch_start(self, *a):
+        self._v = time.perf_counter()
+
+    def on_validation_epoch_end(self, *a):
+        self._sync()
+        self.vals.append(time.perf_counter() - self._v)
+
+
+def corpus() -> dict:
+    from nemo_mlsl.cli import main as mlsl
+
+    docs = "300" if DRY else "3000"
+    assert mlsl(["synth", "--out", str(WORK / "raw"), "--families", "4", "--docs", docs, "--seed", "1"]) == 0
+    assert mlsl(["prepare", "--input", str(WORK / "raw"), "--families", str(WORK / "raw" / "families.yaml"), "--out",
+                 str(WORK / "data"), "--vocab-size", "512" if DRY else "4000"]) == 0
+    return json.loads((WORK / "data" / "manifest.json").read_text())["families"]
+
+
+def build(rung: str, tag: str, steps: int, overrides=(), ratios=RATIOS, store=None, family_cb=True, checkpoints=False):
+    import nemo_run as run
+
+    from mlsl_nemo.recipe import pretrain_recipe
+
+    d = WORK / f"run_{tag}"
+    r = pretrain_recipe(rung, str(WORK / "data"), ratios, num_nodes=1, num_gpus_per_node=1, dir=str(d), name=tag,
+                        overrides=list(overrides), store=store, max_steps=steps, law="family_power", report_dir=str(WORK / "fit"),
+                        record_extra={"purpose": "gpu-check"}, check_epochs=not DRY)
+    if not family_cb:
+        r.trainer.callbacks = [c for c in r.trainer.callbacks if "FamilyValidation" not in str(c.__fn_or_cls__)]
+    r.trainer.callbacks.append(run.Config(Timer))
+    if not checkpoints:
+        r.trainer.enable_checkpointing = False
+        r.log.ckpt = None
+    return r, d
+
+
+def execute(recipe):
+    """Build and run in this process (one GPU); returns the trainer. In --dry, builds the trainer on the CPU only."""
+    import fiddle as fdl
+
+    if DRY:
+        recipe.trainer.accelerator = "cpu"
+        return fdl.build(recipe.trainer)
+    fn = fdl.build(recipe)
+    trainer = fn.keywords["trainer"]
+    fn()
+    return trainer
+
+
+def scalars(d: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for e in glob.glob(f"{d}/**/events.out.tfevents*", recursive=True):
+        acc = EventAccumulator(e, size_guidance={"scalars": 0})
+        acc.Reload()
+        for t in acc.Tags().get("scalars", []):
+            ev = acc.Scalars(t)
+            out[t] = [ev[-1].step, ev[-1].value]
+    return out
+
+
+def plugins() -> dict:
+    store = WORK / "results.jsonl"
+    mixes = [RATIOS, {"amber": 0.1, "cobalt": 0.4, "jade": 0.2, "ruby": 0.3}, {"amber": 0.25, "cobalt": 0.25, "jade": 0.25, "ruby": 0.25}]
+    out = {}
+    for i, ratios in enumerate(mixes):
+        recipe, d = build("atlas_s00", f"plugins{i}", 200, SMALL, ratios, store=str(store))
+        trainer = execute(recipe)
+        if DRY:
+            continue
+        timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+        tags = scalars(d)
+        out[f"run{i}"] = {"val_family": sorted(t for t in tags if t.startswith("val_family/")),
+                          "mixture": {t: v[1] for t, v in tags.items() if t.startswith("mixture/") and t.endswith("/ratio")},
+                          "fit": sorted(t for t in tags if t.startswith("fit/")), "val_loss": tags.get("val_loss"),
+                          "step_s_median": sorted(timer.steps)[len(timer.steps) // 2] if timer.steps else None}
+    if DRY:
+        return {"built": len(mixes)}
+    records = [json.loads(l) for l in store.read_text().splitlines()]
+    assert [r["run_id"] for r in records] == [f"plugins{i}" for i in range(3)], records
+    assert all(r["purpose"] == "gpu-check" and r["backend"] == "nemo" for r in records)
+    assert len(out["run0"]["val_family"]) >= 8 and out["run0"]["mixture"], out["run0"]
+    assert out["run2"]["fit"], "the fitting callback logged no fit/* scalars after the third run"
+    out["records"] = [{k: r.get(k) for k in ("run_id", "N", "D", "family_loss", "realized_ratios", "transformer_impl")}
+                      for r in records]
+    return out
+
+
+def validation_cost() -> dict:
+    out = {}
+    for tag, with_cb in (("with", True), ("without", False)):
+        recipe, d = build("atlas_s00", f"val_{tag}", 200, SMALL, family_cb=with_cb)
+        trainer = execute(recipe)
+        if DRY:
+            continue
+        timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+        out[tag] = {"validation_s": timer.vals, "val_loss": scalars(d).get("val_loss")}
+    return out
+
+
+def throughput() -> dict:
+    import torch
+
+    from nemo_mlsl.recipes import load
+
+    rung, steps = "he2024_1b2", 25
+    over = ["model.seq_length=2048", "train.global_batch_size=32", "train.micro_batch_size=4", "train.warmup_steps=5"]
+    recipe, d = build(rung, "throughput", steps, over)
+    trainer = execute(recipe)
+    if DRY:
+        return {"rung": rung}
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    r = load(rung, over, num_nodes=1, gpus_per_node=1)
+    step_s = sorted(timer.steps[5:])[len(timer.steps[5:]) // 2]
+    tokens_s = r.train.global_batch_size * r.train.seq_length / step_s
+    name = torch.cuda.get_device_name(0)
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    flops = r.params(json.loads((WORK / "data" / "manifest.json").read_text())["tokenizer"]["vocab_size"]).flops_per_token
+    impl = getattr(trainer.lightning_module.config, "mlsl_transformer_impl", None)
+    return {"rung": rung, "gpu": name, "step_s": step_s, "tokens_per_s": tokens_s, "transformer_impl": impl,
+            "mfu": flops * tokens_s / (peak * 1e12) if peak else None, "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def study() -> dict:
+    from mlsl_nemo.study import NeMoBackend
+    from nemo_mlsl.study.backend import InlineLauncher
+    from nemo_mlsl.study.config import load_study
+    from nemo_mlsl.study.runner import Study
+
+    cfg = load_study(ROOT / "studies" / "default.yaml", quick=True)
+    s = Study(cfg, WORK / "study", NeMoBackend(), InlineLauncher(), progress=False)
+    if DRY:
+        return {"phase1": len(s.run(dry_run=True)["phase1"])}
+    summary = s.run()
+    return {k: summary[k] for k in ("gamma", "optimal_ratios", "law_mean_abs_error", "naive_mean_abs_error", "gains", "runs")}
+
+
+def main() -> int:
+    log("work dir", WORK, "report", OUT / "gpu_report.json")
+    if not phase("corpus", corpus):
+        return 1
+    phase("plugins", plugins)
+    phase("validation_cost", validation_cost)
+    phase("throughput", throughput)
+    if DRY or time.time() - T0 < BUDGET_S - 150:
+        phase("study", study)
+    else:
+        REPORT["phases"]["study"] = {"ok": None, "skipped": f"{time.time() - T0:.0f}s used of {BUDGET_S:.0f}s"}
+        save()
+    REPORT["seconds"] = round(time.time() - T0, 1)
+    save()
+    return 0 if all(p.get("ok") is not False for p in REPORT["phases"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

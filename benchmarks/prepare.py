@@ -1,43 +1,190 @@
-"""MB/s of raw text turned into Megatron indexed datasets by `mlsl prepare` (tokenizer given, so encoding and
-writing are what is timed) vs a plain single-process SentencePiece encode loop over the same text."""
+"""`mlsl prepare` throughput and memory against a plain single-process loop that writes the same output,
+measured side by side in one run.
 
+The loop is what one writes first: for each document, parse the JSON line, encode it with SentencePiece,
+append its ids and the EOD to the ``.bin`` of its split, then write the ``.idx`` (the splits come from
+``prepare``'s own seeded split, so both write identical files, which is checked). The corpus is the synthetic
+8-language one at ``--docs`` documents per language (default 6000: 10x the default study's 600). The tokenizer
+is given (trained once beforehand), so what is timed is reading, splitting, encoding and writing. Peak memory
+(max RSS of the preparing process and of its workers) is measured at two corpus sizes: it must not grow with
+the corpus.
+"""
+
+import argparse
 import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import sentencepiece as spm
+import numpy as np
 
-from nemo_mlsl.data.prepare import PrepareConfig, prepare, read_documents
-from nemo_mlsl.data.synth import SynthConfig, generate
+CHILD = r"""
+import json, resource, sys, time
+open("/proc/self/clear_refs", "w").write("5")  # peak RSS counts from here (a forked child starts with its parent's)
+from nemo_mlsl.data.prepare import PrepareConfig, prepare
+a = json.loads(sys.argv[1])
+t = time.perf_counter()
+prepare(PrepareConfig(inputs=[a["raw"]], out=a["out"], families_yaml=a["families"], tokenizer=a["tok"], workers=a["workers"], progress=False))
+secs = time.perf_counter() - t
+own = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"seconds": secs, "rss_mb": own / 1024, "worker_rss_mb": kids / 1024}))
+"""
+
+
+def run_prepare(raw: Path, out: Path, tok: str, workers: int) -> dict:
+    arg = json.dumps({"raw": str(raw), "out": str(out), "families": str(raw / "families.yaml"), "tok": tok, "workers": workers})
+    proc = subprocess.run([sys.executable, "-c", CHILD, arg], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def plain_loop(raw: Path, out: Path, model: str, seed: int = 1234) -> float:
+    """The single-process reference: same splits, same files; returns its seconds."""
+    import sentencepiece as spm
+
+    from nemo_mlsl.data.indexed import token_dtype, write_index
+    from nemo_mlsl.data.prepare import count_documents, split_indices
+
+    t = time.perf_counter()
+    sp = spm.SentencePieceProcessor(model_file=model)
+    eod, dtype = sp.eos_id(), token_dtype(sp.get_piece_size())
+    for path in sorted(raw.glob("*.jsonl")):
+        code = path.stem
+        val, test = (set(x.tolist()) for x in split_indices(count_documents(path), code, seed, None))
+        files = {s: open(out / f"{s}_{code}.bin", "wb") for s in ("train", "validation", "test")}
+        lengths = {s: [] for s in files}
+        i = 0
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                split = "validation" if i in val else "test" if i in test else "train"
+                i += 1
+                text = json.loads(line)["text"]
+                if not text.strip():
+                    continue
+                ids = sp.encode(text) + [eod]
+                files[split].write(np.asarray(ids, dtype=dtype).tobytes())
+                lengths[split].append(len(ids))
+        for s, fh in files.items():
+            fh.close()
+            write_index(out / f"{s}_{code}.idx", dtype, np.asarray(lengths[s], dtype=np.int32))
+    return time.perf_counter() - t
+
+
+def megatron_loop(raw: Path, out: Path, model: str, seed: int = 1234) -> float:
+    """The same loop writing through megatron-core's ``IndexedDatasetBuilder`` (what its preprocess_data does in
+    each worker)."""
+    import sentencepiece as spm
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from nemo_mlsl.data.indexed import token_dtype
+    from nemo_mlsl.data.prepare import count_documents, split_indices
+
+    t = time.perf_counter()
+    sp = spm.SentencePieceProcessor(model_file=model)
+    eod, dtype = sp.eos_id(), token_dtype(sp.get_piece_size())
+    for path in sorted(raw.glob("*.jsonl")):
+        code = path.stem
+        val, test = (set(x.tolist()) for x in split_indices(count_documents(path), code, seed, None))
+        builders = {s: IndexedDatasetBuilder(str(out / f"{s}_{code}.bin"), dtype=dtype) for s in ("train", "validation", "test")}
+        i = 0
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                split = "validation" if i in val else "test" if i in test else "train"
+                i += 1
+                text = json.loads(line)["text"]
+                if text.strip():
+                    ids = sp.encode(text) + [eod]
+                    builders[split].add_document(np.asarray(ids, dtype=dtype), [len(ids)])
+        for s, b in builders.items():
+            b.finalize(str(out / f"{s}_{code}.idx"))
+    return time.perf_counter() - t
+
+
+def encode_ceiling(raw: Path, model: str, processes: int) -> float:
+    """Speed-up of encoding alone (SentencePiece, in memory) in ``processes`` processes over one: what the
+    machine's cores give, the bound on any parallel prepare."""
+    import multiprocessing as mp
+
+    from nemo_mlsl.data.prepare import read_documents
+
+    docs = [d for path in sorted(raw.glob("*.jsonl")) for d in read_documents(path)]
+    parts = [docs[i::processes] for i in range(processes)]
+    global _MODEL
+    _MODEL = model
+    with mp.get_context("fork").Pool(processes) as pool:
+        pool.map(_encode_all, [p[:10] for p in parts])  # start the workers and load the model
+        t = time.perf_counter()
+        pool.map(_encode_all, parts)
+        par = time.perf_counter() - t
+    t = time.perf_counter()
+    _encode_all(docs)
+    return (time.perf_counter() - t) / par
+
+
+_MODEL = ""
+
+
+def _encode_all(docs: list) -> int:
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=_MODEL)
+    return sum(len(ids) for ids in sp.encode(docs, num_threads=1))
+
+
+def same_output(plain: Path, prepared: Path) -> bool:
+    return all((plain / f"{p.parent.name}_{p.stem}{p.suffix}").read_bytes() == p.read_bytes()
+               for split in ("train", "validation", "test") for p in (prepared / split).iterdir())
 
 
 def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--docs", type=int, default=6000)
+    args = p.parse_args()
+    from nemo_mlsl.data.prepare import PrepareConfig, prepare
+    from nemo_mlsl.data.synth import SynthConfig, generate
+
     tmp = Path(tempfile.mkdtemp())
-    generate(SynthConfig(families=4, languages_per_family=2, docs=4000, seed=1), tmp / "raw")
-    docs = [d for p in sorted((tmp / "raw").glob("*.jsonl")) for d in read_documents(p)]
-    mb = sum(len(d.encode()) for d in docs) / 1e6
-    # a tokenizer trained once, outside the timed region
-    prepare(PrepareConfig(inputs=[str(tmp / "raw")], out=str(tmp / "tok"), families_yaml=str(tmp / "raw/families.yaml"),
+    generate(SynthConfig(families=4, languages_per_family=2, docs=args.docs, seed=1), tmp / "raw")
+    generate(SynthConfig(families=4, languages_per_family=2, docs=args.docs // 4, seed=1), tmp / "raw_small")
+    prepare(PrepareConfig(inputs=[str(tmp / "raw_small")], out=str(tmp / "tok"), families_yaml=str(tmp / "raw_small/families.yaml"),
                           vocab_size=1000, progress=False))
     model = str(tmp / "tok" / "tokenizer.model")
-    sp = spm.SentencePieceProcessor(model_file=model)
-    t = time.perf_counter()
-    n = sum(len(sp.encode(d)) for d in docs)
-    base = time.perf_counter() - t
-    rows = {}
-    for workers in (1, os.cpu_count() or 1):
-        t = time.perf_counter()
-        prepare(PrepareConfig(inputs=[str(tmp / "raw")], out=str(tmp / f"w{workers}"), families_yaml=str(tmp / "raw/families.yaml"),
-                              tokenizer=model, workers=workers, progress=False))
-        rows[workers] = time.perf_counter() - t
-    print(f"corpus: {mb:.1f} MB of UTF-8 text, {len(docs)} documents, {n:,} tokens")
-    print(f"plain SentencePiece encode loop (1 process): {mb / base:7.2f} MB/s")
-    for w, secs in rows.items():
-        print(f"mlsl prepare, {w} worker(s) (read, split, encode, write .bin/.idx, manifest): {mb / secs:7.2f} MB/s "
-              f"= {base / secs:.2f}x the plain loop")
-    print(json.dumps({"mb": mb, "plain_mb_s": mb / base, **{f"prepare_{w}_mb_s": mb / s for w, s in rows.items()}}))
+    mb = sum(p.stat().st_size for p in (tmp / "raw").glob("*.jsonl")) / 1e6
+    (tmp / "plain").mkdir()
+    (tmp / "megatron").mkdir()
+    base = min(plain_loop(tmp / "raw", tmp / "plain", model) for _ in range(2))
+    mega = min(megatron_loop(tmp / "raw", tmp / "megatron", model) for _ in range(2))
+    cores = os.cpu_count() or 1
+    ceiling = encode_ceiling(tmp / "raw", model, cores)
+    rows = {w: min((run_prepare(tmp / "raw", tmp / f"w{w}-{k}", model, w) for k in range(2)), key=lambda r: r["seconds"])
+            for w in sorted({1, cores})}
+    small = run_prepare(tmp / "raw_small", tmp / "small", model, cores)
+    big = run_prepare(tmp / "raw", tmp / "big", model, cores)
+    mb_small = sum(p.stat().st_size for p in (tmp / "raw_small").glob("*.jsonl")) / 1e6
+    n = sum(v["tokens"] for lang in json.loads((tmp / f"w{cores}-0" / "manifest.json").read_text())["languages"].values()
+            for v in lang["splits"].values())
+    same = all(same_output(tmp / ref, tmp / f"w{w}-0") for w in rows for ref in ("plain", "megatron"))
+    print(f"corpus: {mb:.1f} MB of JSON lines, 8 languages x {args.docs} documents, {n:,} tokens")
+    print(f"single-process loop, own writer (parse, encode, write .bin/.idx):  {mb / base:7.2f} MB/s")
+    print(f"single-process loop, megatron-core's IndexedDatasetBuilder:        {mb / mega:7.2f} MB/s")
+    for w, r in rows.items():
+        print(f"mlsl prepare, {w} worker(s) (read, split, encode, write .bin/.idx, manifest): {mb / r['seconds']:7.2f} MB/s "
+              f"= {base / r['seconds']:.2f}x the own-writer loop, {mega / r['seconds']:.2f}x the megatron loop; "
+              f"peak RSS {r['rss_mb']:.0f} MB (+ workers {r['worker_rss_mb']:.0f} MB)")
+    print(f"encoding alone in {cores} processes vs 1 (the machine's ceiling for any parallel prepare): {ceiling:.2f}x")
+    print(f"peak RSS with {cores} workers at {mb_small:.1f} MB of input: {small['rss_mb']:.0f} MB (+ workers "
+          f"{small['worker_rss_mb']:.0f} MB); at {mb:.1f} MB: {big['rss_mb']:.0f} MB (+ {big['worker_rss_mb']:.0f} MB)")
+    print(f"identical .bin/.idx files: {same}")
+    print(json.dumps({"same_output": same, "mb": mb, "plain_mb_s": mb / base, "megatron_mb_s": mb / mega, "ceiling": ceiling, **{f"prepare_{w}_mb_s": mb / r["seconds"] for w, r in rows.items()},
+                      "ratio": base / rows[cores]["seconds"], "ratio_megatron": mega / rows[cores]["seconds"], "rss_mb": rows[cores]["rss_mb"], "rss_small_mb": small["rss_mb"]}))
 
 
 if __name__ == "__main__":

@@ -41,12 +41,27 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
 @command
 def cmd_prepare(a: argparse.Namespace) -> int:
-    from nemo_mlsl.data.prepare import PrepareConfig, prepare
+    if a.indexed:
+        from nemo_mlsl.data.from_indexed import IndexedConfig, prepare_indexed
 
-    m = prepare(PrepareConfig(inputs=a.input, out=a.out, families_yaml=a.families, vocab_size=a.vocab_size,
-                              tokenizer=a.tokenizer, val_docs=a.val_docs, workers=a.workers, seed=a.seed, force=a.force))
+        if not a.tokenizer:
+            raise ConfigError("--indexed needs the --tokenizer the data was made with (a SentencePiece .model, or a "
+                              "Hugging Face tokenizer.json or directory)")
+        if a.input:
+            raise ConfigError("give either --input (text to tokenize) or --indexed (existing .bin/.idx data), not both")
+        m = prepare_indexed(IndexedConfig(spec=a.indexed, tokenizer=a.tokenizer, out=a.out, families_yaml=a.families,
+                                          eod_token=a.eod_token, val_docs=a.val_docs, seed=a.seed, force=a.force), log=print)
+    else:
+        from nemo_mlsl.data.prepare import PrepareConfig, prepare
+
+        if not a.input:
+            raise ConfigError("give --input DIR|FILE ... (text) or --indexed SPEC.yaml (existing Megatron .bin/.idx data)")
+        m = prepare(PrepareConfig(inputs=a.input, out=a.out, families_yaml=a.families, vocab_size=a.vocab_size,
+                                  tokenizer=a.tokenizer, eod_token=a.eod_token, val_docs=a.val_docs, workers=a.workers, seed=a.seed,
+                                  force=a.force, character_coverage=a.character_coverage, text_field=a.text_field,
+                                  progress=not a.no_progress))
     tok = m.family_tokens("train")
-    print(f"{m.root}: {len(m.languages)} languages, {len(tok)} families, vocab {m.vocab_size}")
+    print(f"{m.root}: {len(m.languages)} languages, {len(tok)} families, vocab {m.vocab_size} ({m.tokenizer_kind})")
     for fam, n in tok.items():
         print(f"  {fam:<16} {n:>12,} train tokens  ({', '.join(m.families[fam])})")
     return 0
@@ -465,6 +480,8 @@ def cmd_crossover(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlsl", description="Multilingual scaling-law studies (family law, ATLAS).")
+    p.add_argument("--verbose", action="store_true", help="show every third-party warning and log line (hidden: the known "
+                                                          "harmless ones, see nemo_mlsl/quiet.py)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write the synthetic multilingual corpus")
@@ -475,16 +492,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--transfer", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=0)
 
-    s = sub.add_parser("prepare", help="text -> tokenizer + Megatron indexed datasets + manifest")
-    s.add_argument("--input", nargs="+", required=True)
+    s = sub.add_parser("prepare", help="text (or existing Megatron indexed data) -> tokenizer + indexed datasets + manifest")
+    s.add_argument("--input", nargs="+", help="text: dirs of <code>.jsonl/.txt/.parquet (optionally .gz) files or <code>/ "
+                                              "subdirectories of them, single files, or a YAML manifest")
+    s.add_argument("--indexed", metavar="SPEC.yaml", help="existing .bin/.idx data: a YAML mapping each language to its train "
+                                                          "(and optionally validation) prefix(es) and, if needed, its family")
     s.add_argument("--families", help="families YAML (overrides the built-in table)")
     s.add_argument("--out", required=True)
     s.add_argument("--vocab-size", type=int, default=2000)
-    s.add_argument("--tokenizer", help="an existing SentencePiece model (skips training one)")
+    s.add_argument("--tokenizer", help="an existing tokenizer: a SentencePiece .model, or a Hugging Face tokenizer.json "
+                                       "(or a directory holding one); read offline, copied into --out")
+    s.add_argument("--eod-token", help="the end-of-document token of a Hugging Face tokenizer (default: </s>, <|endoftext|>, ...)")
+    s.add_argument("--character-coverage", type=float, default=0.9995,
+                   help="SentencePiece training: share of character occurrences with a piece of their own (rare characters "
+                        "are spelled as bytes when the vocabulary has byte fallback, from 320 pieces)")
+    s.add_argument("--text-field", default="text", help="the text field of .jsonl lines / column of .parquet files")
     s.add_argument("--val-docs", type=int)
     s.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     s.add_argument("--seed", type=int, default=1234)
     s.add_argument("--force", action="store_true")
+    s.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("blend", help="build the family blend and report target vs realized shares")
     s.add_argument("--data", required=True)
@@ -616,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        from nemo_mlsl.quiet import silence_known_noise
+
+        silence_known_noise()
     try:
         return COMMANDS[args.command](args)
     except MLSLError as err:

@@ -57,13 +57,16 @@ def mixture_summary(
     """Realized shares from tokens drawn per language (``languages`` order): ``mixture/<family>/{ratio,tokens,epochs}``
     and ``mixture_language/<code>/ratio``, the TensorBoard names of every backend."""
     total = float(sum(tokens)) or 1.0
+    per_language: dict[str, float] = {}
+    for lang, n in zip(languages, tokens):  # a language with several training prefixes appears more than once
+        per_language[lang] = per_language.get(lang, 0.0) + float(n)
     fams: dict[str, list[float]] = {}
     out: dict[str, float] = {}
-    for lang, n in zip(languages, tokens):
+    for lang, n in per_language.items():
         f = fams.setdefault(family_of[lang], [0.0, 0.0])
-        f[0] += float(n)
+        f[0] += n
         f[1] += train_tokens[lang]
-        out[f"mixture_language/{lang}/ratio"] = float(n) / total
+        out[f"mixture_language/{lang}/ratio"] = n / total
     for fam, (n, avail) in sorted(fams.items()):
         out[f"mixture/{fam}/ratio"] = n / total
         out[f"mixture/{fam}/tokens"] = n

@@ -16,7 +16,7 @@ def test_real_text_manifest(real_data):
     assert set(m.languages) == {"de", "en", "es", "fr", "ja", "ru", "uk", "zh"}
     assert m.families == {"germanic": ["de", "en"], "japonic": ["ja"], "romance": ["es", "fr"],
                           "sino_tibetan": ["zh"], "slavic": ["ru", "uk"]}
-    assert m.doc["schema_version"] == 1 and m.tokenizer_path.exists()
+    assert m.doc["schema_version"] == 2 and m.tokenizer_path.exists() and m.tokenizer_kind == "sentencepiece"
     raw = (FIXTURES / "realtext" / "ru.txt").read_text(encoding="utf-8")
     docs = [d for d in raw.split("\n\n") if d.strip()]
     splits = [m.stats("ru", s) for s in ("train", "validation", "test")]
@@ -84,8 +84,9 @@ def test_error_unknown_language_code(tmp_path):
 
 
 def test_error_malformed_jsonl_names_the_line(tmp_path):
-    (tmp_path / "de.jsonl").write_text('{"text": "gut"}\n{"txt": "x"}\n')
-    with pytest.raises(DataError, match=r"de.jsonl:2: expected a JSON object with a 'text' field"):
+    (tmp_path / "de.jsonl").write_text('{"text": "gut"}\n{"txt": "x"}\n{"text": "gut"}\n{"text": "gut"}\n')
+    with pytest.raises(DataError, match=r"de.jsonl: document 2: expected a JSON object with a 'text' field \(choose the field "
+                                        r"with --text-field\)"):
         prepare(PrepareConfig(inputs=[str(tmp_path)], out=str(tmp_path / "d"), progress=False))
 
 
@@ -126,3 +127,26 @@ def test_cli_prepare_prints_families(tmp_path):
 def test_vocabulary_smaller_than_the_alphabet_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"--vocab-size 100 is smaller than the \d+ distinct characters"):
         prepare(PrepareConfig(inputs=[str(FIXTURES / "realtext")], out=str(tmp_path / "d"), vocab_size=100, val_docs=1, progress=False))
+
+
+def test_a_vocabulary_smaller_than_the_alphabet_spells_rare_characters_as_bytes(tmp_path):
+    """The shipped real text (8 languages, Chinese and Japanese among them) has more distinct characters than
+    this vocabulary has pieces: byte fallback spells the rare ones as bytes, and decoding gives the text back."""
+    from nemo_mlsl.data.tokenizer import SentencePieceTokenizer
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    texts = {p.stem: p.read_text(encoding="utf-8") for p in (FIXTURES / "realtext").glob("*.txt")}
+    distinct = len(set("".join(texts.values())) - {"\n"})
+    m = prepare(PrepareConfig(inputs=[str(FIXTURES / "realtext")], out=str(tmp_path / "d"), vocab_size=320, val_docs=1, progress=False))
+    assert m.vocab_size <= 320 < distinct
+    tok = SentencePieceTokenizer(m.tokenizer_path)
+    pieces = [tok.sp.id_to_piece(i) for i in range(tok.vocab_size)]
+    assert sum(p.startswith("<0x") for p in pieces) == 256
+    for lang in ("zh", "ja", "ru"):
+        for split in ("train", "validation", "test"):
+            ds = IndexedDataset(m.prefix(lang, split))
+            for i in range(len(ds)):
+                text = tok.decode(ds[i][:-1].tolist())
+                assert text and text in unicodedata.normalize("NFKC", texts[lang]), (lang, split, text[:40])
+    zh = IndexedDataset(m.prefix("zh", "train"))
+    assert any(p.startswith("<0x") for p in (tok.sp.id_to_piece(int(t)) for t in zh[0]))  # a rare character, as bytes

@@ -8,7 +8,7 @@ dataloader; ``dataset_id`` of each sample indexes ``validation_languages``.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -27,11 +27,10 @@ DEFAULT_MAX_EPOCHS = 4.0
 class _SpecialTokens:
     """The tokenizer facts megatron's GPTDataset needs (EOD and pad ids), hashable into its cache key."""
 
-    def __init__(self, eod: int, pad: int, model_path: Path):
+    def __init__(self, eod: int, pad: int, kind: str, sha256: str):
         self.eod = eod
         self.pad = pad
-        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16] if model_path.exists() else "none"
-        self.unique_identifiers = {"class": "SentencePiece", "model": digest, "eod": eod, "pad": pad}
+        self.unique_identifiers = {"class": kind, "model": sha256[:16], "eod": eod, "pad": pad}
 
 
 class _Tagged:
@@ -77,9 +76,23 @@ class FamilyBlend:
         self.weights = language_weights(self.family_ratios, self.manifest.family_languages(), cfg.within)
 
     @property
+    def train_parts(self) -> list[tuple[str, str, float]]:
+        """(language, prefix, weight) of every training dataset, in ``dataset_id`` order: languages with weight > 0,
+        each split over its prefixes in proportion to their tokens."""
+        out = []
+        for lang in self.manifest.languages:
+            w = self.weights.get(lang, 0.0)
+            if w <= 0:
+                continue
+            parts = self.manifest.parts(lang, "train")
+            total = sum(p.tokens for p in parts)
+            out += [(lang, p.prefix, w * p.tokens / total) for p in parts if p.tokens > 0]
+        return out
+
+    @property
     def train_languages(self) -> list[str]:
-        """Languages with weight > 0, in ``dataset_id`` order of the training blend."""
-        return [lang for lang in self.manifest.languages if self.weights.get(lang, 0.0) > 0]
+        """The language of each training ``dataset_id`` (a language with several prefixes appears once for each)."""
+        return [lang for lang, _, _ in self.train_parts]
 
     @property
     def validation_languages(self) -> list[str]:
@@ -102,7 +115,8 @@ class FamilyBlend:
         m = self.manifest
         return GPTDatasetConfig(
             random_seed=self.config.seed, sequence_length=self.config.seq_length, blend_per_split=blend_per_split,
-            path_to_cache=str(cache) if cache else None, tokenizer=_SpecialTokens(m.eod_id, m.pad_id, m.tokenizer_path),
+            path_to_cache=str(cache) if cache else None,
+            tokenizer=_SpecialTokens(m.eod_id, m.pad_id, m.tokenizer_kind, m.tokenizer_sha256),
             reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
             mid_level_dataset_surplus=0.005,
         )
@@ -115,19 +129,20 @@ class FamilyBlend:
         if train_samples < 1 or val_samples_per_language < 1:
             raise ConfigError("train_samples and val_samples_per_language must be >= 1")
         epochs = self.check_epochs(train_samples)
-        # megatron only caches indices on disk under torch.distributed; single processes build in memory.
-        cache = None
-        if _distributed():
-            cache = Path(cache_dir) if cache_dir else self.manifest.root / ".cache"
-            cache.mkdir(parents=True, exist_ok=True)
+        # Always our own cache directory: without one, megatron writes its sample indices under each dataset's
+        # prefix, i.e. beside a user's existing .bin/.idx files. (Its blended dataset caches only under
+        # torch.distributed: a single process gets a one-member process group for the build.)
+        cache = Path(cache_dir) if cache_dir else self.manifest.root / ".cache"
+        cache.mkdir(parents=True, exist_ok=True)
         m = self.manifest
-        train = ([m.prefix(l, "train") for l in self.train_languages], [self.weights[l] for l in self.train_languages])
+        parts = self.train_parts
+        train = ([prefix for _, prefix, _ in parts], [w for _, _, w in parts])
         val_langs = self.validation_languages
         val = ([m.prefix(l, "validation") for l in val_langs], [1.0] * len(val_langs))
         n_val = val_samples_per_language * len(val_langs)
         # Without torch.distributed megatron builds indices in memory and says so at WARNING for every build.
         logging.getLogger("megatron.core.datasets").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _process_group():
             warnings.simplefilter("ignore")
             train_ds, val_ds, _ = BlendedMegatronDatasetBuilder(
                 GPTDataset, [train_samples, n_val, None], lambda: True, self._gpt_config(cache, [train, val, None])
@@ -139,10 +154,19 @@ class FamilyBlend:
         return BuiltBlend(self, train_ds, val_ds, epochs)
 
 
-def _distributed() -> bool:
+@contextlib.contextmanager
+def _process_group():
+    """A one-process gloo group (in-memory store, no port) while megatron builds, unless one exists already."""
     import torch.distributed as dist
 
-    return dist.is_available() and dist.is_initialized()
+    if dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 @dataclass
@@ -177,12 +201,13 @@ class BuiltBlend:
         total = counts.sum()
         seq = self.blend.config.seq_length
         m = self.blend.manifest
+        per_language = {lang: 0 for lang in m.languages}
+        for lang, n in zip(langs, counts.tolist()):
+            per_language[lang] += n
         train_tokens = m.tokens("train")
         languages: dict[str, dict] = {}
         families: dict[str, dict] = {}
-        for lang in m.languages:
-            i = langs.index(lang) if lang in langs else None
-            n = int(counts[i]) if i is not None else 0
+        for lang, n in per_language.items():
             drawn = n * seq
             fam = m.family_of(lang)
             languages[lang] = {
@@ -198,4 +223,3 @@ class BuiltBlend:
             f["epochs"] = f["tokens"] / max(1, fam_tokens[fam])
         return {"families": dict(sorted(families.items())), "languages": languages,
                 "samples": int(total), "seq_length": seq}
-

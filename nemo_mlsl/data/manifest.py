@@ -11,8 +11,10 @@ from typing import Any
 
 from nemo_mlsl.errors import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READS = (1, 2)  # schema 1: one SentencePiece tokenizer, one prefix per language and split, every split
 SPLITS = ("train", "validation", "test")
+REQUIRED_SPLITS = ("train", "validation")
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -35,7 +37,17 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 @dataclass(frozen=True)
 class SplitStats:
-    prefix: str
+    prefix: str  # the first (usually only) part's prefix
+    documents: int
+    tokens: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """One Megatron indexed dataset (``prefix``.bin/.idx) of a language's split."""
+
+    prefix: str  # absolute, or relative to the data directory
     documents: int
     tokens: int
     bytes: int
@@ -43,7 +55,11 @@ class SplitStats:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A prepared data directory: languages, families, tokenizer and per-split statistics."""
+    """A prepared data directory: languages, families, tokenizer and per-split statistics.
+
+    A split of a language is one or more indexed datasets ("parts": several training prefixes of existing
+    Megatron data); prefixes are relative to the directory (data ``mlsl prepare`` wrote) or absolute (data it
+    points at, which it never copies)."""
 
     root: Path
     doc: dict[str, Any]
@@ -55,9 +71,9 @@ class Manifest:
         if not path.exists():
             raise DataError(f"{path} not found: prepare the data first with `mlsl prepare --input ... --out {root}`")
         doc = json.loads(path.read_text())
-        if doc.get("schema_version") != SCHEMA_VERSION:
+        if doc.get("schema_version") not in READS:
             raise DataError(
-                f"{path}: schema_version {doc.get('schema_version')!r}, this nemo-mlsl reads {SCHEMA_VERSION}; "
+                f"{path}: schema_version {doc.get('schema_version')!r}, this nemo-mlsl reads {list(READS)}; "
                 "re-run `mlsl prepare --force`"
             )
         manifest = cls(root, doc)
@@ -67,14 +83,14 @@ class Manifest:
 
     def check_files(self) -> None:
         for lang in self.languages:
-            for split in SPLITS:
-                prefix = self.prefix(lang, split)
-                for ext in (".bin", ".idx"):
-                    if not Path(prefix + ext).exists():
-                        raise DataError(
-                            f"missing {prefix}{ext} (language {lang!r}, split {split!r}); the data directory is "
-                            f"incomplete: re-run `mlsl prepare --force --out {self.root}`"
-                        )
+            for split in self.splits(lang):
+                for part in self.parts(lang, split):
+                    for ext in (".bin", ".idx"):
+                        if not Path(part.prefix + ext).exists():
+                            raise DataError(
+                                f"missing {part.prefix}{ext} (language {lang!r}, split {split!r}); the data directory is "
+                                f"incomplete: re-run `mlsl prepare --force --out {self.root}`"
+                            )
 
     @property
     def languages(self) -> list[str]:
@@ -87,12 +103,28 @@ class Manifest:
     def family_of(self, lang: str) -> str:
         return self.doc["languages"][lang]["family"]
 
+    def splits(self, lang: str) -> list[str]:
+        return [s for s in SPLITS if s in self.doc["languages"][lang]["splits"]]
+
+    def parts(self, lang: str, split: str) -> list[Part]:
+        """The split's indexed datasets, with absolute prefixes."""
+        entry = self.doc["languages"][lang]["splits"].get(split)
+        if entry is None:
+            raise DataError(f"language {lang!r} has no {split!r} split in {self.root / 'manifest.json'}")
+        rows = entry["parts"] if "parts" in entry else [entry]
+        return [Part(str(self.root / r["prefix"]), int(r["documents"]), int(r["tokens"]), int(r["bytes"])) for r in rows]
+
     def stats(self, lang: str, split: str) -> SplitStats:
-        s = self.doc["languages"][lang]["splits"][split]
-        return SplitStats(prefix=s["prefix"], documents=s["documents"], tokens=s["tokens"], bytes=s["bytes"])
+        parts = self.parts(lang, split)
+        return SplitStats(prefix=parts[0].prefix, documents=sum(p.documents for p in parts), tokens=sum(p.tokens for p in parts),
+                          bytes=sum(p.bytes for p in parts))
 
     def prefix(self, lang: str, split: str) -> str:
-        return str(self.root / self.stats(lang, split).prefix)
+        """The one indexed dataset of a split (validation and test have one per language)."""
+        parts = self.parts(lang, split)
+        if len(parts) != 1:
+            raise DataError(f"language {lang!r} has {len(parts)} {split!r} prefixes where one is needed")
+        return parts[0].prefix
 
     def tokens(self, split: str = "train") -> dict[str, int]:
         return {lang: self.stats(lang, split).tokens for lang in self.languages}
@@ -109,8 +141,29 @@ class Manifest:
         return {lang: self.stats(lang, split).bytes / max(1, self.stats(lang, split).tokens) for lang in self.languages}
 
     @property
+    def tokenizer(self) -> "TokenizerEntry":
+        from nemo_mlsl.data.tokenizer import TokenizerEntry
+
+        return TokenizerEntry.of(self.doc["tokenizer"])
+
+    @property
     def tokenizer_path(self) -> Path:
+        """The tokenizer's file or directory inside the data directory."""
         return self.root / self.doc["tokenizer"]["model"]
+
+    @property
+    def tokenizer_kind(self) -> str:
+        return self.tokenizer.kind
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        from nemo_mlsl.data.tokenizer import sha256_of
+
+        recorded = self.tokenizer.sha256
+        if recorded:
+            return recorded
+        path = self.tokenizer_path
+        return sha256_of(path / "tokenizer.json" if path.is_dir() else path)
 
     @property
     def vocab_size(self) -> int:

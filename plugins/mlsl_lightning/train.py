@@ -6,7 +6,6 @@ RUN/ holds ``result.json`` (final validation), ``metrics.jsonl`` (every validati
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -51,10 +50,6 @@ def _steps(recipe: Recipe, req: TrainRequest) -> int:
     if req.tokens:
         return recipe.train.steps_for(req.tokens)
     return recipe.train.resolved_max_steps
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def init_checkpoint(path: str | Path) -> Path:
@@ -125,7 +120,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
     m = dm.manifest
     vocab = m.vocab_size
     counts = recipe.params(vocab)
-    model = CausalLM(recipe.model.architecture(), vocab, t.__dict__, steps, _sha256(m.tokenizer_path))
+    model = CausalLM(recipe.model.architecture(), vocab, t.__dict__, steps, m.tokenizer_sha256)
     if init is not None:
         load_weights(model, init)
     run_id = req.run_id or out.name

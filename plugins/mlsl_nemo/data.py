@@ -23,8 +23,8 @@ def blend_paths(data_dir: str, ratios: Mapping[str, float], within: str = "natur
     if train_samples:
         blend.check_epochs(train_samples)
     train: list[Any] = []
-    for lang in blend.train_languages:
-        train += [blend.weights[lang], m.prefix(lang, "train")]
+    for _, prefix, weight in blend.train_parts:
+        train += [weight, prefix]
     val: list[Any] = []
     for lang in blend.validation_languages:
         val += [1.0, m.prefix(lang, "validation")]
@@ -34,9 +34,11 @@ def blend_paths(data_dir: str, ratios: Mapping[str, float], within: str = "natur
         "family_of": {l: m.family_of(l) for l in m.languages},
         "bytes_per_token": m.bytes_per_token("validation"),
         "tokenizer_model": str(m.tokenizer_path),
+        "tokenizer_kind": m.tokenizer_kind,
         "family_ratios": blend.family_ratios,
         "vocab_size": m.vocab_size,
         "train_languages": blend.train_languages,
         "train_tokens": m.tokens("train"),
         "family_tokens": m.family_tokens("train"),
+        "cache_dir": str(m.root / ".cache"),  # megatron's sample indices: in the data directory, never beside a user's prefixes
     }

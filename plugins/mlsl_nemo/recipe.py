@@ -40,6 +40,18 @@ def gpt_config(model: ModelConfig, vocab_size: int | None, dropout: float = 0.0)
     )
 
 
+def nemo_tokenizer(kind: str, path: str):
+    """NeMo's own tokenizer class for the prepared data's tokenizer (a local file or directory: nothing downloaded)."""
+    import nemo_run as run
+
+    if kind == "sentencepiece":
+    
+        return run.Config(SentencePieceTokenizer, model_path=path)
+    from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
+
+    return run.Config(AutoTokenizer, pretrained_model_name=path, use_fast=True)
+
+
 def _ratios(ratios: str | Mapping[str, float] | None) -> dict[str, float]:
     if ratios is None:
         raise ConfigError("NeMo recipes need family ratios: ratios='fam=p,...' (or --ratios)")
@@ -77,7 +89,6 @@ def pretrain_recipe(
     from megatron.core.optimizer import OptimizerConfig
     from nemo import lightning as nl
     from nemo.collections import llm
-    from nemo.collections.common.tokenizers.sentencepiece_tokenizer import SentencePieceTokenizer
     from nemo.collections.llm.gpt.data.pre_training import PreTrainingDataModule
     from nemo.collections.llm.recipes.log.default import default_log, default_resume, tensorboard_logger
     from nemo.collections.llm.recipes.precision.mixed_precision import bf16_mixed
@@ -134,8 +145,8 @@ def pretrain_recipe(
     )
     data_module = run.Config(
         PreTrainingDataModule, paths=blend["paths"], seq_length=t.seq_length, global_batch_size=t.global_batch_size,
-        micro_batch_size=t.micro_batch_size, tokenizer=run.Config(SentencePieceTokenizer, model_path=blend["tokenizer_model"]),
-        split=None, seed=seed, num_workers=2,
+        micro_batch_size=t.micro_batch_size, tokenizer=nemo_tokenizer(blend["tokenizer_kind"], blend["tokenizer_model"]),
+        split=None, seed=seed, num_workers=2, index_mapping_dir=blend["cache_dir"],
     )
     warm = min(0.5, t.warmup_steps / steps)
     if t.schedule == "cosine":

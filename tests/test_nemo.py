@@ -257,13 +257,14 @@ def test_the_mixture_monitor_reads_the_built_blend_of_nemos_datamodule(synth_dat
 
     from mlsl_nemo.callback import NeMoMixtureMonitorCallback
     from mlsl_nemo.recipe import pretrain_recipe
-    from nemo_mlsl.data.blend import BlendConfig, FamilyBlend
+    from nemo_mlsl.data.blend import BlendConfig, FamilyBlend, one_process_group
     from nemo_mlsl.data.manifest import Manifest
 
     recipe = pretrain_recipe("atlas_s00", str(synth_data), "amber=0.5,cobalt=0.3,jade=0.2", num_gpus_per_node=1, check_epochs=False,
                              max_steps=40, overrides=["model.seq_length=64", "train.global_batch_size=16", "train.micro_batch_size=8"])
     dm = fdl.build(recipe.data)
-    dm.build(trainer_max_steps=40, trainer_val_check_interval=40, trainer_limit_val_batches=1, trainer_limit_test_batches=1)
+    with one_process_group():  # NeMo builds under torch.distributed (megatron caches the blend's indices then)
+        dm.build(trainer_max_steps=40, trainer_val_check_interval=40, trainer_limit_val_batches=1, trainer_limit_test_batches=1)
     monitor = fdl.build(next(c for c in recipe.trainer.callbacks if c.__fn_or_cls__ is NeMoMixtureMonitorCallback))
 
     class Trainer:  # what the monitor reads from Lightning's trainer

@@ -142,7 +142,7 @@ class FamilyBlend:
         n_val = val_samples_per_language * len(val_langs)
         # Without torch.distributed megatron builds indices in memory and says so at WARNING for every build.
         logging.getLogger("megatron.core.datasets").setLevel(logging.ERROR)
-        with warnings.catch_warnings(), _process_group():
+        with warnings.catch_warnings(), one_process_group():
             warnings.simplefilter("ignore")
             train_ds, val_ds, _ = BlendedMegatronDatasetBuilder(
                 GPTDataset, [train_samples, n_val, None], lambda: True, self._gpt_config(cache, [train, val, None])
@@ -155,7 +155,7 @@ class FamilyBlend:
 
 
 @contextlib.contextmanager
-def _process_group():
+def one_process_group():
     """A one-process gloo group (in-memory store, no port) while megatron builds, unless one exists already."""
     import torch.distributed as dist
 

@@ -45,7 +45,8 @@ def nemo_tokenizer(kind: str, path: str):
     import nemo_run as run
 
     if kind == "sentencepiece":
-    
+        from nemo.collections.common.tokenizers.sentencepiece_tokenizer import SentencePieceTokenizer
+
         return run.Config(SentencePieceTokenizer, model_path=path)
     from nemo.collections.common.tokenizers.huggingface.auto_tokenizer import AutoTokenizer
 

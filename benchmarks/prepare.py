@@ -13,7 +13,6 @@ the corpus.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,69 +41,68 @@ def run_prepare(raw: Path, out: Path, tok: str, workers: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def plain_loop(raw: Path, out: Path, model: str, seed: int = 1234) -> float:
-    """The single-process reference: same splits, same files; returns its seconds."""
-    import sentencepiece as spm
-
-    from nemo_mlsl.data.indexed import token_dtype, write_index
+def split_documents(path: Path, seed: int):
+    """(split, text) of every non-empty document of a .jsonl file, split as ``prepare`` splits (its seeded indices)."""
     from nemo_mlsl.data.prepare import count_documents, split_indices
 
-    t = time.perf_counter()
-    sp = spm.SentencePieceProcessor(model_file=model)
-    eod, dtype = sp.eos_id(), token_dtype(sp.get_piece_size())
-    for path in sorted(raw.glob("*.jsonl")):
-        code = path.stem
-        val, test = (set(x.tolist()) for x in split_indices(count_documents(path), code, seed, None))
-        files = {s: open(out / f"{s}_{code}.bin", "wb") for s in ("train", "validation", "test")}
-        lengths = {s: [] for s in files}
-        i = 0
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                split = "validation" if i in val else "test" if i in test else "train"
-                i += 1
-                text = json.loads(line)["text"]
-                if not text.strip():
-                    continue
-                ids = sp.encode(text) + [eod]
-                files[split].write(np.asarray(ids, dtype=dtype).tobytes())
-                lengths[split].append(len(ids))
-        for s, fh in files.items():
-            fh.close()
-            write_index(out / f"{s}_{code}.idx", dtype, np.asarray(lengths[s], dtype=np.int32))
-    return time.perf_counter() - t
+    val, test = (set(x.tolist()) for x in split_indices(count_documents(path), path.stem, seed, None))
+    i = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            split = "validation" if i in val else "test" if i in test else "train"
+            i += 1
+            text = json.loads(line)["text"]
+            if text.strip():
+                yield split, text
 
 
-def megatron_loop(raw: Path, out: Path, model: str, seed: int = 1234) -> float:
-    """The same loop writing through megatron-core's ``IndexedDatasetBuilder`` (what its preprocess_data does in
-    each worker)."""
+class _OwnWriter:
+    def __init__(self, prefix: str, dtype):
+        self.prefix, self.dtype, self.fh, self.lengths = prefix, dtype, open(prefix + ".bin", "wb"), []
+
+    def add(self, ids: np.ndarray) -> None:
+        self.fh.write(ids.tobytes())
+        self.lengths.append(len(ids))
+
+    def finalize(self) -> None:
+        from nemo_mlsl.data.indexed import write_index
+
+        self.fh.close()
+        write_index(self.prefix + ".idx", self.dtype, np.asarray(self.lengths, dtype=np.int32))
+
+
+class _MegatronWriter:
+    """megatron-core's ``IndexedDatasetBuilder``, what its preprocess_data writes with in each worker."""
+
+    def __init__(self, prefix: str, dtype):
+        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+        self.prefix, self.builder = prefix, IndexedDatasetBuilder(prefix + ".bin", dtype=dtype)
+
+    def add(self, ids: np.ndarray) -> None:
+        self.builder.add_document(ids, [len(ids)])
+
+    def finalize(self) -> None:
+        self.builder.finalize(self.prefix + ".idx")
+
+
+def single_process_loop(raw: Path, out: Path, model: str, writer, seed: int = 1234) -> float:
+    """The single-process reference: parse, encode, write each document; same splits, same files. Returns seconds."""
     import sentencepiece as spm
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
     from nemo_mlsl.data.indexed import token_dtype
-    from nemo_mlsl.data.prepare import count_documents, split_indices
 
     t = time.perf_counter()
     sp = spm.SentencePieceProcessor(model_file=model)
     eod, dtype = sp.eos_id(), token_dtype(sp.get_piece_size())
     for path in sorted(raw.glob("*.jsonl")):
-        code = path.stem
-        val, test = (set(x.tolist()) for x in split_indices(count_documents(path), code, seed, None))
-        builders = {s: IndexedDatasetBuilder(str(out / f"{s}_{code}.bin"), dtype=dtype) for s in ("train", "validation", "test")}
-        i = 0
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                split = "validation" if i in val else "test" if i in test else "train"
-                i += 1
-                text = json.loads(line)["text"]
-                if text.strip():
-                    ids = sp.encode(text) + [eod]
-                    builders[split].add_document(np.asarray(ids, dtype=dtype), [len(ids)])
-        for s, b in builders.items():
-            b.finalize(str(out / f"{s}_{code}.idx"))
+        writers = {s: writer(str(out / f"{s}_{path.stem}"), dtype) for s in ("train", "validation", "test")}
+        for split, text in split_documents(path, seed):
+            writers[split].add(np.asarray(sp.encode(text) + [eod], dtype=dtype))
+        for w in writers.values():
+            w.finalize()
     return time.perf_counter() - t
 
 
@@ -160,8 +158,8 @@ def main() -> None:
     mb = sum(p.stat().st_size for p in (tmp / "raw").glob("*.jsonl")) / 1e6
     (tmp / "plain").mkdir()
     (tmp / "megatron").mkdir()
-    base = min(plain_loop(tmp / "raw", tmp / "plain", model) for _ in range(2))
-    mega = min(megatron_loop(tmp / "raw", tmp / "megatron", model) for _ in range(2))
+    base = min(single_process_loop(tmp / "raw", tmp / "plain", model, _OwnWriter) for _ in range(2))
+    mega = min(single_process_loop(tmp / "raw", tmp / "megatron", model, _MegatronWriter) for _ in range(2))
     cores = os.cpu_count() or 1
     ceiling = encode_ceiling(tmp / "raw", model, cores)
     rows = {w: min((run_prepare(tmp / "raw", tmp / f"w{w}-{k}", model, w) for k in range(2)), key=lambda r: r["seconds"])

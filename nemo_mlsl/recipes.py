@@ -95,7 +95,8 @@ class Recipe:
         return d
 
 
-def _typed(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
+def typed(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
+    """A dataclass from a mapping, refusing unknown fields by name (the YAML → typed config step)."""
     data = dict(data or {})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
@@ -144,8 +145,8 @@ def load(name_or_path: str, overrides: Sequence[str] = (), *, num_nodes: int | N
     recipe = Recipe(
         name=data.get("name", path.stem), source=source, description=data.get("description", ""),
         model=ModelConfig.from_mapping(data["model"], f"{where}: model"),
-        train=_typed(TrainSettings, data.get("train"), f"{where}: train"),
-        parallel=_typed(ParallelSettings, data.get("parallel"), f"{where}: parallel"),
+        train=typed(TrainSettings, data.get("train"), f"{where}: train"),
+        parallel=typed(ParallelSettings, data.get("parallel"), f"{where}: parallel"),
         vocab_size=data.get("vocab_size"), paper=dict(data.get("paper") or {}), path=str(path),
     )
     validate_parallel(recipe, num_nodes, gpus_per_node)

@@ -62,7 +62,6 @@ def assert_figure(path: Path, inches: tuple[float, float], min_colors: int = 3, 
     """A PNG written by ``plots.save``: the figure's size (so its panel layout), and drawn content in several
     colours (axes alone are black on white; every plotted series adds a colour)."""
     import matplotlib.image as mpimg
-    import numpy as np
 
     img = mpimg.imread(path)[..., :3]
     h, w = img.shape[:2]

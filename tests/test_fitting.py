@@ -186,8 +186,6 @@ def _hand_metrics(observed, predicted):
 def _reloaded(lf):
     import json
 
-    from nemo_mlsl.fitting import LawFit
-
     return json.loads(json.dumps(lf.to_dict(), sort_keys=True))  # what fit.json holds (sorted keys)
 
 

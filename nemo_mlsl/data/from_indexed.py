@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +28,7 @@ import numpy as np
 import yaml
 
 from nemo_mlsl.data.indexed import IndexedData
-from nemo_mlsl.data.manifest import SCHEMA_VERSION, Manifest, write_json_atomic
+from nemo_mlsl.data.manifest import SCHEMA_VERSION, Manifest, staged_directory, write_json_atomic
 from nemo_mlsl.data.tokenizer import Tokenizer, load_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap, normalize_code
@@ -159,9 +156,7 @@ def prepare_indexed(cfg: IndexedConfig, log: Callable[[str], None] = lambda line
         if current.doc.get("fingerprint") == fp:
             return current
         raise ConfigError(f"{out} already holds prepared data from other inputs or options; pass --force to rebuild")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
+    with staged_directory(out) as stage:
         languages: dict[str, dict] = {}
         for s in specs:
             rng = np.random.default_rng([cfg.seed, int(hashlib.md5(s.code.encode()).hexdigest()[:8], 16)])
@@ -209,14 +204,4 @@ def prepare_indexed(cfg: IndexedConfig, log: Callable[[str], None] = lambda line
         doc = {"schema_version": SCHEMA_VERSION, "fingerprint": fp, "seed": cfg.seed, "source": {"indexed": str(Path(cfg.spec).resolve())},
                "tokenizer": tok.install(stage), "languages": languages, "families": fams}
         write_json_atomic(stage / "manifest.json", doc)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(stage, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return Manifest.load(out)

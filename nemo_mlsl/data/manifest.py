@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nemo_mlsl.errors import DataError
+
+if TYPE_CHECKING:
+    from nemo_mlsl.data.tokenizer import TokenizerEntry
 
 SCHEMA_VERSION = 2
 READS = (1, 2)  # schema 1: one SentencePiece tokenizer, one prefix per language and split, every split
@@ -32,6 +37,26 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def staged_directory(out: Path):
+    """Build a data directory in a staging directory beside ``out`` and swap it in only when complete: a failure
+    (or a kill) leaves ``out`` as it was and no half-written directory behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield stage
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(stage, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
         raise
 
 

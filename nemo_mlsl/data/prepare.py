@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from nemo_mlsl.data.indexed import token_dtype, write_index
-from nemo_mlsl.data.manifest import SCHEMA_VERSION, SPLITS, Manifest, write_json_atomic
+from nemo_mlsl.data.manifest import SCHEMA_VERSION, SPLITS, Manifest, staged_directory, write_json_atomic
 from nemo_mlsl.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap, normalize_code
@@ -513,9 +512,7 @@ def prepare(cfg: PrepareConfig, log: Callable[[str], None] | None = None) -> Man
             return current
         raise ConfigError(f"{out} already holds prepared data from other inputs or options; pass --force to rebuild")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
+    with staged_directory(out) as stage:
         plans = {p: chunk_plan(p) for fs in tqdm(list(files.values()), desc="count", unit="lang", disable=not cfg.progress)
                  for p in fs if _splittable(p)}
         counts = {code: sum(sum(n for _, _, n in plans[p]) if p in plans else count_documents(p, cfg.text_field) for p in fs)
@@ -563,14 +560,4 @@ def prepare(cfg: PrepareConfig, log: Callable[[str], None] | None = None) -> Man
         doc = {"schema_version": SCHEMA_VERSION, "fingerprint": fp, "seed": cfg.seed, "tokenizer": entry,
                "languages": languages, "families": families}
         write_json_atomic(stage / "manifest.json", doc)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(stage, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return Manifest.load(out)

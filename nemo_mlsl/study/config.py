@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.recipes import typed
 
 
 @dataclass(frozen=True)
@@ -126,15 +127,6 @@ def _merge_quick(conf: Any) -> Any:
     return OmegaConf.merge(conf, quick) if quick is not None else conf
 
 
-def _typed_executor(data: Mapping[str, Any] | None, path: Path) -> ExecutorConfig:
-    data = dict(data or {})
-    known = {f.name for f in fields(ExecutorConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{path}: executor: unknown field(s) {unknown}; valid: {sorted(known)}")
-    return ExecutorConfig(**data)
-
-
 def with_executor(cfg: StudyConfig, **changes: Any) -> StudyConfig:
     """The config with executor fields overridden (``--executor``, ``--max-parallel``), validated again."""
     out = replace(cfg, executor=replace(cfg.executor, **{k: v for k, v in changes.items() if v is not None}))
@@ -170,7 +162,7 @@ def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
             objective=ObjectiveConfig(**(d.get("objective") or {})),
             law=str(d.get("law", "joint_family")), bootstrap=int(d.get("bootstrap", 100)),
             within=str(d.get("within", "natural")), seed=int(d.get("seed", 0)), source=str(path),
-            executor=_typed_executor(d.get("executor"), path),
+            executor=typed(ExecutorConfig, d.get("executor"), f"{path}: executor"),
         )
     except (KeyError, TypeError) as err:
         raise ConfigError(f"{path}: malformed study config ({err}); see studies/default.yaml for the shape") from None

@@ -12,7 +12,6 @@ them twice.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path

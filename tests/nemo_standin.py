@@ -49,6 +49,7 @@ class StandInLauncher:
         from nemo_mlsl.metrics import family_metrics
 
         recipe.trainer.accelerator = "cpu"
+        recipe.trainer.default_root_dir = spec.out  # Lightning's default logger writes here (NeMo's logger does on a GPU)
         trainer = fdl.build(recipe.trainer)
         fam_cb = next(c for c in trainer.callbacks if isinstance(c, NeMoFamilyValidationCallback))
         record_cfg = next(c for c in recipe.trainer.callbacks if "ScalingLawFit" in str(c.__fn_or_cls__)).make_record

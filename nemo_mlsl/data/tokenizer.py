@@ -6,6 +6,7 @@ and records its kind and SHA-256 in the manifest, so runs, checkpoints and NeMo 
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 import json
 import shutil
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-class Tokenizer:
+class Tokenizer(ABC):
     """What the data path needs from a tokenizer."""
 
     kind: str
@@ -35,23 +36,25 @@ class Tokenizer:
     eod_id: int
     pad_id: int  # never in the data (megatron masks the loss of pad positions), so it differs from EOD
 
+    @abstractmethod
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        raise NotImplementedError
+        """Token ids of each text (no special tokens added)."""
 
     def encode_documents(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's ids followed by the end-of-document id (what an indexed dataset stores)."""
         return [ids + [self.eod_id] for ids in self.encode(texts)]
 
+    @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
-        raise NotImplementedError
+        """The text of ``ids``."""
 
     @property
     def sha256(self) -> str:
         return sha256_of(self.path)
 
+    @abstractmethod
     def install(self, data_dir: Path) -> dict:
         """Copy into a prepared data directory; returns the manifest's ``tokenizer`` entry."""
-        raise NotImplementedError
 
     def entry(self, model: str) -> dict:
         return {"kind": self.kind, "model": model, "sha256": self.sha256, "vocab_size": self.vocab_size,
@@ -165,7 +168,3 @@ class TokenizerEntry:
         return cls(doc.get("kind") or doc.get("type") or "sentencepiece", doc["model"], doc.get("sha256"), int(doc["vocab_size"]),
                    int(doc["eod_id"]), int(doc["pad_id"]))
 
-
-def open_installed(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
-    path = data_dir / entry.model
-    return SentencePieceTokenizer(path) if entry.kind == "sentencepiece" else HFTokenizer(path)

@@ -29,8 +29,6 @@ def planted_loss(family: str, N: float, D: float, p: float, run_id: str) -> floa
 
 
 class StandInLauncher:
-    max_parallel = 1
-
     def __init__(self, delay_s: float = 0.0):
         self.delay_s = delay_s
 

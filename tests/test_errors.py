@@ -84,11 +84,10 @@ def test_the_store_survives_pickling_and_deepcopy(tmp_path):
     import pickle
 
     store = ResultsStore(tmp_path / "s.jsonl")
-    with store.lock:
-        pass
+    store.append({"run_id": "first", "N": 1.0, "D": 1.0, "ratios": {"a": 1.0}, "family_loss": {"a": 1.0}})  # takes the lock
     for clone in (copy.deepcopy(store), pickle.loads(pickle.dumps(store))):
         clone.append({"run_id": f"r{id(clone)}", "N": 1.0, "D": 1.0, "ratios": {"a": 1.0}, "family_loss": {"a": 1.0}})
-    assert len(store.read()) == 2
+    assert len(store.read()) == 3
 
 
 def test_optimize_with_data_caps_puts_a_short_family_exactly_at_its_cap(tmp_path, lopsided_data):

@@ -95,12 +95,6 @@ class IndexedData:
         return np.concatenate([np.asarray(data[p // size: p // size + n]) for p, n in zip(self.pointers[s0:s1], self.lengths[s0:s1])]) \
             if s1 > s0 else np.zeros(0, dtype=self.dtype)
 
-    def document_tokens(self, docs: Sequence[int]) -> np.ndarray:
-        """Token counts of the given documents."""
-        starts, ends = self.doc_index[np.asarray(docs)], self.doc_index[np.asarray(docs) + 1]
-        csum = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
-        return csum[ends] - csum[starts]
-
     def write_subset(self, dest: str | Path, docs: Sequence[int]) -> int:
         """An index over the given documents (in that order) at ``dest.idx``, its ``.bin`` a link to this one's:
         nothing is copied or rewritten. Returns the tokens it holds."""

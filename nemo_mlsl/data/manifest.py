@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2
 READS = (1, 2)  # schema 1: one SentencePiece tokenizer, one prefix per language and split, every split
 SPLITS = ("train", "validation", "test")
-REQUIRED_SPLITS = ("train", "validation")
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

@@ -66,8 +66,6 @@ class Launcher(Protocol):
 class InlineLauncher:
     """One run after the other in this process (the default for CPU studies: no scheduler, no startup cost)."""
 
-    max_parallel = 1
-
     def launch(self, backend: Backend, specs: Sequence[RunSpec], on_done: OnDone) -> None:
         for spec in specs:
             spec.clean()

@@ -150,9 +150,6 @@ class Study:
                 caps[fam] = min(cap, caps.get(fam, cap))
         return caps
 
-    def specs(self, runs: Sequence[planning.PlannedRun], manifest: Manifest) -> list[RunSpec]:
-        return run_specs(runs, self.out, manifest, law=self.cfg.law, within=self.cfg.within)
-
     def _execute(self, runs: list[planning.PlannedRun], manifest: Manifest, bar: "StudyProgress", phase: int) -> None:
         if self.backend is None:
             raise ConfigError("no training backend given")

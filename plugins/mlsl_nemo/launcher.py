@@ -35,10 +35,6 @@ class NeMoRunLauncher:
         self.title = title
         self.poll_s = poll_s
 
-    @property
-    def max_parallel(self) -> int:
-        return self.config.max_parallel
-
     # -- executors -------------------------------------------------------------------------------------
     def executor(self, backend: Backend) -> Any:
         import nemo_run as run

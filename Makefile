@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-quick test test-fast bench gpu-wheels clean
+# Megatron-Bridge: its own Python 3.12 environment (make setup-bridge), tests in make test-bridge.
+BRIDGE_VENV := .venv-bridge
+BRIDGE_STAMP := $(BRIDGE_VENV)/.installed
+PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: setup setup-bridge demo demo-quick test test-fast test-bridge bench gpu-wheels gpu-wheels-bridge clean
 
 setup: $(STAMP)
 
@@ -12,11 +18,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==23.2.1"
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[nemo,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,nemo,test]'
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e tests/fixtures/thirdparty_plugin
 	# setuptools leaves *.egg-info in the source tree; from the repo root it would shadow the installed metadata
-	find . -name '*.egg-info' -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+	find . -name '*.egg-info' -not -path './.venv*' -prune -exec rm -rf {} +
 	touch $(STAMP)
+
+setup-bridge: $(BRIDGE_STAMP)
+
+$(BRIDGE_STAMP): pyproject.toml requirements-bridge.txt
+	@test -n "$(PYTHON312)" || { echo "make setup-bridge: needs Python 3.12 (python3.12 on PATH, or PYTHON312=/path/to/python3.12)"; exit 2; }
+	$(PYTHON312) -m venv $(BRIDGE_VENV)
+	$(BRIDGE_VENV)/bin/pip install --quiet --no-deps -r requirements-bridge.txt
+	$(BRIDGE_VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	find . -name '*.egg-info' -not -path './.venv*' -prune -exec rm -rf {} +
+	$(BRIDGE_VENV)/bin/python -c "import mlsl_bridge.recipe"
+	touch $(BRIDGE_STAMP)
 
 demo: setup
 	$(BIN)/mlsl study --config studies/default.yaml --out out/study
@@ -26,6 +43,9 @@ demo-quick: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-bridge: setup-bridge
+	MLSL_REQUIRE_BRIDGE=1 $(BRIDGE_VENV)/bin/python -m pytest -q tests/test_bridge.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -37,6 +57,9 @@ bench: setup
 
 gpu-wheels: setup
 	gpu/fetch_wheels.sh
+
+gpu-wheels-bridge: setup
+	gpu/fetch_wheels.sh --bridge
 
 clean:
 	rm -rf out .pytest_cache

@@ -106,8 +106,33 @@ def _tags(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def _bridge(module: str) -> Any:
+    """An ``mlsl_bridge`` module; a named error where Megatron-Bridge is not installed (its own environment)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("megatron") is None or importlib.util.find_spec("megatron.bridge") is None:
+        raise ConfigError("--backend bridge needs Megatron-Bridge, which lives in its own Python 3.12 environment: "
+                          "run `make setup-bridge` once, then use .venv-bridge/bin/mlsl")
+    return importlib.import_module(module)
+
+
+def _train_bridge(a: argparse.Namespace) -> int:
+    mod = _bridge("mlsl_bridge.train")
+    record = mod.train(mod.BridgeRequest(
+        recipe=a.recipe, data=a.data, ratios=_ratios_arg(a.ratios), out=a.out, tokens=a.tokens, max_steps=a.max_steps, seed=a.seed,
+        within=a.within, run_id=a.run_id, tb_root=a.tb_root, store=a.store, report_dir=a.report_dir,
+        law=None if a.law == "none" else a.law, bootstrap=a.bootstrap, overrides=a.overrides, num_nodes=a.nodes,
+        gpus_per_node=a.gpus_per_node, extra_record=_tags(a.tag)))
+    if record:
+        print(f"recorded {record['run_id']} in {a.store}: N={record['N']:,} D={record['D']:,}")
+    return 0
+
+
 @command
 def cmd_train(a: argparse.Namespace) -> int:
+    if a.backend == "bridge":
+        return _train_bridge(a)
     from mlsl_lightning.train import TrainRequest, train
 
     result = train(TrainRequest(recipe=a.recipe, data=a.data, ratios=_ratios_arg(a.ratios), out=a.out, overrides=a.overrides,
@@ -196,6 +221,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def study_backend(name: str, executor) -> Any:
+    if name == "bridge":
+        return _bridge("mlsl_bridge.study").BridgeBackend(gpus_per_run=executor.gpus_per_run, nodes_per_run=executor.nodes_per_run)
     if name == "nemo":
         from mlsl_nemo.study import NeMoBackend
 
@@ -227,7 +254,7 @@ def cmd_study(a: argparse.Namespace) -> int:
     if a.dry_run:
         plan = study.run(dry_run=True)
         runs = plan["phase1"]
-        what = "NeMo runs" if a.backend == "nemo" else "runs"
+        what = {"nemo": "NeMo runs", "bridge": "Megatron-Bridge runs"}.get(a.backend, "runs")
         print(f"study {cfg.name}: {len(runs)} phase-1 {what} on the {a.backend} backend, executor {cfg.executor.type} "
               f"(at most {cfg.executor.max_parallel} in flight); phase 2, the largest rung at the optimum and baselines, "
               "is planned after the fit")
@@ -294,6 +321,8 @@ def cmd_recipes(a: argparse.Namespace) -> int:
         print(f"# {r.path}")
         _print_json({**r.to_dict(), "counts": _recipe_row(a.name)})
         return 0
+    if a.backend == "bridge":
+        return _build_bridge(a)
     from mlsl_nemo.recipe import pretrain_recipe
 
     build = lambda check: pretrain_recipe(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
@@ -312,6 +341,48 @@ def cmd_recipes(a: argparse.Namespace) -> int:
 
     executor = run.LocalExecutor(ntasks_per_node=a.gpus_per_node or load(a.name).parallel.gpus_per_node, launcher="torchrun")
     run.run(recipe, executor=executor, name=a.name)
+    return 0
+
+
+def _build_bridge(a: argparse.Namespace) -> int:
+    """``mlsl recipes build NAME --backend bridge``: the validated ``ConfigContainer`` (``--dry-run``), or a
+    ``torchrun`` of ``mlsl train --backend bridge`` on this node's GPUs."""
+    from nemo_mlsl.recipes import load
+
+    mod = _bridge("mlsl_bridge.recipe")
+    build = lambda check: mod.bridge_run(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
+                                         num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides,
+                                         check_epochs=check, validate=False)
+    if not a.dry_run:
+        if not (a.data and a.ratios and a.log_dir):
+            raise ConfigError("mlsl recipes build --backend bridge without --dry-run trains: give --data, --ratios and --log-dir")
+        gpus = a.gpus_per_node or load(a.name, a.overrides).parallel.gpus_per_node
+        build(True)  # refuse bad input before launching
+        cmd = ["torchrun", f"--nproc-per-node={gpus}", "-m", "nemo_mlsl.cli", "train", "--backend", "bridge", "--recipe", a.name,
+               "--data", a.data, "--ratios", a.ratios, "--within", a.within, "--out", a.log_dir, "--gpus-per-node", str(gpus),
+               *(["--store", a.store] if a.store else []), *a.overrides]
+        import subprocess
+
+        return subprocess.call(cmd)
+    warning = None
+    try:
+        run = build(True)
+    except ConfigError as err:  # show the configuration anyway; the run itself would refuse to start
+        run, warning = build(False), err
+    p = run.recipe.parallel
+    gpus = (a.nodes or p.num_nodes) * (a.gpus_per_node or p.gpus_per_node)
+    checked = mod.validated(run.config, gpus)
+    print(f"# Megatron-Bridge ConfigContainer for {run.recipe.name}: validated by Bridge for {gpus} GPU(s) "
+          f"(TP={p.tensor_model_parallel_size}, PP={p.pipeline_model_parallel_size}, CP={p.context_parallel_size}); "
+          f"{run.steps:,} steps; layers: {run.impl}")
+    if run.blend is None:
+        print("# no --data: Bridge's mock dataset and a null tokenizer stand in for the family blend (give --data DIR --ratios ...)")
+    else:
+        print(f"# family blend: {len(run.blend['train_languages'])} training prefixes, validation over "
+              f"{len(run.blend['validation_languages'])} languages (dataset_id order: {', '.join(run.blend['validation_languages'])})")
+    if warning:
+        print(f"# warning: {warning}")
+    print(mod.to_yaml(checked), end="")
     return 0
 
 
@@ -525,7 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--normalize", action="store_true")
     s.add_argument("--json", action="store_true")
 
-    s = sub.add_parser("train", help="train one run on CPU with per-family validation")
+    s = sub.add_parser("train", help="train one run with per-family validation (CPU Lightning, or Megatron-Bridge on GPUs)")
+    s.add_argument("--backend", choices=["cpu", "bridge"], default="cpu",
+                   help="cpu: the Lightning CPU path; bridge: Megatron-Bridge's pretrain() (GPUs; one process per GPU under torchrun)")
+    s.add_argument("--nodes", type=int, help="bridge: nodes of the run (default: the recipe's)")
+    s.add_argument("--gpus-per-node", type=int, help="bridge: GPUs per node (default: the recipe's)")
     s.add_argument("--recipe", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--ratios", required=True)
@@ -584,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus-per-node", type=int)
     s.add_argument("--log-dir")
     s.add_argument("--store")
+    s.add_argument("--backend", choices=["nemo", "bridge"], default="nemo",
+                   help="nemo: NeMo 2's run.Partial(llm.pretrain); bridge: Megatron-Bridge's ConfigContainer")
     s.add_argument("--dry-run", action="store_true")
 
     s = sub.add_parser("transfer", help="cross-lingual transfer: design runs, train them, score the BTS matrix, "
@@ -628,8 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("study", help="run a whole scaling-law study (design, runs, fit, optimum, confirmation, report)")
     s.add_argument("--config", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--backend", choices=["cpu", "nemo"], default="cpu",
-                   help="what trains a run: the CPU Lightning path, or NeMo 2 recipes (GPUs)")
+    s.add_argument("--backend", choices=["cpu", "nemo", "bridge"], default="cpu",
+                   help="what trains a run: the CPU Lightning path, NeMo 2 recipes or Megatron-Bridge (GPUs)")
     s.add_argument("--executor", choices=["inline", "local", "slurm"],
                    help="where runs execute: in this process one after the other (inline, the default), or as jobs of "
                         "NeMo-Run's local or Slurm executor (overrides the study YAML's executor.type)")

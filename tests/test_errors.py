@@ -120,3 +120,21 @@ def test_optimize_with_data_caps_puts_a_short_family_exactly_at_its_cap(tmp_path
                    "--max-epochs", "1").stdout
     assert f"data cap {tokens[short] / D:.4f} (binding)" in text
     assert np.isclose(sum(out["ratios"].values()), 1.0)
+
+
+def _have_bridge() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("megatron.bridge") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(_have_bridge(), reason="this environment has Megatron-Bridge")
+def test_bridge_backend_outside_its_environment(tmp_path):
+    """The CPU/NeMo environment has no Megatron-Bridge: every --backend bridge says where it lives."""
+    for args in (("recipes", "build", "atlas_s00", "--backend", "bridge", "--dry-run"),
+                 ("train", "--backend", "bridge", "--recipe", "cpu_15k", "--data", tmp_path, "--ratios", "a=1", "--out", tmp_path / "r"),
+                 ("study", "--config", "studies/default.yaml", "--out", tmp_path / "s", "--backend", "bridge", "--dry-run")):
+        assert "needs Megatron-Bridge, which lives in its own Python 3.12 environment: run `make setup-bridge`" in fails(*args)

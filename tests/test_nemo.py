@@ -160,7 +160,7 @@ def _reduction_worker(rank, world, init, out):
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_family_loss_reduction_over_data_parallel_ranks(tmp_path, world):
-    from mlsl_nemo.loss_reduction import microbatch_language_sums
+    from nemo_mlsl.distributed import microbatch_language_sums
 
     mp.spawn(_reduction_worker, args=(world, f"file://{tmp_path}/rdzv", str(tmp_path / "o.json")), nprocs=world, join=True)
     got = json.loads((tmp_path / "o.json").read_text())

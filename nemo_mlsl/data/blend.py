@@ -223,3 +223,34 @@ class BuiltBlend:
             f["epochs"] = f["tokens"] / max(1, fam_tokens[fam])
         return {"families": dict(sorted(families.items())), "languages": languages,
                 "samples": int(total), "seq_length": seq}
+
+
+def blend_paths(data_dir: str, ratios: Mapping[str, float], within: str = "natural", normalize: bool = False, *,
+                train_samples: int | None = None, seq_length: int = 128, max_epochs: float = DEFAULT_MAX_EPOCHS) -> dict[str, Any]:
+    """The blend in the flat ``[w, prefix, ...]`` form megatron-based trainers take (NeMo's ``PreTrainingDataModule``
+    ``paths``; Megatron-Bridge's ``blend_per_split``) plus the lookup tables the family callbacks need; with ``train_samples``
+    the epoch caps of every family and language are checked here, before any job is submitted."""
+    m = Manifest.load(data_dir)
+    blend = FamilyBlend(m, BlendConfig(dict(ratios), within, seq_length=seq_length, max_epochs=max_epochs, normalize=normalize))
+    if train_samples:
+        blend.check_epochs(train_samples)
+    train: list[Any] = []
+    for _, prefix, weight in blend.train_parts:
+        train += [weight, prefix]
+    val: list[Any] = []
+    for lang in blend.validation_languages:
+        val += [1.0, m.prefix(lang, "validation")]
+    return {
+        "paths": {"train": train, "validation": val, "test": val},
+        "validation_languages": blend.validation_languages,
+        "family_of": {l: m.family_of(l) for l in m.languages},
+        "bytes_per_token": m.bytes_per_token("validation"),
+        "tokenizer_model": str(m.tokenizer_path),
+        "tokenizer_kind": m.tokenizer_kind,
+        "family_ratios": blend.family_ratios,
+        "vocab_size": m.vocab_size,
+        "train_languages": blend.train_languages,
+        "train_tokens": m.tokens("train"),
+        "family_tokens": m.family_tokens("train"),
+        "cache_dir": str(m.root / ".cache"),  # megatron's sample indices: in the data directory, never beside a user's prefixes
+    }

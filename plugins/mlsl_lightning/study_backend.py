@@ -32,7 +32,7 @@ class CPUBackend:
     def command(self, spec: RunSpec) -> list[str]:
         r = spec.run
         cmd = [sys.executable, "-m", "nemo_mlsl.cli", "train", "--recipe", r.rung, "--data", spec.data,
-               "--ratios", ",".join(f"{f}={p!r}" for f, p in r.ratios.items()), "--out", spec.out, "--tokens", str(r.tokens),
+               "--ratios", ",".join(f"{f}={float(p)!r}" for f, p in r.ratios.items()), "--out", spec.out, "--tokens", str(r.tokens),
                "--seed", str(r.seed), "--run-id", spec.run_id, "--tb-root", spec.tb_root, "--store", spec.store,
                "--report-dir", spec.report_dir, "--law", spec.law or "none", "--bootstrap", "0", "--within", spec.within,
                "--no-progress"]

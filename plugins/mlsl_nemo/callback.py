@@ -126,7 +126,7 @@ class NeMoHparamsCallback(pl.Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        from mlsl_lightning.callbacks.tensorboard_layout import custom_scalars_layout
+        from nemo_mlsl.tb_layout import custom_scalars_layout
 
         impl = getattr(getattr(pl_module, "config", None), "mlsl_transformer_impl", None)
         if impl:

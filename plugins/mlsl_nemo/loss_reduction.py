@@ -12,15 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-
-def microbatch_language_sums(per_token_loss: torch.Tensor, loss_mask: torch.Tensor, dataset_id: torch.Tensor, n: int) -> torch.Tensor:
-    """``[2, n]`` sums of masked token loss and token counts, indexed by ``dataset_id``."""
-    loss, mask = per_token_loss.float(), loss_mask.float()
-    out = torch.zeros(2, n, dtype=torch.float64, device=loss.device)
-    ids = dataset_id.long().to(loss.device)
-    out[0].index_add_(0, ids, (loss * mask).sum(-1).double())
-    out[1].index_add_(0, ids, mask.sum(-1).double())
-    return out
+from nemo_mlsl.distributed import microbatch_language_sums
 
 
 @functools.lru_cache(maxsize=None)

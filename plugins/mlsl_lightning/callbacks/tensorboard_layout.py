@@ -7,20 +7,9 @@ from typing import Any, Mapping
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from nemo_mlsl.tb_layout import custom_scalars_layout
 
-def custom_scalars_layout() -> dict[str, dict[str, list]]:
-    return {
-        "families": {
-            "validation loss": ["Multiline", [r"val_family/.*/loss"]],
-            "validation bits per byte": ["Multiline", [r"val_family/.*/bpb"]],
-            "realized mixture": ["Multiline", [r"mixture/.*/ratio"]],
-            "epochs of data": ["Multiline", [r"mixture/.*/epochs"]],
-        },
-        "languages": {
-            "validation loss": ["Multiline", [r"val_language/.*/loss"]],
-            "validation bits per byte": ["Multiline", [r"val_language/.*/bpb"]],
-        },
-    }
+__all__ = ["TensorBoardLayoutCallback", "custom_scalars_layout"]
 
 
 class TensorBoardLayoutCallback(pl.Callback):

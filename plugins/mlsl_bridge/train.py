@@ -1,0 +1,96 @@
+"""One run on Megatron-Bridge: the rung's ``ConfigContainer``, the family forward step and the family
+callback, handed to Bridge's ``pretrain()`` (``mlsl train --backend bridge``; one process per GPU under
+``torchrun``). ``build_run`` is everything but the training, so it is tested on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from mlsl_bridge.callback import BridgeRunRecord, FamilyValidationCallback
+from mlsl_bridge.forward_step import FamilyForwardStep
+from mlsl_bridge.recipe import BridgeRun, bridge_run
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.live_fit import LiveFit
+
+
+@dataclass
+class BridgeRequest:
+    recipe: str
+    data: str
+    ratios: Mapping[str, float] | str
+    out: str
+    tokens: float | None = None
+    max_steps: int | None = None
+    seed: int = 1234
+    within: str = "natural"
+    run_id: str | None = None
+    tb_root: str | None = None  # TensorBoard logs go to TB_ROOT/RUN_ID (a study's shared root), else OUT/tb
+    store: str | None = None
+    report_dir: str | None = None
+    law: str | None = "joint_family"
+    bootstrap: int = 0
+    overrides: Sequence[str] = ()
+    num_nodes: int | None = None
+    gpus_per_node: int | None = None
+    extra_record: Mapping[str, Any] = field(default_factory=dict)
+    check_epochs: bool = True  # refuse a run that repeats a family's or language's data past max_data_epochs
+
+
+@dataclass
+class BuiltBridgeRun:
+    run: BridgeRun
+    forward_step: FamilyForwardStep
+    callback: FamilyValidationCallback
+
+
+def build_run(req: BridgeRequest) -> BuiltBridgeRun:
+    """Config, forward step and callback for one run (nothing trained, nothing written)."""
+    from nemo_mlsl.recipes import load
+
+    if req.tokens is not None and req.max_steps is not None:
+        raise ConfigError("give --tokens or --max-steps, not both")
+    if not req.data:
+        raise ConfigError("a Bridge run needs the prepared data directory (--data DIR)")
+    steps = req.max_steps
+    if req.tokens is not None:
+        steps = load(req.recipe, req.overrides).train.steps_for(req.tokens)
+    run = bridge_run(req.recipe, req.data, req.ratios, within=req.within, num_nodes=req.num_nodes,
+                     num_gpus_per_node=req.gpus_per_node, dir=req.out, name=req.run_id, overrides=req.overrides, seed=req.seed,
+                     max_steps=steps, validate=False, check_epochs=req.check_epochs,
+                     tb_dir=str(Path(req.tb_root) / (req.run_id or Path(req.out).name)) if req.tb_root else None)
+    blend, recipe = run.blend, run.recipe
+    counts = recipe.params(blend["vocab_size"])
+    make_record = live = None
+    if req.store:
+        make_record = BridgeRunRecord(run_id=run.name, recipe=recipe.name, N=counts.non_embedding, N_total=counts.total,
+                                      tokens_per_step=run.tokens_per_step, ratios=blend["family_ratios"], seed=req.seed,
+                                      flops_per_token=counts.flops_per_token, family_tokens=blend["family_tokens"],
+                                      within=req.within, transformer_impl=run.impl, extra=req.extra_record)
+        live = LiveFit(req.store, req.report_dir or str(Path(req.out) / "fit"), law=req.law, bootstrap=req.bootstrap,
+                       tokens=blend["family_tokens"])
+    hparams = {**{f"ratio/{k}": v for k, v in blend["family_ratios"].items()}, "N": counts.non_embedding,
+               "D": run.steps * run.tokens_per_step, "recipe": recipe.name, "seed": req.seed, "transformer_impl": run.impl,
+               "backend": "bridge"}
+    callback = FamilyValidationCallback(blend["validation_languages"], blend["family_of"], blend["bytes_per_token"],
+                                        make_record=make_record, live_fit=live, hparams=hparams)
+    return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"]), callback)
+
+
+def train(req: BridgeRequest) -> dict[str, Any] | None:
+    """Train the run with Bridge's ``pretrain()``; returns the record (on the last rank, with ``store``)."""
+    import os
+
+    from mlsl_bridge.compat import import_pretrain
+
+    built = build_run(req)
+    if "WORLD_SIZE" not in os.environ and (req.num_nodes or 1) * (req.gpus_per_node or 1) == 1:
+        # one process on one GPU, not under torchrun: the rendezvous torchrun would have set
+        for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29534", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
+            os.environ.setdefault(key, value)
+    Path(req.out).mkdir(parents=True, exist_ok=True)
+    pretrain = import_pretrain()
+    pretrain(built.run.config, built.forward_step, callbacks=[built.callback])
+    return built.callback.record

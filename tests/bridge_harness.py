@@ -1,0 +1,160 @@
+"""Drive Megatron-Bridge's own evaluation on a CPU: Bridge's data iterators over the family blend, Bridge's
+``evaluate()`` with its reduction and callbacks, our forward step; only the GPT model call is a stand-in
+(per-token loss from a fixed formula of tokens and labels, so the truth can be computed directly).
+
+Bridge calls CUDA in a few places (``.cuda()``, ``device="cuda"``, ``torch.cuda.synchronize``); ``cuda_on_cpu``
+redirects those to the CPU for the duration of a test. Used by ``tests/test_bridge.py``, in-process and in
+spawned gloo workers (data parallel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+
+
+def stub_token_loss(tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A deterministic 'per-token loss' in [0.5, 5.5) that differs between tokens."""
+    return ((tokens * 31 + labels * 17) % 97).float() / 97 * 5 + 0.5
+
+
+class StubGPT(torch.nn.Module):
+    """Stands in for megatron-core's GPTModel at the model call only: returns per-token losses."""
+
+    def __init__(self, config: Any):
+        super().__init__()
+        from megatron.core.enums import ModelType
+
+        self.config = config
+        self.model_type = ModelType.encoder_or_decoder
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def set_input_tensor(self, tensor: Any) -> None:
+        pass
+
+    def forward(self, input_ids, position_ids, attention_mask, labels, **kwargs):
+        return stub_token_loss(input_ids, labels)
+
+
+class _CudaOnCpu(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if "device" in kwargs and kwargs["device"] is not None and "cuda" in str(kwargs["device"]):
+            kwargs["device"] = "cpu"
+        if func is torch.Tensor.to and len(args) > 1 and isinstance(args[1], (str, torch.device)) and "cuda" in str(args[1]):
+            args = (args[0], "cpu", *args[2:])
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cuda_on_cpu():
+    saved = torch.cuda.synchronize, torch.cuda.current_device
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.current_device = lambda: "cpu"
+    try:
+        with _CudaOnCpu():
+            yield
+    finally:
+        torch.cuda.synchronize, torch.cuda.current_device = saved
+
+
+class _Recording:
+    """Passes Bridge's batches through, keeping a copy of each (the direct computation's input)."""
+
+    def __init__(self, source):
+        self.source = source
+        self.batches: list[dict[str, torch.Tensor]] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.source)
+        self.batches.append({k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)})
+        return batch
+
+
+def direct_sums(batches: list[dict[str, torch.Tensor]], n_languages: int) -> np.ndarray:
+    """``[languages, 2]`` loss sum and tokens computed straight from the batches (float64, no Bridge, no our code)."""
+    out = np.zeros((n_languages, 2))
+    for b in batches:
+        loss = (stub_token_loss(b["tokens"], b["labels"]).double() * b["loss_mask"].double()).numpy()
+        mask = b["loss_mask"].double().numpy()
+        ids = b["dataset_id"].numpy() if "dataset_id" in b else np.zeros(len(mask), dtype=int)
+        for i, lang in enumerate(ids.tolist()):
+            out[lang, 0] += loss[i].sum()
+            out[lang, 1] += mask[i].sum()
+    return out
+
+
+def evaluate_run(request: Any, out: str | Path, *, final: bool = True) -> dict[str, Any]:
+    """Build the run (``mlsl_bridge.train.build_run``), then one Bridge evaluation at the last step on this process's
+    data-parallel shard. torch.distributed must be initialised (gloo). Writes this rank's batches and results
+    to ``out/rank<k>.json`` and returns them."""
+    from megatron.bridge.data.loaders import build_train_valid_test_data_iterators
+    from megatron.bridge.data.utils import get_dataset_provider
+    from megatron.bridge.training.callbacks import CallbackManager
+    from megatron.bridge.training.config import runtime_config_update
+    from megatron.bridge.training.eval import evaluate
+    from megatron.bridge.training.state import GlobalState
+    from megatron.bridge.training.tokenizers.tokenizer import build_tokenizer
+    from megatron.core import parallel_state
+
+    from mlsl_bridge.train import build_run
+
+    built = build_run(request)
+    cfg = built.run.config
+    cfg.dataset.num_workers, cfg.dataset.pin_memory, cfg.dataset.persistent_workers = 0, False, False
+    with cuda_on_cpu():
+        runtime_config_update(cfg)
+        cfg.dataset.tokenizer = build_tokenizer(cfg.tokenizer)
+        state = GlobalState()
+        state.cfg = cfg
+        _, valid, _ = build_train_valid_test_data_iterators(cfg, state.train_state, get_dataset_provider(cfg.dataset),
+                                                            parallel_state.get_data_parallel_group())
+        recording = _Recording(valid)
+        manager = CallbackManager()
+        manager.add(built.callback)
+        state.train_state.step = cfg.train.train_iters if final else 1
+        total, _, _ = evaluate(state, built.forward_step, recording, [StubGPT(cfg.model)], None, cfg.model,
+                               callback_manager=manager)
+        if state.tensorboard_logger is not None:
+            state.tensorboard_logger.flush()
+    rank = torch.distributed.get_rank()
+    result = {"rank": rank, "total": {k: float(v) for k, v in total.items()}, "last": built.callback.last,
+              "record": built.callback.record, "languages": built.forward_step.languages,
+              "family_of": built.callback.family_of, "bytes_per_token": built.callback.bytes_per_token,
+              "batches": [{k: v.tolist() for k, v in b.items()} for b in recording.batches]}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
+    return result
+
+
+def dp_worker(rank: int, world: int, port: int, request: Any, out: str) -> None:
+    """One data-parallel rank (``torch.multiprocessing.spawn`` target)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from megatron.core import parallel_state
+
+    parallel_state.initialize_model_parallel(1, 1)
+    try:
+        evaluate_run(request, out)
+    finally:
+        parallel_state.destroy_model_parallel()
+        torch.distributed.destroy_process_group()
+
+
+def load_ranks(out: str | Path, world: int) -> list[dict[str, Any]]:
+    results = [json.loads((Path(out) / f"rank{r}.json").read_text()) for r in range(world)]
+    for res in results:
+        res["batches"] = [{k: torch.tensor(v) for k, v in b.items()} for b in res["batches"]]
+    return results

@@ -1,0 +1,361 @@
+"""The Megatron-Bridge backend, on a CPU, in the Bridge environment (``make test-bridge``).
+
+Driven through Bridge's own entry points: ``ConfigContainer`` built and validated by Bridge's runtime update,
+a YAML round trip through Bridge's loader, datasets and iterators from Bridge's dataset provider and loaders,
+and per-language validation through Bridge's real ``evaluate()`` (its reduction over microbatches and the
+data-parallel all-reduce on two gloo ranks) with only the model call stood in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _have_bridge() -> bool:
+    try:
+        return importlib.util.find_spec("megatron.bridge") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+if not _have_bridge():
+    if os.environ.get("MLSL_REQUIRE_BRIDGE"):
+        raise RuntimeError("MLSL_REQUIRE_BRIDGE is set but megatron.bridge does not import: run `make setup-bridge`")
+    pytest.skip("Megatron-Bridge lives in its own Python 3.12 environment: `make test-bridge` runs these tests",
+                allow_module_level=True)
+
+from mlsl_bridge.compat import ensure_importable  # noqa: E402
+
+ensure_importable()  # first: megatron.bridge imports without TransformerEngine
+import torch  # noqa: E402
+
+from bridge_harness import direct_sums, dp_worker, load_ranks  # noqa: E402
+from conftest import run_cli  # noqa: E402
+from nemo_mlsl.data.blend import BlendConfig, FamilyBlend  # noqa: E402
+from nemo_mlsl.data.manifest import Manifest  # noqa: E402
+from nemo_mlsl.errors import ConfigError  # noqa: E402
+from nemo_mlsl.metrics import family_metrics  # noqa: E402
+from nemo_mlsl.recipes import available, load  # noqa: E402
+
+RATIOS = {"amber": 0.5, "cobalt": 0.3, "jade": 0.2}
+SMALL = ["train.global_batch_size=8", "train.micro_batch_size=2", "train.val_samples_per_language=4"]
+
+
+def _request(data, tmp_path, **kw):
+    from mlsl_bridge.train import BridgeRequest
+
+    args = dict(recipe="cpu_15k", data=str(data), ratios=RATIOS, out=str(tmp_path / "run"), max_steps=3, overrides=SMALL,
+                run_id="r0")
+    args.update(kw)
+    return BridgeRequest(**args)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+
+
+def test_every_rung_builds_and_bridge_validates_it():
+    from mlsl_bridge.recipe import bridge_run, validated
+
+    for rung in available():
+        run = bridge_run(rung, None, None)
+        recipe = load(rung)
+        p = recipe.parallel
+        checked = validated(run.config, p.num_nodes * p.gpus_per_node)
+        m = checked.model
+        assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.kv_channels) == (
+            recipe.model.num_layers, recipe.model.hidden_size, recipe.model.ffn_hidden_size, recipe.model.num_attention_heads,
+            recipe.model.head_dim), rung
+        assert (m.tensor_model_parallel_size, m.pipeline_model_parallel_size) == (p.tensor_model_parallel_size,
+                                                                                  p.pipeline_model_parallel_size)
+        assert checked.train.train_iters == recipe.train.resolved_max_steps
+        assert checked.data_parallel_size == p.num_nodes * p.gpus_per_node // (
+            p.tensor_model_parallel_size * p.pipeline_model_parallel_size * p.context_parallel_size)
+        assert run.config.mixed_precision == "bf16_mixed"  # the built config is untouched by validation
+
+
+def test_config_carries_the_blend_tokenizer_schedule_and_round_trips_yaml(synth_data, tmp_path):
+    from megatron.bridge.training.config import ConfigContainer
+
+    from mlsl_bridge.recipe import bridge_run, validated
+
+    run = bridge_run("atlas_s00", str(synth_data), RATIOS, dir=str(tmp_path / "r"), check_epochs=False,
+                     overrides=["train.max_steps=200", "train.decay_fraction=0.25"])
+    cfg = validated(run.config, 8)
+    blend = FamilyBlend(Manifest.load(synth_data), BlendConfig(RATIOS))
+    (train_prefixes, train_weights), (val_prefixes, val_weights), test = cfg.dataset.blend_per_split
+    assert [str(p) for p in train_prefixes] == [prefix for _, prefix, _ in blend.train_parts]
+    assert np.allclose(train_weights, [w for _, _, w in blend.train_parts])
+    assert len(val_prefixes) == len(blend.validation_languages) and set(val_weights) == {1.0}
+    assert [p.rsplit("/", 1)[1] for p in val_prefixes] == blend.validation_languages and list(test) == [val_prefixes, val_weights]
+    assert cfg.dataset.split is None and cfg.dataset.path_to_cache == str(synth_data / ".cache")
+    assert cfg.tokenizer.tokenizer_type == "SentencePieceTokenizer" and cfg.tokenizer.tokenizer_model == str(synth_data / "tokenizer.model")
+    assert (cfg.scheduler.lr_decay_style, cfg.scheduler.lr_wsd_decay_iters, cfg.scheduler.lr_decay_iters) == ("WSD", 50, 200)
+    assert cfg.logger.tensorboard_dir == str(tmp_path / "r" / "tb")
+    path = tmp_path / "config.yaml"
+    cfg.to_yaml(str(path))
+    again = ConfigContainer.from_yaml(str(path))
+    assert again.dataset.blend_per_split == cfg.dataset.blend_per_split
+    assert (again.model.num_layers, again.model.hidden_size, again.train.train_iters) == (3, 128, 200)
+
+
+def test_bad_input_is_a_named_error(synth_data):
+    from mlsl_bridge.recipe import bridge_run, validated
+
+    with pytest.raises(ConfigError, match="exceeds|epochs"):
+        bridge_run("atlas_s00", str(synth_data), RATIOS)  # 30,000 steps x 256 x 2048 tokens: far past 4 epochs
+    run = bridge_run("cpu_15k", str(synth_data), RATIOS, check_epochs=False)
+    with pytest.raises(ConfigError, match="Megatron-Bridge rejected the config for 3 GPU"):
+        validated(run.config, 3)  # a batch of 8 does not split over 3 data-parallel ranks
+
+
+# -- the blend, through Bridge's own dataset provider -------------------------------------------------
+
+
+def test_blend_built_by_bridge_carries_dataset_id_in_our_language_order(synth_data, tmp_path):
+    from megatron.bridge.data.utils import get_dataset_provider
+    from megatron.bridge.training.tokenizers.tokenizer import build_tokenizer
+
+    from mlsl_bridge.recipe import bridge_run
+    from nemo_mlsl.data.blend import one_process_group
+    from nemo_mlsl.data.indexed import IndexedData
+
+    run = bridge_run("cpu_15k", str(synth_data), RATIOS, check_epochs=False, overrides=SMALL, validate=False)
+    cfg = run.config
+    cfg.dataset.finalize()
+    cfg.dataset.tokenizer = build_tokenizer(cfg.tokenizer)
+    with one_process_group():
+        train, valid, _ = get_dataset_provider(cfg.dataset)([400, 6 * 40, 0], cfg.dataset)
+    m = Manifest.load(synth_data)
+    langs = run.blend["validation_languages"]
+    counts = np.bincount(np.asarray(valid.dataset_index), minlength=len(langs))
+    assert counts.min() == counts.max() == 40  # every language equally
+    for i in range(0, 240, 37):  # a validation sample's tokens come from the language its dataset_id names
+        sample = valid[i]
+        lang = langs[int(sample["dataset_id"])]
+        docs = IndexedData.open(m.root / m.prefix(lang, "validation"))
+        stream = np.concatenate([docs.document(j) for j in range(docs.documents)])
+        head = sample["tokens"][:8].numpy()
+        assert any(np.array_equal(stream[k:k + 8], head) for k in range(len(stream) - 8)), (i, lang)
+    realized = np.bincount(np.asarray(train.dataset_index), minlength=len(run.blend["train_languages"])) / len(train)
+    weights = np.array([w for w in run.blend["paths"]["train"][0::2]])
+    assert np.abs(realized - weights / weights.sum()).max() < 0.01
+
+
+# -- per-language validation through Bridge's evaluate() ------------------------------------------------
+
+
+def test_language_sums_reduced_by_bridge_over_two_data_parallel_ranks_equal_a_direct_computation(synth_data, tmp_path):
+    from mlsl_bridge.forward_step import language_sums
+
+    store = tmp_path / "study" / "results.jsonl"
+    # a batch of 20 over 6 languages: unequal numbers of samples per language, so token weighting matters
+    over = ["train.global_batch_size=20", "train.micro_batch_size=2", "train.val_samples_per_language=4"]
+    req = _request(synth_data, tmp_path, store=str(store), law=None, extra_record={"purpose": "design"},
+                   tb_root=str(tmp_path / "tb"), overrides=over)
+    out = tmp_path / "ranks"
+    torch.multiprocessing.spawn(dp_worker, args=(2, _free_port(), req, str(out)), nprocs=2, join=True)
+    ranks = load_ranks(out, 2)
+    langs, family_of, bpt = ranks[0]["languages"], ranks[0]["family_of"], ranks[0]["bytes_per_token"]
+    # the truth: every batch either rank evaluated, summed straight from the tokens
+    batches = ranks[0]["batches"] + ranks[1]["batches"]
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 2 * 5  # eval_iters 2 x (20 / (2 x DP 2)) microbatches
+    direct = direct_sums(batches, len(langs))
+    assert (direct[:, 1] > 0).all() and len(set(direct[:, 1])) > 1
+    want = family_metrics(direct, langs, family_of, bpt)
+    for res in ranks:  # both ranks sit on the last (only) pipeline stage: both see the all-reduced entries
+        sums = language_sums(res["total"], langs)
+        assert np.allclose(sums[:, 1] / sums[:, 1].sum(), direct[:, 1] / direct[:, 1].sum(), rtol=1e-6)  # token shares
+        got = family_metrics(sums, langs, family_of, bpt)
+        for kind in ("families", "languages"):
+            for name, m in want[kind].items():
+                assert math.isclose(got[kind][name]["loss"], m["loss"], rel_tol=1e-5), (kind, name)
+                assert math.isclose(got[kind][name]["bpb"], m["bpb"], rel_tol=1e-5), (kind, name)
+                assert math.isclose(res["last"][kind][name]["loss"], m["loss"], rel_tol=1e-5)
+        # Bridge's own validation loss is untouched: the token-weighted mean over everything
+        assert math.isclose(res["total"]["lm loss"], direct[:, 0].sum() / direct[:, 1].sum(), rel_tol=1e-5)
+    # the record: once, from the last rank, with the other backends' fields
+    records = [json.loads(line) for line in store.read_text().splitlines()]
+    assert len(records) == 1 and ranks[1]["record"] is not None and ranks[0]["record"] is None
+    rec = records[0]
+    assert rec["backend"] == "bridge" and rec["run_id"] == "r0" and rec["purpose"] == "design"
+    assert rec["D"] == 3 * 20 * 128 and rec["steps"] == 3 and rec["transformer_impl"] == "local"
+    assert set(rec["family_loss"]) == set(RATIOS) and set(rec["language_loss"]) == set(langs)
+    assert math.isclose(rec["family_loss"]["amber"], want["families"]["amber"]["loss"], rel_tol=1e-5)
+    # TensorBoard, under the same names as the CPU and NeMo paths, on Bridge's writer (the last rank's)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb" / "r0"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {f"val_family/{f}/{m}" for f in RATIOS for m in ("loss", "bpb", "ppl")} <= tags
+    assert {f"val_language/{l}/loss" for l in langs} <= tags
+    assert math.isclose(acc.Scalars("val_family/jade/loss")[-1].value, want["families"]["jade"]["loss"], rel_tol=1e-5)
+
+
+def test_one_validation_language_needs_no_dataset_id(tmp_path, lopsided_data):
+    """A one-language validation blend is a plain GPTDataset (no dataset_id): everything is language 0."""
+    import shutil
+
+    from mlsl_bridge.forward_step import language_sums
+
+    data = tmp_path / "one"
+    shutil.copytree(lopsided_data, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    keep = sorted(manifest["languages"])[0]
+    fam = manifest["languages"][keep]["family"]
+    manifest["languages"] = {keep: manifest["languages"][keep]}
+    manifest["families"] = {fam: [keep]}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    req = _request(data, tmp_path, ratios={fam: 1.0})
+    torch.multiprocessing.spawn(dp_worker, args=(1, _free_port(), req, str(tmp_path / "ranks")), nprocs=1, join=True)
+    res = load_ranks(tmp_path / "ranks", 1)[0]
+    direct = direct_sums(res["batches"], 1)
+    assert "dataset_id" not in res["batches"][0]
+    got = language_sums(res["total"], [keep])
+    assert math.isclose(got[0, 0] / got[0, 1], direct[0, 0] / direct[0, 1], rel_tol=1e-5)
+    assert math.isclose(res["last"]["families"][fam]["loss"], direct[0, 0] / direct[0, 1], rel_tol=1e-5)
+
+
+def test_training_steps_are_bridges_own(synth_data, tmp_path):
+    """In training mode the forward step returns Bridge's loss function unchanged (only 'lm loss' reported)."""
+    from megatron.bridge.training.state import GlobalState
+
+    from bridge_harness import StubGPT, stub_token_loss
+    from mlsl_bridge.forward_step import FamilyForwardStep
+    from mlsl_bridge.train import build_run
+
+    built = build_run(_request(synth_data, tmp_path))
+    state = GlobalState()
+    state.cfg = built.run.config
+    batch = {"tokens": torch.arange(16).view(2, 8), "labels": torch.arange(1, 17).view(2, 8), "loss_mask": torch.ones(2, 8),
+             "position_ids": torch.arange(8).repeat(2, 1), "dataset_id": torch.tensor([0, 3])}
+    step = FamilyForwardStep(built.forward_step.languages)
+    from bridge_harness import cuda_on_cpu
+    from megatron.core import parallel_state
+    from nemo_mlsl.data.blend import one_process_group
+
+    with one_process_group(), cuda_on_cpu():
+        parallel_state.initialize_model_parallel(1, 1)
+        try:
+            model = StubGPT(built.run.config.model)
+            model.train()
+            output, loss_fn = step(state, iter([dict(batch)]), model)
+            assert set(loss_fn(output)[2]) == {"lm loss"}
+            model.eval()
+            output, loss_fn = step(state, iter([dict(batch)]), model)
+            loss, tokens, report = loss_fn(output)
+        finally:
+            parallel_state.destroy_model_parallel()
+    per_token = stub_token_loss(batch["tokens"], batch["labels"])
+    q = built.forward_step.languages
+    assert torch.allclose(report[f"mlsl/{q[3]}/loss"], torch.stack([per_token[1].sum(), torch.tensor(8.0)]))
+    assert torch.allclose(report[f"mlsl/{q[0]}/share"], torch.tensor([8.0, 16.0]))
+    assert report[f"mlsl/{q[1]}/loss"].tolist() == [0.0, 0.0] and math.isclose(float(loss), float(per_token.sum()), rel_tol=1e-6)
+
+
+# -- the CLI and the study -----------------------------------------------------------------------------
+
+
+def test_recipes_build_dry_run_prints_the_validated_config():
+    out = run_cli("recipes", "build", "atlas_s00", "--backend", "bridge", "--dry-run").stdout
+    assert out.startswith("# Megatron-Bridge ConfigContainer for atlas_s00: validated by Bridge for 8 GPU(s)")
+    assert "_target_: megatron.bridge.training.config.ConfigContainer" in out and "train_iters: 30000" in out
+    assert "num_layers: 3" in out and "hidden_size: 128" in out and "mock dataset" in out
+
+
+def test_recipes_build_dry_run_on_prepared_data(synth_data):
+    out = run_cli("recipes", "build", "cpu_60k", "train.max_steps=20", "--backend", "bridge", "--dry-run", "--data", str(synth_data),
+                  "--ratios", "amber=0.5,cobalt=0.3,jade=0.2", "--gpus-per-node", "1").stdout
+    assert "validated by Bridge for 1 GPU(s)" in out and "tokenizer_type: SentencePieceTokenizer" in out
+    assert f"{synth_data}/validation/qaa" in out and "dataset_id order: qaa, qab, qac, qad, qae, qaf" in out
+
+
+def test_study_dry_run_plans_the_default_study_on_bridge(tmp_path):
+    proc = run_cli("study", "--config", str(Path(__file__).parents[1] / "studies" / "default.yaml"), "--out", str(tmp_path / "s"), "--backend", "bridge", "--dry-run",
+                   "--no-progress")
+    out = proc.stdout
+    assert "phase-1 Megatron-Bridge runs on the bridge backend" in out
+    assert "-m nemo_mlsl.cli train --backend bridge --recipe cpu_15k" in out
+    assert "# ConfigContainer validated by Megatron-Bridge for 1 GPU(s)" in out
+    assert not (tmp_path / "s" / "results.jsonl").exists()
+
+
+def test_bridge_backend_task_is_the_same_command_under_torchrun(tmp_path, monkeypatch):
+    import nemo_run as run
+    from nemo_run.run.torchx_backend.packaging import package
+
+    from mlsl_bridge.study import BridgeBackend
+    from nemo_mlsl.study.backend import RunSpec
+    from nemo_mlsl.study.plan import PlannedRun
+
+    planned = PlannedRun(run_id="design-x", purpose="design", rung="cpu_15k", tokens=100_000, ratios={"amber": 0.5, "cobalt": 0.5},
+                         seed=0, N=15_000)
+    spec = RunSpec(planned, data="/d", out="/o", store="/s.jsonl", tb_root="/tb", report_dir="/fit", tags={"purpose": "design"})
+    backend = BridgeBackend(gpus_per_run=2)
+    monkeypatch.chdir(tmp_path)  # NeMo-Run's packaging writes configs/ into the working directory
+    app = package("x", backend.task(spec), run.LocalExecutor(ntasks_per_node=2, launcher="torchrun"))
+    role = app.roles[0]
+    assert role.entrypoint == "torchrun" and "--nproc-per-node" in role.args
+    i = role.args.index("-m")
+    assert role.args[i:i + 2] == ["-m", "nemo_mlsl.cli"] and role.args[i + 2:] == backend.arguments(spec)
+    with pytest.raises(ConfigError, match="needs one process per GPU"):
+        backend.train(spec)
+
+
+# -- the GPU check's Bridge part ----------------------------------------------------------------------------
+
+
+def test_gpu_check_builds_every_bridge_phase_dry(tmp_path):
+    """gpu/check_bridge.py --dry builds and validates every run it would train on a lent GPU."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MLSL_GPU_WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "out")}
+    proc = subprocess.run([sys.executable, str(root / "gpu" / "check_bridge.py"), "--dry"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "gpu_report.json").read_text())
+    assert report["dry"] is True and report["backend"] == "bridge"
+    assert {k: v["ok"] for k, v in report["phases"].items()} == dict.fromkeys(["corpus", "plugins", "throughput"], True)
+    assert report["phases"]["plugins"]["result"]["plugins2"]["steps"] == 200
+    assert report["phases"]["throughput"]["result"]["rung"] == "he2024_1b2"
+
+
+def test_the_carried_bridge_wheel_list_is_current():
+    """gpu/wheels-bridge.txt is what gpu/wheel_list.py --bridge derives from this environment."""
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "gpu" / "wheels-bridge.txt"
+    before = path.read_text()
+    proc = subprocess.run([sys.executable, str(path.parent / "wheel_list.py"), "--bridge"], capture_output=True, text=True,
+                          timeout=600)
+    after = path.read_text()
+    path.write_text(before)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert after == before
+    assert "megatron-bridge==0.6.2" in before and "megatron-core==0.19.2" in before and "transformers==5.12.1" in before
+
+
+def test_the_bridge_how_to_runs_as_written(tmp_path):
+    """docs/bridge.md: every command block, run here (its environment), shown output compared."""
+    from test_docs import blocks, run_doc
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "bridge.md"
+    assert sum(1 for _, _, shown in blocks(doc) if shown) == 3
+    run_doc(doc, tmp_path)

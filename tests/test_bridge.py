@@ -153,6 +153,12 @@ def test_blend_built_by_bridge_carries_dataset_id_in_our_language_order(synth_da
     realized = np.bincount(np.asarray(train.dataset_index), minlength=len(run.blend["train_languages"])) / len(train)
     weights = np.array([w for w in run.blend["paths"]["train"][0::2]])
     assert np.abs(realized - weights / weights.sum()).max() < 0.01
+    # what the callback reports as drawn after n samples is exactly the first n entries of Bridge's own blend
+    from nemo_mlsl.data.blend import blended_counts
+
+    for n in (1, 37, 400):
+        assert blended_counts(weights, n).tolist() == np.bincount(np.asarray(train.dataset_index[:n]),
+                                                                  minlength=len(weights)).tolist()
 
 
 # -- per-language validation through Bridge's evaluate() ------------------------------------------------
@@ -193,6 +199,7 @@ def test_language_sums_reduced_by_bridge_over_two_data_parallel_ranks_equal_a_di
     rec = records[0]
     assert rec["backend"] == "bridge" and rec["run_id"] == "r0" and rec["purpose"] == "design"
     assert rec["D"] == 3 * 20 * 128 and rec["steps"] == 3 and rec["transformer_impl"] == "local"
+    assert set(rec["realized_ratios"]) == set(RATIOS) and math.isclose(sum(rec["realized_ratios"].values()), 1.0)
     assert set(rec["family_loss"]) == set(RATIOS) and set(rec["language_loss"]) == set(langs)
     assert math.isclose(rec["family_loss"]["amber"], want["families"]["amber"]["loss"], rel_tol=1e-5)
     # TensorBoard, under the same names as the CPU and NeMo paths, on Bridge's writer (the last rank's)
@@ -202,7 +209,7 @@ def test_language_sums_reduced_by_bridge_over_two_data_parallel_ranks_equal_a_di
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {f"val_family/{f}/{m}" for f in RATIOS for m in ("loss", "bpb", "ppl")} <= tags
-    assert {f"val_language/{l}/loss" for l in langs} <= tags
+    assert {f"val_language/{l}/loss" for l in langs} <= tags and {f"mixture/{f}/ratio" for f in RATIOS} <= tags
     assert math.isclose(acc.Scalars("val_family/jade/loss")[-1].value, want["families"]["jade"]["loss"], rel_tol=1e-5)
 
 
@@ -359,3 +366,32 @@ def test_the_bridge_how_to_runs_as_written(tmp_path):
     doc = Path(__file__).resolve().parents[1] / "docs" / "bridge.md"
     assert sum(1 for _, _, shown in blocks(doc) if shown) == 3
     run_doc(doc, tmp_path)
+
+
+def test_train_start_writes_the_layout_and_hparams(synth_data, tmp_path):
+    """The callback's on_train_start: TensorBoard's custom-scalars layout and the run's hparams (ratios, N, D, recipe,
+    layer implementation) on Bridge's writer, in the run's own directory."""
+    from types import SimpleNamespace
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from torch.utils.tensorboard import SummaryWriter
+
+    from mlsl_bridge.train import build_run
+
+    built = build_run(_request(synth_data, tmp_path))
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    built.callback.on_train_start(SimpleNamespace(state=SimpleNamespace(tensorboard_logger=writer)))
+    writer.close()
+    plugins, hparams = set(), {}
+    for path in (tmp_path / "tb").glob("events.out.tfevents*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                plugins.add(value.metadata.plugin_data.plugin_name)
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    if data.HasField("session_start_info"):
+                        hparams = {k: v.string_value or v.number_value for k, v in data.session_start_info.hparams.items()}
+    assert {"custom_scalars", "hparams"} <= plugins
+    assert hparams["recipe"] == "cpu_15k" and hparams["backend"] == "bridge" and hparams["transformer_impl"] == "local"
+    assert hparams["ratio/amber"] == 0.5 and hparams["D"] == 3 * 8 * 128

@@ -154,6 +154,21 @@ class FamilyBlend:
         return BuiltBlend(self, train_ds, val_ds, epochs)
 
 
+def blended_counts(weights: Sequence[float], samples: int) -> np.ndarray:
+    """Samples drawn from each dataset among the first ``samples`` of a megatron blend with these weights, by
+    megatron-core's own index builder (the blend draws greedily, so the first n entries do not depend on its size):
+    what a run has consumed after ``samples`` samples, without the trainer's dataset at hand."""
+    from megatron.core.datasets import helpers
+
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    n = max(0, int(samples))
+    index, sample_index = np.zeros(n, dtype=np.int16), np.zeros(n, dtype=np.int64)
+    if n:
+        helpers.build_blending_indices(index, sample_index, w, len(w), n, False)
+    return np.bincount(index.astype(np.int64), minlength=len(w))
+
+
 @contextlib.contextmanager
 def one_process_group():
     """A one-process gloo group (in-memory store, no port) while megatron builds, unless one exists already."""

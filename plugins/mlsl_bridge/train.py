@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mlsl_bridge.callback import BridgeRunRecord, FamilyValidationCallback
+from mlsl_bridge.callback import BridgeRunRecord, FamilyValidationCallback, TrainingMixture
 from mlsl_bridge.forward_step import FamilyForwardStep
 from mlsl_bridge.recipe import BridgeRun, bridge_run
 from nemo_mlsl.errors import ConfigError
@@ -74,8 +74,11 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
     hparams = {**{f"ratio/{k}": v for k, v in blend["family_ratios"].items()}, "N": counts.non_embedding,
                "D": run.steps * run.tokens_per_step, "recipe": recipe.name, "seed": req.seed, "transformer_impl": run.impl,
                "backend": "bridge"}
+    t = recipe.train
+    mixture = TrainingMixture(blend["train_languages"], blend["paths"]["train"][0::2], blend["family_of"], blend["train_tokens"],
+                              t.seq_length, t.global_batch_size)
     callback = FamilyValidationCallback(blend["validation_languages"], blend["family_of"], blend["bytes_per_token"],
-                                        make_record=make_record, live_fit=live, hparams=hparams)
+                                        make_record=make_record, live_fit=live, hparams=hparams, mixture=mixture)
     return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"]), callback)
 
 

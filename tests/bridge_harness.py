@@ -26,21 +26,27 @@ def stub_token_loss(tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class StubGPT(torch.nn.Module):
-    """Stands in for megatron-core's GPTModel at the model call only: returns per-token losses."""
+    """Stands in for megatron-core's GPTModel at the model call only: returns per-token losses, from
+    ``stub_token_loss`` or, with ``sample_loss``, one planted value per sample (looked up by the ``dataset_id`` of
+    the batch the recording iterator handed out last: the batch being forwarded)."""
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, sample_loss=None, recording: "_Recording | None" = None):
         super().__init__()
         from megatron.core.enums import ModelType
 
         self.config = config
         self.model_type = ModelType.encoder_or_decoder
         self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.sample_loss, self.recording = sample_loss, recording
 
     def set_input_tensor(self, tensor: Any) -> None:
         pass
 
     def forward(self, input_ids, position_ids, attention_mask, labels, **kwargs):
-        return stub_token_loss(input_ids, labels)
+        if self.sample_loss is None:
+            return stub_token_loss(input_ids, labels)
+        ids = self.recording.batches[-1].get("dataset_id", torch.zeros(input_ids.shape[0], dtype=torch.long))
+        return self.sample_loss(ids.long())[:, None].expand(input_ids.shape).float().contiguous()
 
 
 class _CudaOnCpu(TorchFunctionMode):
@@ -96,10 +102,10 @@ def direct_sums(batches: list[dict[str, torch.Tensor]], n_languages: int) -> np.
     return out
 
 
-def evaluate_run(request: Any, out: str | Path, *, final: bool = True) -> dict[str, Any]:
+def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=None) -> dict[str, Any]:
     """Build the run (``mlsl_bridge.train.build_run``), then one Bridge evaluation at the last step on this process's
     data-parallel shard. torch.distributed must be initialised (gloo). Writes this rank's batches and results
-    to ``out/rank<k>.json`` and returns them."""
+    to ``out/rank<k>.json`` and returns them. ``planted(built)`` gives a per-sample loss function of ``dataset_id``."""
     from megatron.bridge.data.loaders import build_train_valid_test_data_iterators
     from megatron.bridge.data.utils import get_dataset_provider
     from megatron.bridge.training.callbacks import CallbackManager
@@ -125,8 +131,8 @@ def evaluate_run(request: Any, out: str | Path, *, final: bool = True) -> dict[s
         manager = CallbackManager()
         manager.add(built.callback)
         state.train_state.step = cfg.train.train_iters if final else 1
-        total, _, _ = evaluate(state, built.forward_step, recording, [StubGPT(cfg.model)], None, cfg.model,
-                               callback_manager=manager)
+        model = StubGPT(cfg.model, planted(built) if planted else None, recording)
+        total, _, _ = evaluate(state, built.forward_step, recording, [model], None, cfg.model, callback_manager=manager)
         if state.tensorboard_logger is not None:
             state.tensorboard_logger.flush()
     rank = torch.distributed.get_rank()
@@ -158,3 +164,32 @@ def load_ranks(out: str | Path, world: int) -> list[dict[str, Any]]:
     for res in results:
         res["batches"] = [{k: torch.tensor(v) for k, v in b.items()} for b in res["batches"]]
     return results
+
+
+def planted_for(run_id: str):
+    """Per-sample losses of the planted joint law (``nemo_standin.planted_loss``) for one run: each language's value
+    is its family's loss at the run's N, D and family ratio."""
+    from nemo_standin import planted_loss
+
+    def make(built) -> Any:
+        rec = built.callback.make_record
+        N, D = rec.fields["N"], built.run.steps * built.run.tokens_per_step
+        ratios = built.run.blend["family_ratios"]
+        fam_of = built.callback.family_of
+        table = torch.tensor([planted_loss(fam_of[l], N, D, ratios[fam_of[l]], run_id) for l in built.forward_step.languages])
+        return lambda ids: table[ids]
+
+    return make
+
+
+class PlantedLauncher:
+    """Stands in for the GPU at the launcher seam of the Bridge study backend: each planned run is built by the
+    real backend (``BridgeBackend.request`` → ``build_run``) and played through Bridge's own ``evaluate()`` with
+    the real forward step and callback, the model call answering with the planted law's losses, so the
+    callback builds the record, appends it to the study's store and refits, exactly as after a GPU run."""
+
+    def launch(self, backend, specs, on_done) -> None:
+        for spec in specs:
+            spec.clean()
+            evaluate_run(backend.request(spec), spec.out, planted=planted_for(spec.run_id))
+            on_done(spec)

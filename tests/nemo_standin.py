@@ -19,6 +19,14 @@ from pathlib import Path
 import numpy as np
 
 TRUTH = {"E": 1.4, "A": 60.0, "alpha": 0.35, "B": 60.0, "beta": 0.32}
+# the small study both stand-ins run (tests/test_nemo_study.py, tests/test_bridge.py): 17 phase-1 runs, 4 in phase 2
+STUDY_FOR_STANDINS = {
+    "name": "standin", "corpus": {"synth": {"families": 4, "languages_per_family": 1, "docs": 300, "seed": 2}, "vocab_size": 256},
+    "ladder": {"fit": ["cpu_15k", "cpu_60k"], "confirm": "cpu_250k"}, "tokens": [50000, 100000], "confirm_tokens": 100000,
+    "design": {"mixtures": 3, "floor": 0.05, "independence": {"ratio": 0.3, "mixtures": 3, "floor": 0.15},
+               "repeats": {"seeds": 1, "points": 2}},
+    "baselines": ["uniform"], "objective": {"type": "normalized", "min_ratio": 0.02}, "law": "joint_family", "bootstrap": 20,
+}
 GAMMA = {"amber": 0.08, "cobalt": 0.14, "jade": 0.2, "ruby": 0.11}
 
 
@@ -26,6 +34,30 @@ def planted_loss(family: str, N: float, D: float, p: float, run_id: str) -> floa
     c = TRUTH["E"] + TRUTH["A"] / N ** TRUTH["alpha"] + TRUTH["B"] / D ** TRUTH["beta"]
     u = int(hashlib.sha256(f"{run_id}/{family}".encode()).hexdigest()[:8], 16) / 2**32
     return float(c * max(p, 1e-3) ** -GAMMA.get(family, 0.1) * math.exp(0.004 * (u - 0.5)))
+
+
+def check_standin_study(out: Path, backend: str) -> None:
+    """What a study on a stand-in GPU must end with, whichever backend built its runs: every planned run recorded
+    once with the study's tags, the fit on phase 1 only recovering the planted gammas, phase 2 and the report."""
+    import json
+
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    plan = json.loads((out / "plan.json").read_text())
+    assert sorted(r["run_id"] for r in records) == sorted(r["run_id"] for r in plan["runs"]) and len(records) == 21
+    by_id = {r["run_id"]: r for r in records}
+    for planned in plan["runs"]:  # every record carries the study's tags, so the fit selects the right runs
+        rec = by_id[planned["run_id"]]
+        assert (rec["purpose"], rec["phase"], rec["mixture"], rec["backend"]) == (planned["purpose"], planned["phase"],
+                                                                                  planned["mixture"], backend)
+        assert rec["recipe"] == planned["rung"] and rec["N"] == planned["N"] and rec["ratios"] == planned["ratios"]
+    fit = json.loads((out / "fit" / "fit.json").read_text())
+    assert fit["n_runs"] == 17  # design, independence and repeats: not the phase-2 runs
+    for fam, g in GAMMA.items():
+        assert abs(fit["families"][fam]["params"]["gamma"] - g) <= 0.02, (fam, fit["families"][fam]["params"]["gamma"], g)
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["comparison"]) == {"optimal", "uniform"} and s["runs"] == 21
+    assert (out / "report.md").read_text().count("## ") >= 6
+    assert json.loads((out / "fit_live" / "fit.json").read_text())["n_runs"] == 21  # the live refit after the last run
 
 
 class StandInLauncher:

@@ -395,3 +395,60 @@ def test_train_start_writes_the_layout_and_hparams(synth_data, tmp_path):
     assert {"custom_scalars", "hparams"} <= plugins
     assert hparams["recipe"] == "cpu_15k" and hparams["backend"] == "bridge" and hparams["transformer_impl"] == "local"
     assert hparams["ratio/amber"] == 0.5 and hparams["D"] == 3 * 8 * 128
+
+
+# -- a whole study on the Bridge backend -----------------------------------------------------------------
+
+
+def test_the_bridge_backend_study_reaches_its_report_and_recovers_planted_gammas(tmp_path):
+    """`mlsl study --backend bridge` end to end on CPU: the real Bridge backend builds every run, a stand-in launcher
+    plays each through Bridge's evaluate() with the planted law's losses (tests/bridge_harness.py), and the one
+    orchestration fits, plans phase 2 and reports; the fitted gammas are the planted ones."""
+    import yaml
+
+    from bridge_harness import PlantedLauncher
+    from megatron.core import parallel_state
+    from mlsl_bridge.study import BridgeBackend
+    from nemo_mlsl.data.blend import one_process_group
+    from nemo_mlsl.study.config import load_study
+    from nemo_mlsl.study.runner import Study
+    from nemo_standin import STUDY_FOR_STANDINS, check_standin_study
+
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(STUDY_FOR_STANDINS))
+    out = tmp_path / "study"
+    with one_process_group():
+        parallel_state.initialize_model_parallel(1, 1)
+        try:
+            Study(load_study(config), out, BridgeBackend(), PlantedLauncher(), progress=False).run()
+        finally:
+            parallel_state.destroy_model_parallel()
+    check_standin_study(out, "bridge")
+
+
+def test_training_needs_a_gpu_and_recipes_build_launches_torchrun(synth_data, tmp_path):
+    """On a machine without CUDA `mlsl train --backend bridge` stops early with a named error (after checking the
+    input); `recipes build --backend bridge` without --dry-run runs `mlsl train --backend bridge` under torchrun."""
+    proc = run_cli("train", "--backend", "bridge", "--recipe", "cpu_15k", "--data", synth_data, "--ratios",
+                   "amber=0.5,cobalt=0.3,jade=0.2", "--out", tmp_path / "r", "--max-steps", "3", check=False)
+    assert proc.returncode == 2 and "Megatron-Bridge trains on CUDA GPUs and this machine has none" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+    proc = run_cli("train", "--backend", "bridge", "--recipe", "cpu_15k", "--data", synth_data, "--ratios", "amber=0.5,ruby=0.5",
+                   "--out", tmp_path / "r", check=False)
+    assert proc.returncode == 2 and "ruby" in proc.stderr and "Traceback" not in proc.stderr
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "torchrun").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'torchrun.args'}\n")
+    (fake / "torchrun").chmod(0o755)
+    env_path = f"{fake}{os.pathsep}{os.environ['PATH']}"
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "nemo_mlsl.cli", "recipes", "build", "cpu_15k", "train.max_steps=3", "--backend",
+                           "bridge", "--data", str(synth_data), "--ratios", "amber=0.5,cobalt=0.3,jade=0.2", "--log-dir",
+                           str(tmp_path / "run"), "--gpus-per-node", "1"], capture_output=True, text=True,
+                          env={**os.environ, "PATH": env_path})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = (tmp_path / "torchrun.args").read_text().split()
+    assert args[:4] == ["--nproc-per-node=1", "-m", "nemo_mlsl.cli", "train"] and "bridge" in args
+    assert args[args.index("--out") + 1] == str(tmp_path / "run") and args[-1] == "train.max_steps=3"

@@ -15,17 +15,11 @@ import yaml
 
 from conftest import read_json
 from nemo_mlsl.results import ResultsStore
+from nemo_standin import STUDY_FOR_STANDINS as STUDY
 
 pytest.importorskip("nemo.collections.llm", reason="NeMo is installed by `make setup` (extra 'nemo')")
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
-STUDY = {
-    "name": "standin", "corpus": {"synth": {"families": 4, "languages_per_family": 1, "docs": 300, "seed": 2}, "vocab_size": 256},
-    "ladder": {"fit": ["cpu_15k", "cpu_60k"], "confirm": "cpu_250k"}, "tokens": [50000, 100000], "confirm_tokens": 100000,
-    "design": {"mixtures": 3, "floor": 0.05, "independence": {"ratio": 0.3, "mixtures": 3, "floor": 0.15},
-               "repeats": {"seeds": 1, "points": 2}},
-    "baselines": ["uniform"], "objective": {"type": "normalized", "min_ratio": 0.02}, "law": "joint_family", "bootstrap": 20,
-}
 
 
 def driver(config: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -50,25 +44,9 @@ def reference(config, tmp_path_factory) -> Path:
 
 
 def test_the_nemo_backend_study_reaches_its_report(reference):
-    from nemo_standin import GAMMA
+    from nemo_standin import check_standin_study
 
-    records = ResultsStore(reference).read()
-    plan = read_json(reference / "plan.json")
-    assert sorted(r["run_id"] for r in records) == sorted(r["run_id"] for r in plan["runs"]) and len(records) == 21
-    by_id = {r["run_id"]: r for r in records}
-    for planned in plan["runs"]:  # every NeMo record carries the study's tags, so the fit selects the right runs
-        rec = by_id[planned["run_id"]]
-        assert (rec["purpose"], rec["phase"], rec["mixture"], rec["backend"]) == (planned["purpose"], planned["phase"],
-                                                                                  planned["mixture"], "nemo")
-        assert rec["recipe"] == planned["rung"] and rec["N"] == planned["N"] and rec["ratios"] == planned["ratios"]
-    fit = read_json(reference / "fit" / "fit.json")
-    assert fit["n_runs"] == 17  # design, independence and repeats: not the phase-2 runs
-    for fam, g in GAMMA.items():
-        assert fit["families"][fam]["params"]["gamma"] == pytest.approx(g, abs=0.02)
-    s = read_json(reference / "summary.json")
-    assert set(s["comparison"]) == {"optimal", "uniform"} and s["runs"] == 21
-    assert (reference / "report.md").read_text().count("## ") >= 6
-    assert read_json(reference / "fit_live" / "fit.json")["n_runs"] == 21  # the live refit after the last run
+    check_standin_study(reference, "nemo")
 
 
 def test_resume_after_a_kill_trains_only_the_missing_runs(config, reference, tmp_path):

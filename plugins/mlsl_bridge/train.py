@@ -86,9 +86,15 @@ def train(req: BridgeRequest) -> dict[str, Any] | None:
     """Train the run with Bridge's ``pretrain()``; returns the record (on the last rank, with ``store``)."""
     import os
 
+    import torch
+
     from mlsl_bridge.compat import import_pretrain
 
     built = build_run(req)
+    if not torch.cuda.is_available():
+        raise ConfigError("Megatron-Bridge trains on CUDA GPUs and this machine has none: check the run's config with "
+                          "`mlsl recipes build RUNG --backend bridge --dry-run --data ... --ratios ...`, or train on the CPU "
+                          "with `mlsl train` (--backend cpu)")
     if "WORLD_SIZE" not in os.environ and (req.num_nodes or 1) * (req.gpus_per_node or 1) == 1:
         # one process on one GPU, not under torchrun: the rendezvous torchrun would have set
         for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29534", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():

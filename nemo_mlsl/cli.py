@@ -356,10 +356,13 @@ def _build_bridge(a: argparse.Namespace) -> int:
     if not a.dry_run:
         if not (a.data and a.ratios and a.log_dir):
             raise ConfigError("mlsl recipes build --backend bridge without --dry-run trains: give --data, --ratios and --log-dir")
+        if (a.nodes or 1) > 1:
+            raise ConfigError("mlsl recipes build --backend bridge trains on this node only (--nodes 1); for several nodes "
+                              "run `mlsl train --backend bridge` under your launcher or `mlsl study --executor slurm`")
         gpus = a.gpus_per_node or load(a.name, a.overrides).parallel.gpus_per_node
         build(True)  # refuse bad input before launching
         cmd = ["torchrun", f"--nproc-per-node={gpus}", "-m", "nemo_mlsl.cli", "train", "--backend", "bridge", "--recipe", a.name,
-               "--data", a.data, "--ratios", a.ratios, "--within", a.within, "--out", a.log_dir, "--gpus-per-node", str(gpus),
+               "--data", a.data, "--ratios", a.ratios, "--within", a.within, "--out", a.log_dir, "--nodes", "1", "--gpus-per-node", str(gpus),
                *(["--store", a.store] if a.store else []), *a.overrides]
         import subprocess
 

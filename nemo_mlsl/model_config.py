@@ -11,6 +11,10 @@ from typing import Any, Mapping
 
 from nemo_mlsl.errors import ConfigError
 
+# Fusions whose kernels come from TransformerEngine or Apex: off with megatron-core's local layers (every GPU backend).
+TE_FUSIONS = ("masked_softmax_fusion", "bias_activation_fusion", "bias_dropout_fusion", "persist_layer_norm",
+              "apply_rope_fusion", "gradient_accumulation_fusion")
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -40,7 +40,7 @@ class StubGPT(torch.nn.Module):
         self.sample_loss, self.recording = sample_loss, recording
 
     def set_input_tensor(self, tensor: Any) -> None:
-        pass
+        """Megatron hands a pipeline stage its input here; this stand-in is the only stage, so it has none."""
 
     def forward(self, input_ids, position_ids, attention_mask, labels, **kwargs):
         if self.sample_loss is None:

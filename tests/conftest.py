@@ -15,6 +15,16 @@ from nemo_mlsl.data.synth import SynthConfig, generate
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def have_bridge() -> bool:
+    """Whether Megatron-Bridge is installed here (its own environment: ``make setup-bridge``)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("megatron.bridge") is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``mlsl`` in a subprocess, as a user would."""
     proc = subprocess.run([sys.executable, "-m", "nemo_mlsl.cli", *map(str, args)], capture_output=True, text=True)

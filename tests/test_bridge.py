@@ -8,7 +8,6 @@ data-parallel all-reduce on two gloo ranks) with only the model call stood in.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -18,15 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import have_bridge, run_cli
 
-def _have_bridge() -> bool:
-    try:
-        return importlib.util.find_spec("megatron.bridge") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-if not _have_bridge():
+if not have_bridge():
     if os.environ.get("MLSL_REQUIRE_BRIDGE"):
         raise RuntimeError("MLSL_REQUIRE_BRIDGE is set but megatron.bridge does not import: run `make setup-bridge`")
     pytest.skip("Megatron-Bridge lives in its own Python 3.12 environment: `make test-bridge` runs these tests",
@@ -38,7 +31,6 @@ ensure_importable()  # first: megatron.bridge imports without TransformerEngine
 import torch  # noqa: E402
 
 from bridge_harness import direct_sums, dp_worker, load_ranks  # noqa: E402
-from conftest import run_cli  # noqa: E402
 from nemo_mlsl.data.blend import BlendConfig, FamilyBlend  # noqa: E402
 from nemo_mlsl.data.manifest import Manifest  # noqa: E402
 from nemo_mlsl.errors import ConfigError  # noqa: E402

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import have_bridge, run_cli
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.results import ResultsStore
 
@@ -122,16 +122,7 @@ def test_optimize_with_data_caps_puts_a_short_family_exactly_at_its_cap(tmp_path
     assert np.isclose(sum(out["ratios"].values()), 1.0)
 
 
-def _have_bridge() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("megatron.bridge") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(_have_bridge(), reason="this environment has Megatron-Bridge")
+@pytest.mark.skipif(have_bridge(), reason="this environment has Megatron-Bridge")
 def test_bridge_backend_outside_its_environment(tmp_path):
     """The CPU/NeMo environment has no Megatron-Bridge: every --backend bridge says where it lives."""
     for args in (("recipes", "build", "atlas_s00", "--backend", "bridge", "--dry-run"),

@@ -217,7 +217,7 @@ def test_a_recipe_with_a_store_builds_nemos_trainer(synth_data, tmp_path):
     trainer = fdl.build(recipe.trainer)
     assert isinstance(trainer, nl.Trainer) and hasattr(trainer, "__io__")  # NeMo's io capture ran
     fit_cb = next(c for c in trainer.callbacks if isinstance(c, ScalingLawFitCallback))
-    assert fit_cb.store.path == tmp_path / "results.jsonl" and fit_cb.make_record.extra == {"purpose": "design", "phase": 1}
+    assert fit_cb.live.store.path == tmp_path / "results.jsonl" and fit_cb.make_record.extra == {"purpose": "design", "phase": 1}
     assert {NeMoFamilyValidationCallback, NeMoMixtureMonitorCallback} <= {type(c) for c in trainer.callbacks}
 
 

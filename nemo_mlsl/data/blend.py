@@ -19,7 +19,7 @@ import numpy as np
 
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.mixtures import check_epochs, language_weights, validate_ratios
+from nemo_mlsl.mixtures import check_epochs, language_weights, parse_ratios, validate_ratios
 
 DEFAULT_MAX_EPOCHS = 4.0
 
@@ -240,11 +240,16 @@ class BuiltBlend:
                 "samples": int(total), "seq_length": seq}
 
 
-def blend_paths(data_dir: str, ratios: Mapping[str, float], within: str = "natural", normalize: bool = False, *,
+def blend_paths(data_dir: str, ratios: str | Mapping[str, float] | None, within: str = "natural", normalize: bool = False, *,
                 train_samples: int | None = None, seq_length: int = 128, max_epochs: float = DEFAULT_MAX_EPOCHS) -> dict[str, Any]:
     """The blend in the flat ``[w, prefix, ...]`` form megatron-based trainers take (NeMo's ``PreTrainingDataModule``
     ``paths``; Megatron-Bridge's ``blend_per_split``) plus the lookup tables the family callbacks need; with ``train_samples``
-    the epoch caps of every family and language are checked here, before any job is submitted."""
+    the epoch caps of every family and language are checked here, before any job is submitted. ``ratios`` is a
+    mapping or the CLI form ``fam=p,fam=p``."""
+    if ratios is None:
+        raise ConfigError("a run on the family blend needs family ratios: ratios='fam=p,...' (or --ratios)")
+    if isinstance(ratios, str):
+        ratios = parse_ratios(ratios)
     m = Manifest.load(data_dir)
     blend = FamilyBlend(m, BlendConfig(dict(ratios), within, seq_length=seq_length, max_epochs=max_epochs, normalize=normalize))
     if train_samples:

@@ -55,6 +55,19 @@ class Backend(Protocol):
         """What will run, for ``--dry-run``."""
 
 
+def train_arguments(spec: RunSpec, backend: Sequence[str] = (), extra: Sequence[str] = ()) -> list[str]:
+    """``mlsl train`` arguments for a planned run (``backend`` right after ``train``, ``extra`` before the tags):
+    the command line a job runs, the same for every backend that trains through ``mlsl train``."""
+    r = spec.run
+    args = ["train", *backend, "--recipe", r.rung, "--data", spec.data,
+            "--ratios", ",".join(f"{f}={float(p)!r}" for f, p in r.ratios.items()), "--out", spec.out, "--tokens", str(r.tokens),
+            "--seed", str(r.seed), "--run-id", spec.run_id, "--tb-root", spec.tb_root, "--store", spec.store,
+            "--report-dir", spec.report_dir, "--law", spec.law or "none", "--bootstrap", "0", "--within", spec.within, *extra]
+    for key, value in spec.tags.items():
+        args += ["--tag", f"{key}={value}"]
+    return args + list(spec.overrides)  # last: recipe overrides are the command's positional arguments
+
+
 OnDone = Callable[[RunSpec], None]
 
 

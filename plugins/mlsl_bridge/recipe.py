@@ -16,16 +16,10 @@ from typing import Any, Mapping, Sequence
 
 from mlsl_bridge.compat import ensure_importable, have_te
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.mixtures import parse_ratios
-from nemo_mlsl.model_config import ModelConfig
+from nemo_mlsl.model_config import TE_FUSIONS, ModelConfig
 from nemo_mlsl.recipes import Recipe, TrainSettings, load
 
 ensure_importable()
-
-# Fusions whose kernels come from TransformerEngine or Apex: off with megatron-core's local layers.
-TE_FUSIONS = ("masked_softmax_fusion", "bias_activation_fusion", "bias_dropout_fusion", "persist_layer_norm",
-              "apply_rope_fusion", "gradient_accumulation_fusion")
-
 
 def resolve_impl(requested: str) -> str:
     """``auto`` → TransformerEngine where it imports (this process builds the model), megatron-core's local layers otherwise."""
@@ -103,12 +97,6 @@ class BridgeRun:
         return self.recipe.train.global_batch_size * self.recipe.train.seq_length
 
 
-def _ratios(ratios: str | Mapping[str, float] | None) -> dict[str, float]:
-    if ratios is None:
-        raise ConfigError("Bridge runs need family ratios: ratios='fam=p,...' (or --ratios)")
-    return parse_ratios(ratios) if isinstance(ratios, str) else dict(ratios)
-
-
 def _split(blend_list: Sequence[Any]) -> list[list]:
     """``[w, prefix, w, prefix, ...]`` (NeMo's flat form) → megatron's ``[prefixes, weights]`` (a list, as Bridge's
     YAML loader gives it back)."""
@@ -149,7 +137,7 @@ def bridge_run(
     out = Path(dir or f"bridge_runs/{name or recipe.name}")
     blend = None
     if data:
-        blend = blend_paths(data, _ratios(ratios), within, train_samples=steps * t.global_batch_size if check_epochs else None,
+        blend = blend_paths(data, ratios, within, train_samples=steps * t.global_batch_size if check_epochs else None,
                             seq_length=t.seq_length, max_epochs=t.max_data_epochs)
         n_val, vocab = len(blend["validation_languages"]), blend["vocab_size"]
     else:

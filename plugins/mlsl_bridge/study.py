@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.study.backend import RunSpec
+from nemo_mlsl.study.backend import RunSpec, train_arguments
 
 
 class BridgeBackend:
@@ -25,15 +25,8 @@ class BridgeBackend:
         self.nodes_per_run = nodes_per_run
 
     def arguments(self, spec: RunSpec) -> list[str]:
-        r = spec.run
-        args = ["train", "--backend", "bridge", "--recipe", r.rung, "--data", spec.data,
-                "--ratios", ",".join(f"{f}={float(p)!r}" for f, p in r.ratios.items()), "--out", spec.out, "--tokens", str(r.tokens),
-                "--seed", str(r.seed), "--run-id", spec.run_id, "--tb-root", spec.tb_root, "--store", spec.store,
-                "--report-dir", spec.report_dir, "--law", spec.law or "none", "--bootstrap", "0", "--within", spec.within,
-                "--nodes", str(self.nodes_per_run), "--gpus-per-node", str(self.gpus_per_run)]
-        for key, value in spec.tags.items():
-            args += ["--tag", f"{key}={value}"]
-        return args + list(spec.overrides)
+        return train_arguments(spec, backend=["--backend", "bridge"],
+                               extra=["--nodes", str(self.nodes_per_run), "--gpus-per-node", str(self.gpus_per_run)])
 
     def command(self, spec: RunSpec) -> list[str]:
         return [sys.executable, "-m", "nemo_mlsl.cli", *self.arguments(spec)]

@@ -1,7 +1,7 @@
 """``FamilyBlendDataModule``: the family-ratio blend as a Lightning data module.
 
-Used by the CPU trainer directly. On the NeMo path ``mlsl_nemo.data`` hands the same flattened
-weights to NeMo's ``PreTrainingDataModule`` (whose ``MegatronDataSampler`` contract it then meets).
+Used by the CPU trainer directly. On the NeMo path ``nemo_mlsl.data.blend.blend_paths`` hands the same
+flattened weights to NeMo's ``PreTrainingDataModule`` (whose ``MegatronDataSampler`` contract it then meets).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import shlex
 import sys
 from typing import Any
 
-from nemo_mlsl.study.backend import RunSpec
+from nemo_mlsl.study.backend import RunSpec, train_arguments
 
 
 class CPUBackend:
@@ -30,15 +30,7 @@ class CPUBackend:
                            extra_record=dict(spec.tags)))
 
     def command(self, spec: RunSpec) -> list[str]:
-        r = spec.run
-        cmd = [sys.executable, "-m", "nemo_mlsl.cli", "train", "--recipe", r.rung, "--data", spec.data,
-               "--ratios", ",".join(f"{f}={float(p)!r}" for f, p in r.ratios.items()), "--out", spec.out, "--tokens", str(r.tokens),
-               "--seed", str(r.seed), "--run-id", spec.run_id, "--tb-root", spec.tb_root, "--store", spec.store,
-               "--report-dir", spec.report_dir, "--law", spec.law or "none", "--bootstrap", "0", "--within", spec.within,
-               "--no-progress"]
-        for key, value in spec.tags.items():
-            cmd += ["--tag", f"{key}={value}"]
-        return cmd + list(spec.overrides)
+        return [sys.executable, "-m", "nemo_mlsl.cli", *train_arguments(spec, extra=["--no-progress"])]
 
     def task(self, spec: RunSpec) -> Any:
         import nemo_run as run

@@ -11,11 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.model_config import TE_FUSIONS
 
-# Fusions whose kernels come from TransformerEngine or Apex: off with megatron-core's local layers.
-TE_FUSIONS = ("masked_softmax_fusion", "bias_activation_fusion", "bias_dropout_fusion", "persist_layer_norm",
-              "apply_rope_fusion", "gradient_accumulation_fusion")
-
+__all__ = ["SPECS", "TE_FUSIONS", "auto_layer_spec", "local_layer_spec", "te_layer_spec"]
 
 def have_te() -> bool:
     from nemo.collections.llm.gpt.model.base import HAVE_TE

@@ -10,7 +10,6 @@ import math
 from typing import Any, Mapping, Sequence
 
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.mixtures import parse_ratios
 from nemo_mlsl.model_config import ModelConfig
 from nemo_mlsl.recipes import Recipe, load
 
@@ -53,12 +52,6 @@ def nemo_tokenizer(kind: str, path: str):
     return run.Config(AutoTokenizer, pretrained_model_name=path, use_fast=True)
 
 
-def _ratios(ratios: str | Mapping[str, float] | None) -> dict[str, float]:
-    if ratios is None:
-        raise ConfigError("NeMo recipes need family ratios: ratios='fam=p,...' (or --ratios)")
-    return parse_ratios(ratios) if isinstance(ratios, str) else dict(ratios)
-
-
 def pretrain_recipe(
     rung: str,
     data: str | None,
@@ -97,7 +90,7 @@ def pretrain_recipe(
 
     from mlsl_lightning.callbacks.scaling_law_fit import ScalingLawFitCallback
     from mlsl_nemo.callback import NeMoFamilyValidationCallback, NeMoHparamsCallback, NeMoMixtureMonitorCallback
-    from mlsl_nemo.data import blend_paths
+    from nemo_mlsl.data.blend import blend_paths
     from mlsl_nemo.record import NeMoRunRecord
 
     if not data:
@@ -107,7 +100,7 @@ def pretrain_recipe(
     gpus = num_gpus_per_node or recipe.parallel.gpus_per_node
     p, t = recipe.parallel, recipe.train
     steps = max_steps or t.resolved_max_steps
-    blend = blend_paths(data, _ratios(ratios), within, train_samples=steps * t.global_batch_size if check_epochs else None,
+    blend = blend_paths(data, ratios, within, train_samples=steps * t.global_batch_size if check_epochs else None,
                         seq_length=t.seq_length,
                         max_epochs=t.max_data_epochs)
     n_val = len(blend["validation_languages"])

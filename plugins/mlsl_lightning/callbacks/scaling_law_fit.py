@@ -30,13 +30,6 @@ class ScalingLawFitCallback(pl.Callback):
         self.live = LiveFit(store, report_dir, law=law, bootstrap=bootstrap, tokens=tokens, fit_kwargs=fit_kwargs, figures=figures)
         self.make_record = make_record
 
-    # the live fit's state, under the names the callback has always had
-    store = property(lambda self: self.live.store)
-    report_dir = property(lambda self: self.live.report_dir)
-    law = property(lambda self: self.live.law)
-    report = property(lambda self: self.live.report)
-    status = property(lambda self: self.live.status)
-
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_step < (trainer.max_steps or 0) or trainer.global_rank != 0:
             return

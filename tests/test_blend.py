@@ -106,3 +106,16 @@ def test_cli_errors(synth_data):
     assert "unknown family 'klingon'" in bad.stderr
     ok = run_cli("blend", "--data", synth_data, "--ratios", "amber=0.5,cobalt=0.4", "--normalize", "--samples", "100", "--seq-length", "16")
     assert "amber" in ok.stdout and "realized" in ok.stdout
+
+
+def test_building_blends_leaves_the_excepthook_as_it_was():
+    """torch wraps sys.excepthook at each init_process_group: N blends gave tracebacks N `[rank0]:` prefixes."""
+    import sys
+
+    from nemo_mlsl.data.blend import one_process_group
+
+    hook = sys.excepthook
+    for _ in range(3):
+        with one_process_group():
+            pass
+    assert sys.excepthook is hook

@@ -171,17 +171,24 @@ def blended_counts(weights: Sequence[float], samples: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def one_process_group():
-    """A one-process gloo group (in-memory store, no port) while megatron builds, unless one exists already."""
+    """A one-process gloo group (in-memory store, no port) while megatron builds, unless one exists already.
+
+    torch wraps ``sys.excepthook`` at every ``init_process_group`` (a ``[rank0]:`` prefix per wrap); the hook in
+    place before is put back, so a traceback after N blends carries no prefix rather than N."""
+    import sys
+
     import torch.distributed as dist
 
     if dist.is_initialized():
         yield
         return
+    hook = sys.excepthook
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         yield
     finally:
         dist.destroy_process_group()
+        sys.excepthook = hook
 
 
 @dataclass

@@ -10,6 +10,7 @@ the callbacks' ``on_validation_end`` runs, so the fitting callback builds the re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import sys
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
 
 TRUTH = {"E": 1.4, "A": 60.0, "alpha": 0.35, "B": 60.0, "beta": 0.32}
 # the small study both stand-ins run (tests/test_nemo_study.py, tests/test_bridge.py): 17 phase-1 runs, 4 in phase 2
@@ -96,8 +99,86 @@ class StandInLauncher:
                 cb.on_validation_end(trainer, None)
 
 
+# --- a CPU in place of the GPU, for NeMo's own llm.pretrain in a run's process (NeMoBackend.train) ------------------
+
+class _CudaOnCpu(TorchFunctionMode):
+    """Tensor calls that name CUDA (``.cuda()``, ``device="cuda"``, ``.to("cuda")``, pinned memory) go to the CPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        kwargs.pop("pin_memory", None)
+        if func in (torch.Tensor.cuda, torch.Tensor.pin_memory):
+            return args[0]
+        if "cuda" in str(kwargs.get("device") or ""):
+            kwargs["device"] = "cpu"
+        if func is torch.Tensor.to and len(args) > 1 and isinstance(args[1], (str, torch.device)) and "cuda" in str(args[1]):
+            args = (args[0], "cpu", *args[2:])
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cuda_on_cpu():
+    """NeMo's strategy and megatron-core call CUDA in a few places besides tensors: streams, memory stats, the RNG tracker."""
+    from megatron.core.tensor_parallel import random as mrandom
+
+    patches = {(torch.cuda, "Stream"): lambda *a, **k: None, (torch.cuda, "stream"): lambda *a, **k: contextlib.nullcontext(),
+               (torch.cuda, "synchronize"): lambda *a, **k: None, (torch.cuda, "current_device"): lambda: "cpu",
+               (torch.cuda, "max_memory_reserved"): lambda *a, **k: 0, (torch.cuda, "max_memory_allocated"): lambda *a, **k: 0,
+               (torch.cuda, "empty_cache"): lambda: None,
+               (mrandom.CudaRNGStatesTracker, "fork"): lambda self, name="model-parallel-rng": contextlib.nullcontext()}
+    saved = {key: getattr(*key) for key in patches}
+    for (obj, name), fn in patches.items():
+        setattr(obj, name, fn)
+    try:
+        with _CudaOnCpu():
+            yield
+    finally:
+        for (obj, name), fn in saved.items():
+            setattr(obj, name, fn)
+
+
+def on_cpu(task):
+    """The run's NeMo task with its GPU-only settings switched to their CPU equivalents (accelerator, bf16, the
+    distributed optimizer and overlapped reductions, fused clipping, asynchronous checkpoints); everything else as built."""
+    task.trainer.accelerator = "cpu"
+    task.trainer.plugins = None
+    task.trainer.enable_checkpointing = False
+    task.log.ckpt = None
+    task.data.num_workers = 0
+    task.model.config.use_cpu_initialization = True
+    task.optim.config.bf16 = False
+    task.optim.config.use_distributed_optimizer = False
+    task.optim.config.clip_grad = 0.0
+    task.trainer.strategy.ddp.overlap_grad_reduce = False
+    task.trainer.strategy.ddp.overlap_param_gather = False
+    return task
+
+
+def run_task_on_cpu(task_file: str) -> int:
+    """What ``python -m mlsl_nemo.run_task TASK`` does, on this CPU: NeMo's llm.pretrain, real model and all."""
+    from mlsl_nemo.run_task import load_task, run_task
+
+    with cuda_on_cpu():
+        run_task(on_cpu(load_task(task_file)))
+    return 0
+
+
+def cpu_nemo_backend():
+    """The study's NeMo backend, unchanged but for the process it starts for each run (this file's ``run-task``)."""
+    from mlsl_nemo.study import NeMoBackend
+
+    class CPUNeMoBackend(NeMoBackend):
+        def command(self, task_file):
+            return [sys.executable, __file__, "run-task", str(task_file)]
+
+    return CPUNeMoBackend()
+
+
 def main(argv: list[str]) -> int:
-    """``python nemo_standin.py STUDY.yaml OUT [--resume] [--delay S]``: the NeMo-backend study with the stand-in."""
+    """``python nemo_standin.py STUDY.yaml OUT [--resume] [--delay S]``: the NeMo-backend study with the stand-in;
+    ``python nemo_standin.py run-task TASK``: one NeMo task on the CPU."""
+    if argv[0] == "run-task":
+        return run_task_on_cpu(argv[1])
     from mlsl_nemo.study import NeMoBackend
     from nemo_mlsl.study.config import load_study
     from nemo_mlsl.study.runner import Study

@@ -102,3 +102,34 @@ def test_a_short_family_is_capped_at_the_largest_rung_and_the_report_says_so(lop
     md = (tmp_path / "out" / "report.md").read_text()
     assert f"**Data caps bind**: amber at {cap:.3f}" in md and "Baseline `uniform` was not trained" in md
     assert "**Binding at the optimum: amber**" in (tmp_path / "out" / "fit" / "report.md").read_text()
+
+
+def test_inline_nemo_runs_of_two_batch_shapes_each_train_in_a_process_of_their_own(synth_data, tmp_path):
+    """NeMoBackend.train on two rungs whose batch shapes differ (1 and 4 microbatches per step): NeMo's own llm.pretrain
+    trains each, real model and all (the CPU in place of the GPU: tests/nemo_standin.py), in a process of its own; in
+    one process megatron's microbatch calculator refused the second. Each record comes from the real validation loop
+    (family data step, per-language loss reduction) and the mixture monitor; TensorBoard logs go to the study's tb/."""
+    import math
+
+    from nemo_mlsl.data.manifest import Manifest
+    from nemo_mlsl.recipes import load
+    from nemo_mlsl.study.plan import PlannedRun
+    from nemo_mlsl.study.runner import execute
+    from nemo_standin import cpu_nemo_backend
+
+    ratios = {"amber": 0.5, "cobalt": 0.3, "jade": 0.2}
+    n = load("cpu_15k").params(256).non_embedding
+    runs = [PlannedRun("small-batch", "design", "cpu_15k", 4 * 8 * 128, ratios, 1, n),
+            PlannedRun("large-batch", "design", "cpu_15k", 4 * 16 * 128, ratios, 2, n)]
+    execute(runs, tmp_path, Manifest.load(synth_data), cpu_nemo_backend(),
+            overrides={"large-batch": ("train.global_batch_size=16", "train.micro_batch_size=4")})
+    records = {r["run_id"]: r for r in ResultsStore(tmp_path / "results.jsonl").read()}
+    assert sorted(records) == ["large-batch", "small-batch"], (tmp_path / "runs" / "large-batch" / "train.log").read_text()[-3000:]
+    for run_id, rec in records.items():
+        assert rec["steps"] == 4 and rec["backend"] == "nemo" and rec["purpose"] == "design"
+        assert set(rec["family_loss"]) == set(ratios) and len(rec["language_loss"]) == 6
+        for loss in rec["family_loss"].values():  # an untrained model: about ln(vocab) per token
+            assert abs(loss - math.log(256)) < 1.0
+        assert set(rec["realized_ratios"]) == set(ratios) and sum(rec["realized_ratios"].values()) == pytest.approx(1.0)
+        assert list((tmp_path / "tb" / run_id).glob("events.out.tfevents.*"))
+        assert not (tmp_path / "runs" / run_id / "tb_logs").exists()

@@ -13,6 +13,7 @@ from mlsl_bridge.callback import BridgeRunRecord, FamilyValidationCallback, Trai
 from mlsl_bridge.forward_step import FamilyForwardStep
 from mlsl_bridge.recipe import BridgeRun, bridge_run
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.placement import single_process_env
 from nemo_mlsl.live_fit import LiveFit
 
 
@@ -97,8 +98,7 @@ def train(req: BridgeRequest) -> dict[str, Any] | None:
                           "with `mlsl train` (--backend cpu)")
     if "WORLD_SIZE" not in os.environ and (req.num_nodes or 1) * (req.gpus_per_node or 1) == 1:
         # one process on one GPU, not under torchrun: the rendezvous torchrun would have set
-        for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29534", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
-            os.environ.setdefault(key, value)
+        os.environ.update(single_process_env())  # a free port: two such jobs on one host must not collide
     Path(req.out).mkdir(parents=True, exist_ok=True)
     pretrain = import_pretrain()
     pretrain(built.run.config, built.forward_step, callbacks=[built.callback])

@@ -71,20 +71,22 @@ def pretrain_recipe(
     bootstrap: int = 0,
     record_extra: Mapping[str, Any] | None = None,
     check_epochs: bool = True,
+    tb_root: str | None = None,
 ):
     """The full NeMo 2 pretraining recipe for one rung on the family blend.
 
     With ``store``, the fitting callback appends the run's record (tagged with ``record_extra``) to that
     results store at the final validation and refits ``law`` into ``report_dir`` (default ``DIR/fit``).
     ``check_epochs`` refuses a run that would repeat any family's or language's data past the recipe's
-    ``max_data_epochs`` (off only to inspect a configuration on toy data)."""
+    ``max_data_epochs`` (off only to inspect a configuration on toy data). ``tb_root``: TensorBoard logs go to
+    ``TB_ROOT/<name>`` (a study's ``tb/``) instead of NeMo's ``DIR/tb_logs``."""
     import nemo_run as run
     from megatron.core.distributed import DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig
     from nemo import lightning as nl
     from nemo.collections import llm
     from nemo.collections.llm.gpt.data.pre_training import PreTrainingDataModule
-    from nemo.collections.llm.recipes.log.default import default_log, default_resume, tensorboard_logger
+    from nemo.collections.llm.recipes.log.default import default_resume
     from nemo.collections.llm.recipes.precision.mixed_precision import bf16_mixed
     from nemo.lightning.pytorch.optim import CosineAnnealingScheduler, MegatronOptimizerModule, WarmupHoldAnnealScheduler
 
@@ -159,5 +161,16 @@ def pretrain_recipe(
     )
     model = run.Config(llm.GPTModel, config=gpt_config(recipe.model, blend["vocab_size"], t.dropout))
     return run.Partial(llm.pretrain, model=model, data=data_module, trainer=trainer,
-                       log=default_log(dir=dir, name=run_name, tensorboard_logger=tensorboard_logger(name=run_name)),
-                       optim=optim, resume=default_resume())
+                       log=_log(dir, run_name, tb_root), optim=optim, resume=default_resume())
+
+
+def _log(dir: str | None, name: str, tb_root: str | None):
+    """NeMo's default logger; with ``tb_root`` its TensorBoard logger writes to ``TB_ROOT/<name>`` as given (NeMo would
+    otherwise move it under the run's log directory)."""
+    from nemo.collections.llm.recipes.log.default import default_log, tensorboard_logger
+
+    log = default_log(dir=dir, name=name, tensorboard_logger=tensorboard_logger(name=name, save_dir=tb_root or "tb_logs"))
+    if tb_root:
+        log.tensorboard.version = ""
+        log.update_logger_directory = False
+    return log

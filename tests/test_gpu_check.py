@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_nemo
+
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("nemo.collections.llm", reason="NeMo is installed by `make setup` (extra 'nemo')")
+require_nemo()
 pytestmark = pytest.mark.slow
 
 

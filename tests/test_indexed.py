@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, require_nemo
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError, DataError
 
@@ -107,7 +107,7 @@ def test_existing_indexed_data_with_a_hugging_face_tokenizer(user_data, tmp_path
 
 
 def test_a_nemo_recipe_uses_the_data_s_own_tokenizer_offline(user_data, tmp_path):
-    pytest.importorskip("nemo.collections.llm")
+    require_nemo()
     import fiddle as fdl
 
     from mlsl_nemo.recipe import pretrain_recipe

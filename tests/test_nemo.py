@@ -13,12 +13,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import run_cli
+from conftest import run_cli, require_nemo
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.ladder import ATLAS_VOCAB, atlas_rungs, render_all
 from nemo_mlsl.recipes import available, load, recipes_dir, validate_parallel
 
-pytest.importorskip("nemo.collections.llm", reason="NeMo is installed by `make setup` (extra 'nemo')")
+require_nemo()
 RUNGS = sorted(available())
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import read_json
+from conftest import read_json, require_nemo
 from nemo_mlsl.results import ResultsStore
 from nemo_standin import STUDY_FOR_STANDINS as STUDY
 
-pytest.importorskip("nemo.collections.llm", reason="NeMo is installed by `make setup` (extra 'nemo')")
+require_nemo()
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 

@@ -3,22 +3,24 @@
 All of a phase's runs are submitted together as one NeMo-Run experiment. The width limit is expressed in
 NeMo-Run's own terms: run i depends on run i-K (``afterany``, so a failed run does not block the rest).
 Slurm then keeps K jobs in flight and starts the next as one ends; the local executor, which has no
-dependencies, runs them K at a time. No scheduling of our own: completion is read from the results
-store (each run appends its record), and the job handles are kept in ``OUT/jobs/jobs.json`` so a
-``--resume`` after the study process died waits for jobs still queued or running instead of submitting
-them twice.
+dependencies, runs them K at a time, each of the K on its own GPUs (``CUDA_VISIBLE_DEVICES``). No scheduling
+of our own: completion is read from the results store (each run appends its record), and the job handles are
+kept in ``OUT/jobs/jobs.json`` as each job is launched, so a ``--resume`` after the study process died waits
+for jobs still queued or running instead of submitting them twice.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.placement import gpu_slices, visible_gpus
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.study.backend import Backend, OnDone, RunSpec
 from nemo_mlsl.study.config import ExecutorConfig
@@ -36,7 +38,16 @@ class NeMoRunLauncher:
         self.poll_s = poll_s
 
     # -- executors -------------------------------------------------------------------------------------
-    def executor(self, backend: Backend) -> Any:
+    def gpu_slots(self, backend: Backend) -> list[str] | None:
+        """The local executor's K concurrent jobs each get their own GPUs (``CUDA_VISIBLE_DEVICES``), from the GPUs
+        this process sees (the executor's ``env`` may set them); None for CPU runs and for Slurm (it assigns GPUs)."""
+        gpus = getattr(backend, "gpus_per_run", 0)
+        if self.config.type != "local" or not gpus:
+            return None
+        env = {**os.environ, **{k: str(v) for k, v in self.config.env.items()}}
+        return gpu_slices(visible_gpus(env), gpus, max(1, self.config.max_parallel))
+
+    def executor(self, backend: Backend, gpus_visible: str | None = None) -> Any:
         import nemo_run as run
 
         c = self.config
@@ -44,6 +55,8 @@ class NeMoRunLauncher:
         tasks = max(1, gpus)  # one process per GPU (NeMo); one process for a CPU run
         env = {k: str(v) for k, v in c.env.items()}
         if c.type == "local":
+            if gpus_visible is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpus_visible
             return run.LocalExecutor(ntasks_per_node=tasks, launcher="torchrun" if gpus else None, env_vars=env)
         return run.SlurmExecutor(
             account=c.account or "", partition=c.partition, nodes=c.nodes_per_run, ntasks_per_node=tasks,
@@ -104,15 +117,46 @@ class NeMoRunLauncher:
                 Path(spec.out).mkdir(parents=True, exist_ok=True)
             self.base_dir.mkdir(parents=True, exist_ok=True)
             k = max(1, self.config.max_parallel)
+            slots = self.gpu_slots(backend)
             with run.Experiment(self.title, base_dir=str(self.base_dir), log_level="WARN") as exp:
                 ids: list[str] = []
                 for i, spec in enumerate(todo):
+                    # run i waits for run i-K, so runs i and i-K never overlap: slot i mod K is free when run i starts
                     deps = [ids[i - k]] if i >= k else None
-                    ids.append(exp.add(backend.task(spec), executor=self.executor(backend), name=spec.run_id, dependencies=deps))
-                exp.run(sequential=False)
-                self._save_handles({job.id: job.handle for job in exp.jobs if getattr(job, "handle", "")})
+                    executor = self.executor(backend, slots[i % k] if slots else None)
+                    ids.append(exp.add(backend.task(spec), executor=executor, name=spec.run_id, dependencies=deps))
+                saver = _Every(self.poll_s, lambda: self._save_launched(exp))  # the local executor launches level by level
+                saver.start()
+                try:
+                    exp.run(sequential=False)
+                finally:
+                    saver.stop()
         finally:
             watcher.stop()
+
+    def _save_launched(self, exp: Any) -> None:
+        """Keep the handle of every job launched so far (a --resume after this process dies waits for them)."""
+        handles = {job.id: job.handle for job in exp.jobs if getattr(job, "handle", "")}
+        if handles and any(self._handles().get(i) != h for i, h in handles.items()):
+            self._save_handles(handles)
+
+
+class _Every(threading.Thread):
+    """Calls ``fn`` every ``poll_s`` seconds until stopped, and once more at the stop."""
+
+    def __init__(self, poll_s: float, fn: Callable[[], None]):
+        super().__init__(daemon=True)
+        self.poll_s, self.fn = poll_s, fn
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.poll_s):
+            self.fn()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.fn()
 
 
 class _StoreWatcher(threading.Thread):

@@ -90,7 +90,7 @@ class Manifest:
 
     @classmethod
     def load(cls, root: str | Path, check_files: bool = True) -> "Manifest":
-        root = Path(root)
+        root = Path(root).resolve()  # every prefix and the tokenizer absolute: what a job or NeMo's data module receives
         path = root / "manifest.json"
         if not path.exists():
             raise DataError(f"{path} not found: prepare the data first with `mlsl prepare --input ... --out {root}`")

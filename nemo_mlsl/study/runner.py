@@ -165,8 +165,10 @@ class Study:
 
 def run_specs(runs: Sequence[planning.PlannedRun], out: Path, manifest: Manifest, *, law: str | None = "joint_family",
               within: str = "natural", overrides: Mapping[str, Sequence[str]] | None = None) -> list[RunSpec]:
-    """RunSpecs under a study directory: runs/<id>, tb/, fit_live/, results.jsonl."""
-    return [RunSpec(run=r, data=str(manifest.root), out=str(out / "runs" / r.run_id), store=str(out / "results.jsonl"),
+    """RunSpecs under a study directory: runs/<id>, tb/, fit_live/, results.jsonl. Every path is absolute: a job runs
+    in another working directory (a Slurm job, a container) and must find the same files."""
+    out, data = Path(out).resolve(), Path(manifest.root).resolve()
+    return [RunSpec(run=r, data=str(data), out=str(out / "runs" / r.run_id), store=str(out / "results.jsonl"),
                     tb_root=str(out / "tb"), report_dir=str(out / "fit_live"), law=law, within=within,
                     overrides=tuple((overrides or {}).get(r.run_id, ())),
                     tags={"purpose": r.purpose, "phase": r.phase, "mixture": r.mixture}) for r in runs]

@@ -1,10 +1,12 @@
 """The known, harmless import-time noise of the training stack, silenced at the CLI entry point (``mlsl --verbose``
-shows everything). Each entry names what it hides; any other warning still shows."""
+shows everything). Each entry names what it hides, down to the message: any other warning or log line, of the
+same logger too, still shows."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 
 # (category, message regex, why it is harmless here)
@@ -21,18 +23,52 @@ KNOWN_WARNINGS = [
     (UserWarning, r"MimoModelConfig is experimental", "Megatron-Bridge's model zoo, imported with the package"),
     (UserWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", "Lightning's pytree shim"),
 ]
-# loggers whose INFO/WARNING lines at import or startup say nothing actionable for a study
-QUIET_LOGGERS = ["megatron.core.utils", "megatron.core.datasets", "nemo_logger", "NeMo", "lightning.pytorch.utilities.rank_zero",
-                 "lightning.fabric.utilities.rank_zero", "torch.distributed.nn.jit.instantiator", "nv_one_logger",
-                 # Megatron-Bridge: optional-import reports (FP8 without TransformerEngine) and model-zoo registrations
-                 "megatron.bridge.models", "megatron.core.rerun_state_machine"]
-# loggers that set their own level and handler at import (so a level set here would be overridden): switched off
+# (logger, message regex, why it is harmless here): only these lines are dropped, every other line of the same logger shows
+KNOWN_LOG_MESSAGES = [
+    ("megatron.core.utils", r"has reached end of life\. Please migrate to a non-experimental function",
+     "megatron-core marks an experimental helper it imports itself"),
+    ("nemo_logger", r"The (deploy|evaluate) module could not be imported", "NeMo's optional collections, unused here"),
+    ("nemo.collections.llm.gpt.model.megatron.hyena.hyena_mixer", r"transformer_engine not installed",
+     "NeMo's Hyena models, imported with the LLM collection; no Hyena here"),
+    ("nv_one_logger.api.config", r"OneLogger: Setting error_handling_strategy", "NeMo's telemetry, off"),
+    ("nv_one_logger.training_telemetry.api.training_telemetry_provider", r"No exporters were provided",
+     "NeMo's telemetry, off"),
+    ("lightning.pytorch.utilities.rank_zero", r"^(GPU|TPU|HPU) available: |^💡 Tip: ",
+     "Lightning's device report: the CPU path says which device it uses itself"),
+    ("lightning.fabric.utilities.rank_zero", r"^(GPU|TPU|HPU) available: |^💡 Tip: ", "the same, from Lightning Fabric"),
+]
+# loggers that only report optional imports, and set their own level and handler at import (a level set here would be
+# overridden): switched off
 DISABLED_LOGGERS = ["megatron.bridge.utils.import_utils"]  # Bridge's optional-import reports (FP8 without TransformerEngine)
+# Megatron-Bridge's model zoo logs a registration line per model at import; its logger says nothing else in a study
+QUIET_LOGGERS = ["megatron.bridge.models"]
+
+
+class KnownMessages(logging.Filter):
+    """Drops a logger's records whose message matches one of the known harmless patterns."""
+
+    def __init__(self, patterns: list[str]):
+        super().__init__()
+        self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to drop
+            return True
+        return not self.pattern.search(message)
 
 
 def silence_known_noise() -> None:
     for category, message, _why in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    by_logger: dict[str, list[str]] = {}
+    for name, message, _why in KNOWN_LOG_MESSAGES:
+        by_logger.setdefault(name, []).append(message)
+    for name, patterns in by_logger.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, KnownMessages) for f in logger.filters):
+            logger.addFilter(KnownMessages(patterns))
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     for name in DISABLED_LOGGERS:

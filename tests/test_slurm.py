@@ -1,6 +1,7 @@
 """The study on a real Slurm cluster (tests/slurm_cluster.py starts one on localhost), its CPU runs submitted as
 Slurm jobs through NeMo-Run's Slurm executor: every run recorded once, two jobs in flight at a time, and a job
-cancelled mid-study trained again by --resume."""
+cancelled mid-study trained again by --resume. The study is started as a user would, from its own working
+directory with relative paths (config, prepared data, --out); the jobs run elsewhere and must find the data."""
 
 import os
 import subprocess
@@ -18,7 +19,7 @@ from nemo_mlsl.results import ResultsStore
 pytestmark = pytest.mark.slow
 
 STUDY = {
-    "name": "slurm", "corpus": {"synth": {"families": 3, "languages_per_family": 1, "docs": 300, "seed": 4}, "vocab_size": 256},
+    "name": "slurm", "corpus": {"prepared": "data"},  # relative to the directory the study is started from
     "ladder": {"fit": ["cpu_15k", "cpu_60k"], "confirm": "cpu_250k"}, "tokens": [20000, 40000], "confirm_tokens": 40000,
     "design": {"mixtures": 2, "floor": 0.05, "independence": {"ratio": 0.3, "mixtures": 2, "floor": 0.15},
                "repeats": {"seeds": 1, "points": 1}},
@@ -41,9 +42,24 @@ def cluster(tmp_path_factory):
     c.stop()
 
 
-def study(cluster, config, out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "nemo_mlsl.cli", "study", "--config", str(config), "--out", str(out),
-                             "--no-progress", *extra], env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def study(cluster, home, *extra):
+    """``mlsl study --config study.yaml --out out`` started in ``home``."""
+    return subprocess.Popen([sys.executable, "-m", "nemo_mlsl.cli", "study", "--config", "study.yaml", "--out", "out",
+                             "--no-progress", *extra], cwd=home, env=cluster.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def user_directory(root):
+    """A user's working directory: the study config and the prepared data (3 families x 1 language), side by side."""
+    from nemo_mlsl.data.prepare import PrepareConfig, prepare
+    from nemo_mlsl.data.synth import SynthConfig, generate
+
+    home = root / "home"
+    generate(SynthConfig(families=3, languages_per_family=1, docs=300, seed=4), home / "raw")
+    prepare(PrepareConfig(inputs=[str(home / "raw")], out=str(home / "data"), families_yaml=str(home / "raw" / "families.yaml"),
+                          vocab_size=256, workers=1, progress=False))
+    (home / "study.yaml").write_text(yaml.safe_dump(STUDY))
+    return home
 
 
 def _overlap(jobs) -> int:
@@ -60,10 +76,9 @@ def _overlap(jobs) -> int:
 
 
 def test_a_study_through_nemo_runs_slurm_executor(cluster, tmp_path):
-    config = tmp_path / "study.yaml"
-    config.write_text(yaml.safe_dump(STUDY))
-    out = tmp_path / "out"
-    proc = study(cluster, config, out)
+    home = user_directory(tmp_path)
+    out = home / "out"
+    proc = study(cluster, home)
     cancelled = None
     deadline = time.time() + 900
     while proc.poll() is None and time.time() < deadline:
@@ -81,7 +96,7 @@ def test_a_study_through_nemo_runs_slurm_executor(cluster, tmp_path):
     lost = phase1 - recorded
     assert len(lost) == 1 and lost.pop() in cancelled["name"]
 
-    again = study(cluster, config, out, "--resume")
+    again = study(cluster, home, "--resume")
     text, _ = again.communicate(timeout=900)
     assert again.returncode == 0, text[-3000:]
     assert f"phase 1: 1 of {len(phase1)} runs to train ({len(phase1) - 1} already recorded)" in text
@@ -95,3 +110,4 @@ def test_a_study_through_nemo_runs_slurm_executor(cluster, tmp_path):
     assert not any(j["id"] == cancelled["id"] and j["state"] == "COMPLETED" for j in jobs)
     assert _overlap(jobs) == 2  # --max-parallel 2: two in flight, never more
     assert (out / "report.md").exists() and read_json(out / "summary.json")["runs"] == len(plan["runs"])
+    assert all(r["N"] > 0 and set(r["family_loss"]) == {"amber", "cobalt", "jade"} for r in records)

@@ -1,11 +1,14 @@
-"""A stand-in for the GPU at the launcher seam of the NeMo study backend.
+"""Stand-ins for the GPU in the NeMo study backend's tests.
 
-The real backend builds each run's NeMo recipe (``NeMoBackend.task``); a real launcher would execute it on
-GPUs. This one builds the recipe's own ``nl.Trainer`` (with ``accelerator="cpu"``: NeMo's strategy needs
-CUDA only to train), with the recipe's real callbacks, and plays a finished run: the per-family
-validation callback gets the losses of a planted joint law, the step counter reaches ``max_steps``, and
-the callbacks' ``on_validation_end`` runs, so the fitting callback builds the record with the recipe's
-``NeMoRunRecord``, appends it to the study's store and refits, exactly as after a GPU run.
+``StandInLauncher`` (the 21-run study, fast): the real backend builds each run's NeMo recipe
+(``NeMoBackend.task``); instead of training, the launcher builds the recipe's own ``nl.Trainer`` (on the
+CPU) and NeMo's data module with the real family blend, and plays the run's last validation through the
+recipe's data step and the callback's loss reduction, with per-token losses of a planted joint law; the
+step counter reaches ``max_steps``, the mixture monitor reads the blend's sample index, and the fitting
+callback builds the record with ``NeMoRunRecord``, appends it to the study's store and refits, as after a GPU run.
+
+``cpu_nemo_backend`` (a few runs, slow): ``NeMoBackend.train`` itself, each run NeMo's own ``llm.pretrain`` in
+a process of its own, with the CPU in place of the GPU (``cuda_on_cpu``, ``on_cpu``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -76,27 +78,65 @@ class StandInLauncher:
 
     @staticmethod
     def play(recipe, spec) -> None:
+        """The run's last validation as NeMo runs it, on NeMo's own blend: microbatches of the validation set through
+        the recipe's data step and the callback's loss reduction (per-token losses from the planted law, by each
+        sample's family), the epoch's sums through the callback; then the mixture monitor and the fitting callback
+        at the last step, on the real training blend."""
         import fiddle as fdl
+        from megatron.core import parallel_state
+        from torch.utils.data import default_collate
 
-        from mlsl_nemo.callback import NeMoFamilyValidationCallback
-        from nemo_mlsl.metrics import family_metrics
+        from mlsl_nemo.callback import NeMoFamilyValidationCallback, NeMoMixtureMonitorCallback
+        from nemo_mlsl.data.blend import one_process_group
 
         recipe.trainer.accelerator = "cpu"
         recipe.trainer.default_root_dir = spec.out  # Lightning's default logger writes here (NeMo's logger does on a GPU)
         trainer = fdl.build(recipe.trainer)
+        dm = fdl.build(recipe.data)
         fam_cb = next(c for c in trainer.callbacks if isinstance(c, NeMoFamilyValidationCallback))
         record_cfg = next(c for c in recipe.trainer.callbacks if "ScalingLawFit" in str(c.__fn_or_cls__)).make_record
-        N = record_cfg.N
         D = trainer.max_steps * record_cfg.tokens_per_step
-        ratios = record_cfg.ratios
-        langs = fam_cb.languages
-        sums = np.array([[planted_loss(fam_cb.family_of[l], N, D, ratios[fam_cb.family_of[l]], spec.run_id) * 1000.0, 1000.0]
-                         for l in langs])
-        fam_cb.last = family_metrics(sums, langs, fam_cb.family_of, fam_cb.bytes_per_token)
+        family_of_id = [fam_cb.family_of[l] for l in fam_cb.languages]
+        loss_of_id = torch.tensor([planted_loss(f, record_cfg.N, D, record_cfg.ratios.get(f, 0.0), spec.run_id) for f in family_of_id])
+        chunk = _Chunk()
+        view = type("TrainerView", (), {"strategy": type("S", (), {"model": [chunk]})(), "sanity_checking": False})()
+        with one_process_group(), cuda_on_cpu():
+            parallel_state.initialize_model_parallel(1, 1)
+            try:
+                dm.build(trainer_max_steps=trainer.max_steps, trainer_val_check_interval=trainer.val_check_interval,
+                         trainer_limit_val_batches=trainer.limit_val_batches, trainer_limit_test_batches=trainer.limit_test_batches)
+                fam_cb.on_fit_start(view, chunk)
+                fam_cb.on_validation_epoch_start(view, chunk)
+                red, ds = chunk._validation_loss_reduction, dm._validation_ds
+                mbs, per_step = dm.micro_batch_size, dm.global_batch_size // dm.micro_batch_size
+                for step in range(int(trainer.limit_val_batches)):
+                    outs = []
+                    for mb in range(per_step):
+                        first = (step * per_step + mb) * mbs
+                        batch = recipe.model.config.data_step_fn(iter([default_collate([ds[i % len(ds)] for i in range(first, first + mbs)])]))
+                        ids = batch.get("dataset_id", torch.zeros(mbs, dtype=torch.long))
+                        outs.append(red.forward(batch, loss_of_id[ids][:, None].expand(batch["labels"].shape).contiguous())[2])
+                    red.reduce(outs)
+                fam_cb.on_validation_epoch_end(view, chunk)
+            finally:
+                parallel_state.destroy_model_parallel()
+        trainer.datamodule = dm  # what the monitor and the record read: the blend the run trained on
         trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = trainer.max_steps
+        monitor = next(c for c in trainer.callbacks if isinstance(c, NeMoMixtureMonitorCallback))
+        monitor.on_train_batch_end(trainer, chunk, None, None, 0)
         for cb in trainer.callbacks:  # the recipe's own callbacks (Lightning's progress bar never opened a bar)
             if type(cb).__module__.startswith("mlsl_"):
                 cb.on_validation_end(trainer, None)
+
+
+class _Chunk:
+    """A model chunk as NeMo's callbacks see it: the loss reduction is installed on it, its ``log`` is kept."""
+
+    def __init__(self):
+        self.logged: dict[str, float] = {}
+
+    def log(self, name, value, **kw):
+        self.logged[name] = value
 
 
 # --- a CPU in place of the GPU, for NeMo's own llm.pretrain in a run's process (NeMoBackend.train) ------------------

@@ -47,6 +47,11 @@ def test_the_nemo_backend_study_reaches_its_report(reference):
     from nemo_standin import check_standin_study
 
     check_standin_study(reference, "nemo")
+    plan = {r["run_id"]: r for r in read_json(reference / "plan.json")["runs"]}
+    for rec in ResultsStore(reference).read():  # the records came through the data step, the reduction and the monitor
+        assert len(rec["language_loss"]) == 4
+        for fam, p in plan[rec["run_id"]]["ratios"].items():  # realized on NeMo's blend, close to what was planned
+            assert rec["realized_ratios"].get(fam, 0.0) == pytest.approx(p, abs=0.03), (rec["run_id"], fam)
 
 
 def test_resume_after_a_kill_trains_only_the_missing_runs(config, reference, tmp_path):

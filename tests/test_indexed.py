@@ -48,7 +48,7 @@ def checksums(d: Path) -> dict:
 def user_data(tmp_path_factory):
     from tokenizers import Tokenizer
 
-    from nemo_mlsl.data.prepare import read_documents
+    from nemo_mlsl.data.documents import read_documents
     from nemo_mlsl.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("user")

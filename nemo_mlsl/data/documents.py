@@ -1,13 +1,16 @@
 """Documents of a raw input file, in chunks: read centrally (gzip, parquet) or planned as byte ranges that the
-encoding workers read themselves. A document's index is its position in the file's stream of documents."""
+encoding workers read themselves. A document's index is its position in the file's stream of documents; what a
+line and a document are is defined once, in ``lines``."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Iterator
 
 from nemo_mlsl.data.inputs import kind_of, open_text, splittable
+from nemo_mlsl.data.lines import documents_of, is_blank_bytes, split_lines, starts_document
 from nemo_mlsl.errors import DataError
 
 CHUNK_DOCS = 256
@@ -23,39 +26,28 @@ def _parquet_batches(path: Path, text_field: str, batch: int = CHUNK_DOCS) -> It
         yield b.column(0).to_pylist()
 
 
+def _chunks(docs: Iterator, size: int = CHUNK_DOCS) -> Iterator[list]:
+    while chunk := list(itertools.islice(docs, size)):
+        yield chunk
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError, at: int | None = None) -> DataError:
+    where = f" at byte {at + err.start}" if at is not None else ""
+    return DataError(f"{path}: not UTF-8 text{where} ({err.reason}); convert the file to UTF-8")
+
+
 def raw_items(path: Path, text_field: str = "text") -> Iterator[list]:
     """The file's documents in chunks, as cheaply as possible: raw JSON lines (parsed by the encoding workers),
-    text blocks, or parquet column values. A document's index is its position in this stream."""
+    text documents, or parquet column values. A document's index is its position in this stream."""
     kind = kind_of(path)
     if kind == "parquet":
         yield from _parquet_batches(path, text_field)
         return
     with open_text(path) as fh:
-        if kind == "jsonl":
-            chunk = []
-            for line in fh:
-                if line.strip():
-                    chunk.append(line)
-                    if len(chunk) == CHUNK_DOCS:
-                        yield chunk
-                        chunk = []
-            if chunk:
-                yield chunk
-            return
-        chunk, block = [], []
-        for line in fh:
-            if line.strip():
-                block.append(line.rstrip("\n"))
-            elif block:
-                chunk.append("\n".join(block))
-                block = []
-                if len(chunk) == CHUNK_DOCS:
-                    yield chunk
-                    chunk = []
-        if block:
-            chunk.append("\n".join(block))
-        if chunk:
-            yield chunk
+        try:
+            yield from _chunks(documents_of(fh, kind))
+        except UnicodeDecodeError as err:
+            raise _not_utf8(path, err) from None
 
 
 def parse_items(items: list, kind: str, text_field: str, where: tuple[Path, int]) -> list[str]:
@@ -86,27 +78,21 @@ def read_documents(path: Path, text_field: str = "text") -> Iterator[str]:
 
 def chunk_plan(path: Path, chunk_docs: int = CHUNK_DOCS) -> list[tuple[int, int, int]]:
     """(byte offset, byte length, documents) of consecutive chunks of a plain ``.jsonl``/``.txt`` file, from one
-    binary scan: the encoding workers then read their own chunks (only gzip and parquet are read centrally)."""
+    binary scan: the encoding workers then read their own chunks (only gzip and parquet are read centrally).
+    Documents are told apart as ``read_range`` tells them (``lines``), so each chunk holds exactly its count."""
     plan: list[tuple[int, int, int]] = []
-    jsonl = kind_of(path) == "jsonl"
-    start = pos = 0
-    n = 0
-    in_block = False
+    kind = kind_of(path)
+    start = pos = n = 0
+    previous_blank = True
     with open(path, "rb") as fh:
-        for line in fh:
-            blank = line.isspace() or not line
-            if jsonl:
-                if not blank:
-                    if n == chunk_docs:
-                        plan.append((start, pos - start, n))
-                        start, n = pos, 0
-                    n += 1
-            elif not blank and not in_block:  # a text block (document) starts here
+        for line in fh:  # binary lines end at b"\n" only, like ``split_lines``
+            blank = is_blank_bytes(line)
+            if starts_document(blank, previous_blank, kind):
                 if n == chunk_docs:
                     plan.append((start, pos - start, n))
                     start, n = pos, 0
                 n += 1
-            in_block = not blank
+            previous_blank = blank
             pos += len(line)
     if n:
         plan.append((start, pos - start, n))
@@ -125,19 +111,12 @@ def count_documents(path: Path, text_field: str = "text") -> int:
 
 
 def read_range(path: Path, offset: int, length: int) -> list[str]:
-    """The documents of one planned chunk (raw JSON lines, or text blocks)."""
+    """The documents of one planned chunk (raw JSON lines, or text documents)."""
     with open(path, "rb") as fh:
         fh.seek(offset)
-        data = fh.read(length).decode("utf-8")
-    if kind_of(path) == "jsonl":
-        return [line for line in data.splitlines(True) if line.strip()]
-    docs, block = [], []
-    for line in data.splitlines():
-        if line.strip():
-            block.append(line)
-        elif block:
-            docs.append("\n".join(block))
-            block = []
-    if block:
-        docs.append("\n".join(block))
-    return docs
+        raw = fh.read(length)
+    try:
+        data = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err, offset) from None
+    return list(documents_of(split_lines(data), kind_of(path)))

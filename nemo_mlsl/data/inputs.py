@@ -75,5 +75,7 @@ def splittable(path: Path) -> bool:
 
 
 def open_text(path: Path) -> IO[str]:
-    """The file as UTF-8 text, gunzipped on the fly."""
-    return gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
+    """The file as UTF-8 text, gunzipped on the fly; lines end at ``\n`` only, untranslated (see ``lines``)."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
+    return open(path, encoding="utf-8", newline="\n")

@@ -1,12 +1,12 @@
 """Raw multilingual text → tokenizer → per-language Megatron indexed datasets + manifest, streamed.
 
 Inputs, per language: ``<code>.jsonl`` (a ``text`` field, ``--text-field`` to choose), ``<code>.txt``
-(documents separated by blank lines), either gzipped, ``<code>.parquet`` (a ``text`` column), or a directory
+(documents separated by blank lines: lines of only whitespace, see ``lines``), either gzipped, ``<code>.parquet`` (a ``text`` column), or a directory
 ``<code>/`` of such files (the layout of FineWeb-2, MADLAD-400, CulturaX shards); or a YAML/JSON manifest
 ``{languages: {code: [paths]}}``.
 
 The passes, each in its own module, memory independent of corpus size: find the inputs (``inputs``); count
-each language's documents and plan chunks (``documents``) and pick its validation and test documents
+each language's documents and plan chunks (``documents``, on the definitions of ``lines``) and pick its validation and test documents
 (``splits``); without a given tokenizer, draw a bounded, seeded, family-balanced sample of documents and train
 a SentencePiece tokenizer on it (``tokenizer_training``); encode in worker processes, a bounded number of
 chunks in flight (``encoding``), appending to the ``.bin`` files of each document's split (``bin_writer``);

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_nemo
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.placement import gpu_slices, visible_gpus
 from nemo_mlsl.study.backend import RunSpec
 from nemo_mlsl.study.config import ExecutorConfig
 from nemo_mlsl.study.plan import PlannedRun
 
-pytest.importorskip("nemo_run")
+require_nemo()  # NeMo-Run comes with the NeMo extra
 
 PROBE = """import json, os, sys
 rank = os.environ.get("LOCAL_RANK", "0")

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import require_nemo
 from nemo_mlsl.quiet import KNOWN_LOG_MESSAGES, silence_known_noise
 
 
@@ -41,7 +42,7 @@ def test_known_lines_are_dropped_and_every_other_line_of_the_same_logger_shows()
 
 @pytest.mark.slow
 def test_importing_nemo_after_silencing_prints_none_of_the_known_lines():
-    pytest.importorskip("nemo")
+    require_nemo()
     code = ("import sys; from nemo_mlsl.quiet import silence_known_noise\n"
             "if sys.argv[1] == 'quiet': silence_known_noise()\n"
             "import nemo.collections.llm, logging; logging.getLogger('nemo_logger').warning('a line of our own')\n")

@@ -17,6 +17,7 @@ from nemo_mlsl.study.config import ExecutorConfig
 from nemo_mlsl.study.plan import PlannedRun
 
 require_nemo()  # NeMo-Run comes with the NeMo extra
+pytestmark = pytest.mark.slow  # NeMo-Run starts real jobs (torchrun): about 30 s
 
 PROBE = """import json, os, sys
 rank = os.environ.get("LOCAL_RANK", "0")

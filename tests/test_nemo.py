@@ -109,6 +109,25 @@ def test_dry_run_prints_the_config(synth_data):
     assert "num_nodes=2" in out and "devices=4" in out and "family_gpt_data_step" in out and "NeMoFamilyValidationCallback" in out
 
 
+def test_recipes_build_launches_the_recipe_s_layout_and_refuses_other_nodes(synth_data):
+    """The local executor it launches matches the recipe built (GPUs per node from --gpus-per-node or the overrides); it
+    starts no other node, so a run on several nodes is a named error, not a torchrun waiting for nodes that never come."""
+    import nemo_run as run
+
+    from mlsl_nemo.backend import local_executor
+
+    parallel = load("atlas_s00", ["parallel.gpus_per_node=2"]).parallel
+    ex = local_executor(run, parallel, None, None)
+    assert (ex.ntasks_per_node, ex.nodes, ex.launcher) == (2, 1, "torchrun")
+    assert local_executor(run, parallel, 1, 4).ntasks_per_node == 4
+    with pytest.raises(ConfigError, match="runs on this node only, and the run asks for 2 nodes"):
+        local_executor(run, parallel, 2, None)
+    proc = run_cli("recipes", "build", "atlas_s00", "--data", synth_data, "--ratios", "amber=0.5,cobalt=0.3,jade=0.2",
+                   "--nodes", "2", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("mlsl recipes: error: mlsl recipes build runs on this node only, and the run asks for 2 nodes")
+
+
 def test_nemo_cli_discovers_the_factories():
     nemo = Path(sys.executable).parent / "nemo"
     proc = subprocess.run([str(nemo), "llm", "pretrain", "--factory", "mlsl_atlas_s00", "--help"], capture_output=True, text=True,

@@ -31,12 +31,22 @@ def _build(a: argparse.Namespace) -> int:
             print(f"# warning: {err}")
         print(recipe)
         return 0
-    recipe = build(True)
     import nemo_run as run
 
-    executor = run.LocalExecutor(ntasks_per_node=a.gpus_per_node or load(a.name).parallel.gpus_per_node, launcher="torchrun")
-    run.run(recipe, executor=executor, name=a.name)
+    executor = local_executor(run, load(a.name, a.overrides).parallel, a.nodes, a.gpus_per_node)  # before any data check
+    run.run(build(True), executor=executor, name=a.name)
     return 0
+
+
+def local_executor(run, parallel, nodes: int | None, gpus_per_node: int | None):
+    """NeMo-Run's local executor (torchrun on this node) for the recipe's layout: one process per GPU. It starts no
+    other node, so a run on several nodes (``--nodes`` or the recipe's ``num_nodes``) is refused, with where to run it."""
+    nodes = nodes or parallel.num_nodes
+    if nodes > 1:
+        raise ConfigError(f"mlsl recipes build runs on this node only, and the run asks for {nodes} nodes (--nodes or the "
+                          "recipe's parallel.num_nodes): run it with `mlsl study --executor slurm` (executor.nodes_per_run) "
+                          "or NeMo-Run's SlurmExecutor (`nemo llm pretrain --factory mlsl_<rung>`), or pass --nodes 1")
+    return run.LocalExecutor(ntasks_per_node=gpus_per_node or parallel.gpus_per_node, nodes=1, launcher="torchrun")
 
 
 BACKEND = BackendPlugin(name="nemo", runs_label="NeMo runs", study=_study, build=_build, requires=("nemo.collections.llm",),

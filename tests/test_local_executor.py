@@ -11,7 +11,6 @@ import pytest
 
 from conftest import require_nemo
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.placement import gpu_slices, visible_gpus
 from nemo_mlsl.study.backend import RunSpec
 from nemo_mlsl.study.config import ExecutorConfig
 from nemo_mlsl.study.plan import PlannedRun
@@ -58,14 +57,6 @@ def _specs(tmp_path, n):
 
 def _env(tmp_path, run_id, rank) -> dict:
     return json.loads((tmp_path / "runs" / run_id / f"env-{rank}.json").read_text())
-
-
-def test_gpu_slices_split_the_visible_gpus_and_refuse_too_few():
-    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "4,5, 6,7"}) == ["4", "5", "6", "7"]
-    assert gpu_slices(["4", "5", "6", "7"], 2, 2) == ["4,5", "6,7"]
-    assert gpu_slices(["0", "1", "2"], 1, 3) == ["0", "1", "2"]
-    with pytest.raises(ConfigError, match=r"--max-parallel 3 x gpus_per_run 2 = 6 GPUs, but this host has 4 visible"):
-        gpu_slices(["0", "1", "2", "3"], 2, 3)
 
 
 def test_the_local_executor_gives_each_concurrent_job_its_own_gpus(tmp_path, monkeypatch):

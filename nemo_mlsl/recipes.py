@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +20,7 @@ from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.model_config import ModelConfig, count_parameters
 
 SOURCES = ("cpu", "atlas", "he2024")
+SCHEDULES = ("wsd", "cosine", "constant")
 
 
 def recipes_dir() -> Path:
@@ -50,8 +53,54 @@ class TrainSettings:
     precision: str = "bf16-mixed"
     dropout: float = 0.0
 
+    def validate(self, where: str = "train") -> None:
+        """Refuse settings no trainer can run, naming the field (``where`` is e.g. ``recipe cpu_15k.yaml: train``)."""
+        problems = [f"{name} must be >= 1, got {getattr(self, name)}" for name in
+                    ("seq_length", "micro_batch_size", "global_batch_size", "val_every", "val_samples_per_language")
+                    if getattr(self, name) < 1]
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            problems.append(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        if self.warmup_steps < 0:
+            problems.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("decay_fraction", "dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            problems.append(f"weight_decay and grad_clip must be >= 0, got {self.weight_decay} and {self.grad_clip}")
+        if not self.max_data_epochs > 0:
+            problems.append(f"max_data_epochs must be > 0, got {self.max_data_epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 (or null: from tokens), got {self.max_steps}")
+        if self.tokens is not None and self.tokens < 1:
+            problems.append(f"tokens must be >= 1 (or null: from max_steps), got {self.tokens}")
+        if problems:
+            raise ConfigError(f"{where}: " + "; ".join(problems))
+
     def steps_for(self, tokens: float) -> int:
         return max(1, math.ceil(tokens / (self.global_batch_size * self.seq_length)))
+
+    def run_steps(self, max_steps: int | None = None, tokens: float | None = None) -> int:
+        """Optimizer steps of one run: ``--max-steps``, else ``--tokens`` (whole steps), else the recipe's length.
+        Zero, negative or non-finite values are refused (they used to mean "the recipe's full length")."""
+        if max_steps is not None and tokens is not None:
+            raise ConfigError("give --tokens or --max-steps, not both")
+        if max_steps is not None:
+            if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+                raise ConfigError(f"--max-steps must be a whole number >= 1, got {max_steps} (leave it out for the recipe's length)")
+            return int(max_steps)
+        if tokens is not None:
+            if not (math.isfinite(tokens) and tokens > 0):
+                raise ConfigError(f"--tokens must be a positive number of training tokens, got {tokens:g} (leave it out for "
+                                  "the recipe's length)")
+            return self.steps_for(tokens)
+        return self.resolved_max_steps
 
     @property
     def resolved_max_steps(self) -> int:
@@ -95,14 +144,69 @@ class Recipe:
         return d
 
 
+def _kind(hint: Any) -> str:
+    """What a field's type hint asks for, in words."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_kind(a) for a in args) + " or null" * (len(args) < len(typing.get_args(hint)))
+    origin = typing.get_origin(hint) or hint
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+            dict: "a mapping"}.get(origin, getattr(origin, "__name__", str(origin)))
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the type ``hint`` asks for (an integer-valued float for an int, an int for a float), else a
+    ConfigError naming the field, the value and what it must be."""
+    if hint is Any:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, a, where)
+            except ConfigError:
+                continue
+    elif hint is bool or origin is None and hint in (int, float, str):
+        if hint is bool and isinstance(value, bool):
+            return value
+        if hint is int and not isinstance(value, bool):
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+        if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)  # a YAML number where a name is meant (an env value, a partition)
+    elif (origin or hint) in (list, tuple, Sequence) and isinstance(value, (list, tuple)):
+        return [coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    elif (origin or hint) in (dict, Mapping) and isinstance(value, Mapping):
+        return {k: coerce(v, args[1], f"{where}[{k!r}]") for k, v in value.items()} if args else dict(value)
+    elif origin is None and isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{where} = {value!r} must be {_kind(hint)}; fix it in the file or the key=value override")
+
+
 def typed(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
-    """A dataclass from a mapping, refusing unknown fields by name (the YAML → typed config step)."""
+    """A dataclass from a mapping, refusing unknown fields by name and values of the wrong type (the YAML → typed
+    config step)."""
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping of fields, got {data!r}")
     data = dict(data or {})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; valid: {sorted(known)}")
-    return cls(**data)
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def _train_settings(data: Mapping[str, Any] | None, where: str) -> TrainSettings:
+    train = typed(TrainSettings, data, where)
+    train.validate(where)
+    return train
 
 
 def available() -> dict[str, Path]:
@@ -145,7 +249,7 @@ def load(name_or_path: str, overrides: Sequence[str] = (), *, num_nodes: int | N
     recipe = Recipe(
         name=data.get("name", path.stem), source=source, description=data.get("description", ""),
         model=ModelConfig.from_mapping(data["model"], f"{where}: model"),
-        train=typed(TrainSettings, data.get("train"), f"{where}: train"),
+        train=_train_settings(data.get("train"), f"{where}: train"),
         parallel=typed(ParallelSettings, data.get("parallel"), f"{where}: parallel"),
         vocab_size=data.get("vocab_size"), paper=dict(data.get("paper") or {}), path=str(path),
     )

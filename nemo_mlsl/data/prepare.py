@@ -38,6 +38,7 @@ from nemo_mlsl.data.manifest import SCHEMA_VERSION, SPLITS, Manifest, staged_dir
 from nemo_mlsl.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap, normalize_code
+from nemo_mlsl.userfiles import read_yaml
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".txt", ".txt.gz", ".parquet")
 SPLIT_CODE = {"train": 0, "validation": 1, "test": 2}
@@ -62,6 +63,17 @@ class PrepareConfig:
     text_field: str = "text"
     progress: bool = True
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 64:
+            raise ConfigError(f"--vocab-size must be >= 64, got {self.vocab_size}")
+        if not 0 < self.character_coverage <= 1:
+            raise ConfigError(f"--character-coverage must be in (0, 1], got {self.character_coverage}")
+        if self.val_docs is not None and self.val_docs < 1:
+            raise ConfigError(f"--val-docs is the number of validation documents per language and must be >= 1, got "
+                              f"{self.val_docs} (leave it out for the default: 5% of each language, 1 to 200)")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -96,8 +108,8 @@ def discover(inputs: Iterable[str]) -> dict[str, list[Path]]:
             for d in subdirs:
                 found.setdefault(d.name, []).extend(_data_files(d))
         elif path.suffix in (".yaml", ".yml", ".json") and not path.name.endswith(".jsonl"):
-            doc = yaml.safe_load(path.read_text()) or {}
-            langs = doc.get("languages") if isinstance(doc, dict) else None
+            doc = read_yaml(path, "--input manifest", "'languages: {code: [file, ...]}'")
+            langs = doc.get("languages")
             if not isinstance(langs, dict):
                 raise ConfigError(f"{item}: a manifest must look like 'languages: {{code: [file, ...]}}'")
             for code, files in langs.items():
@@ -496,10 +508,6 @@ def prepare(cfg: PrepareConfig, log: Callable[[str], None] | None = None) -> Man
     files = discover(cfg.inputs)
     fam = FamilyMap.from_yaml(cfg.families_yaml) if cfg.families_yaml else FamilyMap.builtin()
     fmap = {code: fam.family_of(code) for code in files}
-    if cfg.vocab_size < 64:
-        raise ConfigError(f"--vocab-size must be >= 64, got {cfg.vocab_size}")
-    if not 0 < cfg.character_coverage <= 1:
-        raise ConfigError(f"--character-coverage must be in (0, 1], got {cfg.character_coverage}")
     given = load_tokenizer(cfg.tokenizer, cfg.eod_token) if cfg.tokenizer else None
     out = Path(cfg.out)
     fp = fingerprint(files, cfg, fmap)

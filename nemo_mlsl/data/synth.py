@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.userfiles import output_dir
 
 # (consonants, vowels) per script; syllabic scripts use one character per syllable.
 SCRIPTS: list[tuple[str, str]] = [
@@ -138,8 +139,7 @@ def _sentence(rng: np.random.Generator, lex: _Lexicon, topic: np.ndarray, change
 def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
     """Write ``<code>.jsonl`` per language plus ``families.yaml`` and ``synth.json``; return family → codes."""
     cfg.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "--out")
     root = np.random.default_rng(cfg.seed)
     lexicons = []
     for f in range(cfg.families):

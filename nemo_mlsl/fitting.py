@@ -8,6 +8,7 @@ full-data optimum. Everything is seeded: the same records give the same fit.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -205,6 +206,14 @@ def load_fit_doc(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--fit {str(path)!r} is not valid JSON ({err}); rewrite it with `mlsl fit`") from None
     if not isinstance(doc, dict) or "law" not in doc or not isinstance(doc.get("families"), dict):
         raise ConfigError(f"--fit {str(path)!r} is not a fit.json (it needs 'law' and 'families'); write it with `mlsl fit`")
+    for fam, entry in doc["families"].items():
+        params = entry.get("params") if isinstance(entry, dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f"--fit {str(path)!r}: family {fam!r} has no 'params' mapping; rewrite it with `mlsl fit`")
+        bad = {k: v for k, v in params.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)}
+        if bad:
+            raise ConfigError(f"--fit {str(path)!r}: family {fam!r} has parameters that are not finite numbers {bad}; "
+                              "rewrite it with `mlsl fit`")
     return doc
 
 

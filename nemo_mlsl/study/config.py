@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.recipes import coerce, typed
+from nemo_mlsl.typed_config import coerce, typed
 from nemo_mlsl.userfiles import read_yaml
 
 

@@ -21,6 +21,7 @@ from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.laws.base import Law, grid_product
 from nemo_mlsl.observations import FamilyData, Observations
 from nemo_mlsl.registry import LAWS
+from nemo_mlsl.typed_config import check_non_negative
 
 HUBER_DELTA = 1e-3
 HOLDOUTS = ("largest-N", "largest-D", "mixtures")
@@ -224,6 +225,8 @@ def fit(spec: str, obs: Observations, *, bootstrap: int = 0, seed: int = 0, targ
     BLAS runs single-threaded meanwhile: L-BFGS-B's small matrix products split over threads sum in an
     order that changes from call to call, and the optimizer amplifies those last-bit differences
     (measured: replicate parameters differing at 1e-9 between two identical fits in one process)."""
+    check_non_negative(bootstrap, "bootstrap (--bootstrap)", "a number of replicates; 0: none")
+    check_non_negative(seed, "seed (--seed)")
     with threadpool_limits(limits=1, user_api="blas"):
         return _fit(spec, obs, bootstrap=bootstrap, seed=seed, targets=targets, delta=delta)
 

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.typed_config import check_positive
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ def optimal_from_fit(
 ) -> dict:
     """Optimal ratios (and bootstrap intervals) from a ``fit.json`` document; ``caps`` are per-family data caps
     (``mixtures.data_caps``): the result lists them and the ones the optimum sits on."""
+    check_positive(N, "N (--N)", "the model's non-embedding parameters, e.g. 1e8")
+    check_positive(D, "D (--D)", "the run's training tokens, e.g. 2e10")
     law = str(fit_doc["law"]).split(":")[0]
     if law not in SEPARABLE_LAWS:
         raise ConfigError(f"optimal ratios need a law of the form c_i·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit.json has {law!r}")

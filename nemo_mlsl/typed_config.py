@@ -3,6 +3,7 @@ are refused by name, so a typo or ``train.lr=abc`` is a one-line error instead o
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import fields
@@ -68,3 +69,15 @@ def typed(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; valid: {sorted(known)}")
     hints = typing.get_type_hints(cls)
     return cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def check_positive(value: float | None, name: str, hint: str = "") -> None:
+    """``value`` (when given) is a finite number > 0, else a ConfigError naming ``name``."""
+    if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
+        raise ConfigError(f"{name} must be a positive number, got {value}" + (f" ({hint})" if hint else ""))
+
+
+def check_non_negative(value: float | None, name: str, hint: str = "") -> None:
+    """``value`` (when given) is a finite number >= 0 (a seed, a count of replicates), else a ConfigError."""
+    if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value < 0):
+        raise ConfigError(f"{name} must be >= 0, got {value}" + (f" ({hint})" if hint else ""))

@@ -32,6 +32,7 @@ from nemo_mlsl.data.manifest import SCHEMA_VERSION, Manifest, staged_directory, 
 from nemo_mlsl.data.tokenizer import Tokenizer, load_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap, normalize_code
+from nemo_mlsl.typed_config import check_non_negative
 from nemo_mlsl.userfiles import read_yaml
 
 
@@ -53,6 +54,7 @@ class IndexedConfig:
                               f"got {self.val_docs} (leave it out for the default: 5% of each language, 1 to 200)")
         if self.sample_docs < 1:
             raise ConfigError(f"sample_docs must be >= 1, got {self.sample_docs}")
+        check_non_negative(self.seed, "--seed")
 
 
 @dataclass

@@ -38,6 +38,7 @@ from nemo_mlsl.data.manifest import SCHEMA_VERSION, SPLITS, Manifest, staged_dir
 from nemo_mlsl.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap, normalize_code
+from nemo_mlsl.typed_config import check_non_negative
 from nemo_mlsl.userfiles import read_yaml
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".txt", ".txt.gz", ".parquet")
@@ -74,6 +75,7 @@ class PrepareConfig:
                               f"{self.val_docs} (leave it out for the default: 5% of each language, 1 to 200)")
         if self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        check_non_negative(self.seed, "--seed")
 
 
 # --- inputs ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.typed_config import check_non_negative
 from nemo_mlsl.userfiles import output_dir
 
 # (consonants, vowels) per script; syllabic scripts use one character per syllable.
@@ -64,6 +65,7 @@ class SynthConfig:
             raise ConfigError(f"--docs must be >= 10 (train/validation/test splits need documents), got {self.docs}")
         if not 0.0 <= self.transfer <= 1.0:
             raise ConfigError(f"--transfer must be in [0, 1], got {self.transfer}")
+        check_non_negative(self.seed, "--seed")
 
 
 class _Lexicon:

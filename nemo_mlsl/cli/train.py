@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nemo_mlsl.backends import BACKENDS, backend
+from nemo_mlsl.cli.parser import positive_int
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -20,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--backend", choices=BACKENDS.names(), default="cpu",
                    help="cpu: the Lightning CPU path; bridge: Megatron-Bridge's pretrain() (GPUs; one process per GPU under "
                         "torchrun); any backend registered under the 'nemo_mlsl.backends' entry points that can train one run")
-    s.add_argument("--nodes", type=int, help="bridge: nodes of the run (default: the recipe's)")
-    s.add_argument("--gpus-per-node", type=int, help="bridge: GPUs per node (default: the recipe's)")
+    s.add_argument("--nodes", type=positive_int, help="bridge: nodes of the run (default: the recipe's)")
+    s.add_argument("--gpus-per-node", type=positive_int, help="bridge: GPUs per node (default: the recipe's)")
     s.add_argument("--recipe", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--ratios", required=True)

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.mixtures import check_spec
 from nemo_mlsl.typed_config import coerce, typed
 from nemo_mlsl.userfiles import read_yaml
 
@@ -119,8 +120,8 @@ class StudyConfig:
             raise ConfigError(f"tokens: the joint law needs at least 2 distinct token budgets (distinct D), got {self.tokens}")
         self._validate_design()
         for i, spec in enumerate(self.baselines):
-            check_mixture_spec(spec, f"baselines[{i}]")
-        check_mixture_spec(self.within, "within", within=True)
+            check_spec(spec, f"baselines[{i}]")
+        check_spec(self.within, "within")
         if self.objective.type not in ("normalized", "raw"):
             raise ConfigError(f"objective.type must be normalized or raw, got {self.objective.type!r}")
         if not 0 <= self.objective.min_ratio < 1:
@@ -190,21 +191,6 @@ class StudyConfig:
             if have.get(key, 0) < need:
                 raise ConfigError(f"law {self.law!r} needs at least {need} {'runs' if key == 'runs' else 'distinct values of ' + key} "
                                   f"per family; this design gives {have[key]} (more ladder.fit rungs, tokens or design.mixtures)")
-
-
-def check_mixture_spec(spec: str, where: str, within: bool = False) -> None:
-    """A mixture spec (``name`` or ``name:arg``) that resolves: the name is registered and takes the argument. Tried
-    on two stand-in items (the corpus is not known yet), so what depends on the real data is checked at run time."""
-    from nemo_mlsl.mixtures import MixtureContext
-    from nemo_mlsl.registry import MIXTURES
-
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"{where} must be a mixture spec such as 'uniform' or 'temperature:3', got {spec!r}")
-    name, _, arg = spec.partition(":")
-    try:
-        MIXTURES.get(name.strip())(MixtureContext({"x": 10**9, "y": 3 * 10**9}, budget=10**6), arg.strip() or None)
-    except ConfigError as err:
-        raise ConfigError(f"{where} {spec!r}: {err}") from None
 
 
 def _merge_quick(conf: Any) -> Any:

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from nemo_mlsl.cli import build_parser, main
+from nemo_mlsl.cli.parser import subcommands
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMS = "amber=0.4,cobalt=0.3,jade=0.3"
@@ -27,11 +28,6 @@ FAMS = "amber=0.4,cobalt=0.3,jade=0.3"
 ZERO_OK = {"seed", "bootstrap", "transfer"}
 # Options whose string value names something new (an output, an id), so any name is valid.
 FREE = {"out", "plot", "run_id", "tb_root", "report_dir", "log_dir", "store", "tag", "text_field", "eod_token", "overrides", "name"}
-
-
-def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
 
 
 def options(sub: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -194,14 +190,20 @@ def test_the_fuzz_reaches_every_command(inputs, tmp_path):
 
 
 def test_every_command_refuses_bad_input_by_name(inputs, tmp_path, capsys):
-    failures = []
+    import time
+
+    failures, took = [], []
     all_cases = cases(inputs, tmp_path)
     for name, argv in all_cases:
+        start = time.perf_counter()
         rc, err = run(argv, capsys)
+        took.append((time.perf_counter() - start, name))
         try:
             assert_named_error(name, argv, rc, err)
         except AssertionError as e:
             failures.append(str(e).splitlines()[0] + " | " + (err.strip().splitlines() or [""])[-1][:300])
+    with capsys.disabled():
+        print(f"\n{len(all_cases)} cases; slowest: " + ", ".join(f"{n} {t:.1f}s" for t, n in sorted(took)[-5:]))
     assert not failures, f"{len(failures)} of {len(all_cases)} cases:\n" + "\n".join(failures)
 
 

@@ -59,10 +59,9 @@ class TrainSettings:
                     if getattr(self, name) < 1]
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            problems.append(f"lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
-            problems.append(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        for name in ("lr", "min_lr"):  # lr 0: a run that only validates (tests); min_lr is the floor of the decay
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                problems.append(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             problems.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         for name in ("decay_fraction", "dropout"):

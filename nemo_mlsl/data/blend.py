@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from filelock import FileLock
 
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
@@ -147,7 +148,9 @@ class FamilyBlend:
         n_val = val_samples_per_language * len(val_langs)
         # Without torch.distributed megatron builds indices in memory and says so at WARNING for every build.
         logging.getLogger("megatron.core.datasets").setLevel(logging.ERROR)
-        with warnings.catch_warnings(), one_process_group():
+        # One builder at a time per cache: megatron writes its index files unlocked, and a concurrent reader of the
+        # same data directory (two runs of a study, two test workers) could load a half-written index.
+        with warnings.catch_warnings(), one_process_group(), FileLock(str(cache / ".build.lock")):
             warnings.simplefilter("ignore")
             train_ds, val_ds, _ = BlendedMegatronDatasetBuilder(
                 GPTDataset, [train_samples, n_val, None], lambda: True, self._gpt_config(cache, [train, val, None])
@@ -156,7 +159,7 @@ class FamilyBlend:
             train_ds = _Tagged(train_ds)
         if not hasattr(val_ds, "dataset_index"):
             val_ds = _Tagged(val_ds)
-        return BuiltBlend(self, train_ds, val_ds, epochs)
+        return BuiltBlend(self, train_ds, val_ds, epochs, train_samples)
 
 
 def blended_counts(weights: Sequence[float], samples: int) -> np.ndarray:
@@ -197,6 +200,7 @@ class BuiltBlend:
     train: Any
     validation: Any
     family_epochs: dict[str, float]
+    train_samples: int | None = None  # as requested; megatron's index holds a few more, never drawn
 
     @property
     def train_languages(self) -> list[str]:
@@ -215,9 +219,10 @@ class BuiltBlend:
         return [fams.index(self.blend.manifest.family_of(l)) for l in languages]
 
     def audit(self) -> dict[str, dict]:
-        """Target vs realized share per family and language, counted from the built sample index."""
+        """Target vs realized share per family and language, counted over the requested samples of the built index."""
         langs = self.train_languages
-        counts = np.bincount(np.asarray(self.train.dataset_index, dtype=np.int64), minlength=len(langs))
+        drawn = np.asarray(self.train.dataset_index[: self.train_samples], dtype=np.int64)
+        counts = np.bincount(drawn, minlength=len(langs))
         total = counts.sum()
         seq = self.blend.config.seq_length
         m = self.blend.manifest

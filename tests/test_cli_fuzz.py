@@ -189,6 +189,7 @@ def test_the_fuzz_reaches_every_command(inputs, tmp_path):
     assert len(all_cases) >= 200, len(all_cases)
 
 
+@pytest.mark.slow  # ~250 commands in process: about a minute on 2 cores, most of it the first imports of torch and megatron
 def test_every_command_refuses_bad_input_by_name(inputs, tmp_path, capsys):
     import time
 

@@ -127,11 +127,11 @@ def test_transfer_study_on_the_synthetic_corpus(tmp_path):
     assert gap > K_SIGMA * noise, f"within-minus-across BTS gap {gap:.3f} is only {margin:.1f} sd of its seed noise ({noise:.4f})"
 
 
-def transfer_gap_and_noise(tmp_path, docs=6000, design=(), evals=16):
+def transfer_gap_and_noise(tmp_path, docs=6000, design=(), evals=16, corpus_seed=0):
     """The transfer study at the CLI defaults (``design``: extra `transfer design` options, e.g. a smaller rung for a
     quick look): the within-minus-across gap of the mean BTS and the sd of its seed noise."""
     t = tmp_path / "t"
-    run_cli("synth", "--out", tmp_path / "raw", "--families", "2", "--languages-per-family", "2", "--docs", str(docs), "--seed", "0")
+    run_cli("synth", "--out", tmp_path / "raw", "--families", "2", "--languages-per-family", "2", "--docs", str(docs), "--seed", str(corpus_seed))
     run_cli("transfer", "design", "--languages", "qaa,qab,qac", "--pairs", "qaa-qab,qaa-qac", "--seeds", "2", "--out", t, *design)
     run_cli("prepare", "--input", *(tmp_path / "raw" / f"{l}.jsonl" for l in ("qaa", "qab", "qac")), "--families",
             t / "families.yaml", "--out", t / "data", "--vocab-size", "256", "--workers", "2")

@@ -190,8 +190,10 @@ def test_the_fuzz_reaches_every_command(inputs, tmp_path):
 
 
 @pytest.mark.slow  # ~250 commands in process: about a minute on 2 cores, most of it the first imports of torch and megatron
-def test_every_command_refuses_bad_input_by_name(inputs, tmp_path, capsys):
+def test_every_command_refuses_bad_input_by_name(inputs, tmp_path, capsys, monkeypatch):
     import time
+
+    monkeypatch.chdir(tmp_path)  # whatever a case writes by a relative name lands here, never in the checkout
 
     failures, took = [], []
     all_cases = cases(inputs, tmp_path)

@@ -5,9 +5,11 @@ always held out together), ``largest-N`` and ``largest-D`` (train below the larg
 where the runs have more than one value). A law that cannot take the runs (zero shares under p^-γ, too few
 distinct values, a target other than the families' losses) is skipped with its reason.
 
-Criterion: the chosen law predicts the most splits (a law that cannot predict a split, e.g. one L* per
-fitted (N, D) setting at a new N, loses to one that can), then has the lowest mean held-out MAPE over the
-splits it predicts (each split's MAPE pooled over its folds, families and runs), then the fewest parameters.
+Criterion, in order: (1) the fewest splits whose held-out runs the law, once fitted, cannot predict (one L*
+per fitted (N, D) setting cannot predict a new N); a split whose training runs cannot identify the law (two
+values of D leave one to extrapolate from) is not counted against it; (2) the lowest mean held-out MAPE over
+the splits every law still in the running could be scored on (each split's MAPE pooled over its folds,
+families and runs; over each law's own splits if they share none); (3) the fewest parameters.
 """
 
 from __future__ import annotations
@@ -97,11 +99,16 @@ class LawScore:
 
     @property
     def mean_mape(self) -> float:
-        scored = self.scored
-        return float(np.mean([m["mape"] for m in scored.values()])) if scored else float("inf")
+        return self.mape_over(self.scored)
 
-    def rank_key(self, n_splits: int) -> tuple[int, float, int]:
-        return (n_splits - len(self.scored), self.mean_mape, self.n_params)
+    def mape_over(self, splits) -> float:
+        vals = [self.splits[s]["mape"] for s in splits if s in self.scored]
+        return float(np.mean(vals)) if vals else float("inf")
+
+    @property
+    def unpredicted(self) -> int:
+        """Splits fitted but not predicted (not those whose training runs cannot identify the law)."""
+        return sum(1 for m in self.splits.values() if m.get("stage") == "predict")
 
     def to_dict(self) -> dict[str, Any]:
         return {"law": self.spec, "skipped": self.skipped, "splits": self.splits,
@@ -109,8 +116,18 @@ class LawScore:
                 "fit_s": None if math.isnan(self.fit_s) else self.fit_s, "n_params": self.n_params}
 
 
-CRITERION = ("most splits predicted, then lowest mean held-out MAPE (%) over the splits predicted "
-             "(each pooled over folds, families and runs), then fewest parameters")
+CRITERION = ("fewest splits fitted but not predicted, then lowest mean held-out MAPE (%) over the splits every "
+             "remaining law was scored on (each pooled over folds, families and runs), then fewest parameters")
+
+
+def choose(scores: Sequence[LawScore]) -> tuple[str, list[str]]:
+    """The chosen law and the splits its MAPE was compared on (see the module docstring)."""
+    ranked = [s for s in scores if not s.skipped and s.scored]
+    least = min(s.unpredicted for s in ranked)
+    ranked = [s for s in ranked if s.unpredicted == least]
+    common = [x for x in ranked[0].scored if all(x in s.scored for s in ranked)]
+    best = min(ranked, key=lambda s: (s.mape_over(common or list(s.scored)), s.n_params))
+    return best.spec, common
 
 
 @dataclass
@@ -118,12 +135,13 @@ class Selection:
     scores: list[LawScore]
     chosen: str
     split_names: list[str]
+    compared_on: list[str]
     folds: int
     seed: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chosen": self.chosen, "criterion": CRITERION, "splits": self.split_names, "folds": self.folds,
-                "seed": self.seed, "laws": [s.to_dict() for s in self.scores]}
+        return {"chosen": self.chosen, "criterion": CRITERION, "splits": self.split_names, "compared_on": self.compared_on,
+                "folds": self.folds, "seed": self.seed, "laws": [s.to_dict() for s in self.scores]}
 
 
 def score_split(spec: str, obs: Observations, pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int,
@@ -133,16 +151,31 @@ def score_split(spec: str, obs: Observations, pairs: Sequence[tuple[np.ndarray, 
     pred_all: dict[str, list[np.ndarray]] = {}
     for train, test in pairs:
         t0 = time.perf_counter()
-        lf = fit(spec, obs.subset(train), seed=seed)
+        try:
+            lf = fit(spec, obs.subset(train), seed=seed)
+        except MLSLError as err:
+            raise SplitError(str(err), "fit") from None
         times.append(time.perf_counter() - t0)
         n_params.append(sum(len(f.names) for f in lf.fits.values()))
-        for target, (o, p) in heldout_predictions(lf, obs.subset(test)).items():
+        try:
+            predicted = heldout_predictions(lf, obs.subset(test))
+        except MLSLError as err:
+            raise SplitError(str(err), "predict") from None
+        for target, (o, p) in predicted.items():
             obs_all.setdefault(target, []).append(o)
             pred_all.setdefault(target, []).append(p)
     per = {t: regression_metrics(np.concatenate(obs_all[t]), np.concatenate(pred_all[t])) for t in obs_all}
     overall = regression_metrics(np.concatenate([np.concatenate(v) for v in obs_all.values()]),
                                  np.concatenate([np.concatenate(v) for v in pred_all.values()]))
     return {**overall, "families": per}
+
+
+class SplitError(FitError):
+    """A split a law could not be scored on; ``stage`` is "fit" (its training runs) or "predict" (its test runs)."""
+
+    def __init__(self, message: str, stage: str):
+        super().__init__(message)
+        self.stage = stage
 
 
 def heldout_predictions(lf: LawFit, test: Observations) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -182,8 +215,8 @@ def select_law(obs: Observations, laws: Sequence[str] | None = None, *, folds: i
             for name, pairs in splits.items():
                 try:
                     score.splits[name] = score_split(spec, obs, pairs, seed, times, n_params)
-                except MLSLError as err:
-                    score.splits[name] = {"error": str(err)}
+                except SplitError as err:
+                    score.splits[name] = {"error": str(err), "stage": err.stage}
             score.fit_s = float(np.mean(times)) if times else float("nan")
             score.n_params = n_params[0] if n_params else 0
         if log:
@@ -193,15 +226,15 @@ def select_law(obs: Observations, laws: Sequence[str] | None = None, *, folds: i
     if not ranked:
         reasons = "; ".join(f"{s.spec}: {s.skipped or next(iter(s.splits.values()))['error']}" for s in scores)
         raise FitError(f"no law could be cross-validated on these runs ({reasons})")
-    chosen = min(ranked, key=lambda s: s.rank_key(len(splits))).spec
-    return Selection(scores, chosen, list(splits), max(len(p) for p in splits.values()) if "mixtures" in splits else 0, seed)
+    chosen, common = choose(ranked)
+    return Selection(scores, chosen, list(splits), common, len(splits["mixtures"]) if "mixtures" in splits else 0, seed)
 
 
 def _cell(m: Mapping[str, Any] | None) -> str:
     if m is None:
         return "–"
     if "error" in m:
-        return "failed"
+        return "cannot predict" if m.get("stage") == "predict" else "not fitted"
     return f"{m['mape']:.3f} / {m['r2']:.3f}"
 
 
@@ -212,7 +245,8 @@ def selection_markdown(sel: Mapping[str, Any]) -> list[str]:
     lines = [f"## Law selection: `{sel['chosen']}` chosen", "",
              f"Held-out splits: {', '.join(splits)}" + (f" (mixtures: {sel['folds']} folds, seed {sel['seed']}, "
                                                       "replicate seeds of a mixture held out together)" if sel["folds"] else "")
-             + f". Criterion: {sel['criterion']}.", "",
+             + f". Criterion: {sel['criterion']}" + (f" (here: {', '.join(sel['compared_on'])})" if sel.get("compared_on") else "")
+             + ".", "",
              f"| law | {head} | mean MAPE % | fit s | params |", "|" + "---|" * (len(splits) + 4)]
     notes = []
     for s in sel["laws"]:
@@ -224,5 +258,5 @@ def selection_markdown(sel: Mapping[str, Any]) -> list[str]:
         fit_s = "–" if s["fit_s"] is None else f"{s['fit_s']:.2f}"
         mark = " **(chosen)**" if s["law"] == sel["chosen"] else ""
         lines.append(f"| `{s['law']}`{mark} | {cells} | {mean} | {fit_s} | {s['n_params']} |")
-        notes += [f"- `{s['law']}` failed on {x}: {m['error']}" for x, m in s["splits"].items() if "error" in m]
+        notes += [f"- `{s['law']}` on {x}: {m['error']}" for x, m in s["splits"].items() if "error" in m]
     return lines + ([""] + notes if notes else []) + [""]

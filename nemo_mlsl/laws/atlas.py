@@ -7,7 +7,9 @@ D_j = p_j·D. Choices the notes leave open, made here: K_t is the ``arg`` (defau
 co-sampled with t (largest mean ratio over the runs it is fitted on: the layout, fixed at fit time
 and stored with the fit, so a fitted τ always belongs to the family it was fitted for); one λ is shared by all sources (as the
 paper's text says); τ may be negative (interference) down to -0.5, and D_eff is floored at 1% of
-the target's own effective data so the law stays defined. U = ∞ (no repetition) when the runs do
+the target's own effective data and at 1e-6·D so the law stays defined. A target with no share of its own
+(p_t = 0: the monolingual and bilingual runs of ATLAS evaluated on languages they never trained on) has
+D_eff = the transfer-weighted tokens of the others, a finite loss: zero shares are data for this law. U = ∞ (no repetition) when the runs do
 not record available tokens (``family_tokens``).
 """
 
@@ -34,6 +36,7 @@ def saturate(D: np.ndarray, U: np.ndarray | float, lam: np.ndarray | float) -> n
 
 class AtlasLaw(Law):
     name = "atlas"
+    zero_shares = True
     formula = "L_t = E + A/N^α + B/D_eff^β,  D_eff = S_λ(D_t) + Σ_j τ_j S_λ(D_j) + τ_o S_λ(D_other)"
 
     def __init__(self, arg: str | None = None):
@@ -93,7 +96,7 @@ class AtlasLaw(Law):
         u_other = float(np.sum(data.U[others])) if others else np.inf
         tau_o = t2[:, -1:]
         d_eff = d_eff + tau_o * saturate(np.broadcast_to(np.clip(rest, 0, 1) * data.D, own.shape), u_other, lam)
-        d_eff = np.maximum(d_eff, 0.01 * own)
+        d_eff = np.maximum(d_eff, np.maximum(0.01 * own, 1e-6 * data.D))
         E, a, alpha, b, beta = (t2[:, i : i + 1] for i in range(5))
         out = np.log(E + np.exp(a - alpha * np.log(data.N)) + np.exp(b - beta * np.log(d_eff)))
         return out if theta.ndim == 2 else out[0]

@@ -35,6 +35,7 @@ def match_setting(fitted: list[tuple[float, float]], N: float, D: float) -> int 
 class FamilyPowerLaw(Law):
     name = "family_power"
     formula = "L_i(p) = L*_i · p^(-γ_i)"
+    separable = True
 
     def layout(self, data: FamilyData) -> dict[str, Any]:
         return {"settings": [[n, d] for n, d in settings(data)]}
@@ -49,6 +50,16 @@ class FamilyPowerLaw(Law):
         for n, d in self._settings():
             out.append(Param(setting_name(n, d), lo, hi, (float(np.log(data.loss.mean())),)))
         return out
+
+    def start_grid(self, data: FamilyData) -> np.ndarray:
+        """γ from its grid; each L* starts at its setting's mean of log L + γ·log p (one row per γ, however many settings)."""
+        grid = super().start_grid(data)
+        s = self._setting_index(data)
+        logs, logp = np.log(data.loss), np.log(np.maximum(data.p, 1e-12))
+        for row in grid:
+            adj = logs + row[0] * logp
+            row[1:] = [adj[s == i].mean() if np.any(s == i) else row[1 + i] for i in range(len(row) - 1)]
+        return grid
 
     def _setting_index(self, data: FamilyData) -> np.ndarray:
         fitted = self._settings()

@@ -15,6 +15,7 @@ from nemo_mlsl.observations import FamilyData
 class JointFamilyLaw(Law):
     name = "joint_family"
     formula = "L_i(N,D,p_i) = (E_i + A_i/N^α_i + B_i/D^β_i) · p_i^(-γ_i)"
+    separable = True
 
     def params(self, data: FamilyData) -> list[Param]:
         return scale_params(data) + [Param("gamma", -0.5, 2.0, (0.0, 0.1, 0.3))]

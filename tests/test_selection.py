@@ -64,7 +64,7 @@ def test_on_a_planted_separable_law_the_selection_picks_a_separable_law_and_skip
     assert by["joint_family"].n_params == 12 and by["joint_family"].fit_s > 0
     with pytest.raises(FitError, match="no law could be cross-validated.*family_power: .*joint_family: ") as err:
         select_law(Observations.from_records(recs + [zero]), ["family_power", "joint_family"], folds=3)
-    assert str(err.value).count("ratio 0") >= 2  # p^-γ cannot take a zero share: each law says so by name
+    assert str(err.value).count("share of 0") >= 2  # p^-γ cannot take a zero share: each law says so by name
 
 
 def test_fit_auto_writes_the_table_and_the_chosen_fit(tmp_path):

@@ -51,9 +51,11 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
+	$(BIN)/pip install --quiet -c constraints.txt lightgbm  # the `bench` extra (pyproject.toml)
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/fit.py
 	$(BIN)/python benchmarks/train_cpu.py
+	$(BIN)/python benchmarks/external.py
 
 gpu-wheels: setup
 	gpu/fetch_wheels.sh

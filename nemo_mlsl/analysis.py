@@ -74,9 +74,9 @@ def fit_and_report(
     N = N if N is not None else float(obs.N.max())
     D = D if D is not None else float(obs.D.max())
     optimal = None
-    if law.split(":")[0] in SEPARABLE_LAWS:
+    if lf.law.mixture_aware and (law.split(":")[0] in SEPARABLE_LAWS or set(lf.fits) <= set(obs.families)):
         optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio, caps=caps)
-        base = baselines(list(obs.families), tokens, D)
+        base = baselines(list(optimal["ratios"]), tokens if tokens is None or set(optimal["ratios"]) <= set(tokens) else None, D)
         z = unit_losses(doc, N, D)
         optimal["comparison"] = {
             name: _total(doc, r, N, D, z, objective) for name, r in {"optimal": optimal["ratios"], **base}.items()

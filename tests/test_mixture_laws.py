@@ -192,3 +192,22 @@ def test_losses_for_a_subset_of_families_and_shares_of_families_never_evaluated(
     assert set(lf.fits) == {"f0", "f1"} and lf.fits["f1"].n_runs == len(recs) // 2
     assert "t[f2]" in lf.fits["f0"].params  # its share is a feature of the others' losses
     assert lf.metrics["in_sample"]["families"]["f1"]["n"] == len(recs) // 2
+
+
+def test_report_plots_and_optimum_with_zero_shares(tmp_path):
+    """fit_and_report on a cross-family law with zero shares: the figures (symlog axis), the table, an optimum."""
+    from conftest import assert_figure
+    from nemo_mlsl.analysis import fit_and_report
+    from nemo_mlsl.independence import controlled_test, residual_correlations, seed_noise
+
+    recs = records(ye_loss, per=6)
+    rep = fit_and_report(recs, tmp_path, law="ye_mixing", bootstrap=3, N=1e8, D=1e9)
+    assert_figure(tmp_path / "loss_vs_ratio.png", (12.6, 3.4), min_colors=3)
+    opt = rep.doc["optimal"]
+    assert sum(opt["ratios"].values()) == pytest.approx(1.0) and opt["solver"] == "slsqp"
+    md = (tmp_path / "report.md").read_text()
+    assert "t[f2]" in md and "Optimal sampling ratios" in md
+    obs = rep.lawfit.obs
+    assert all(t["fixed_ratio"] > 0 for t in controlled_test(obs, 0.01))
+    resid = {f: np.where(np.arange(len(obs)) % 2 == 0, 0.01 * obs.P[:, 1], np.nan) for f in FAMS}
+    assert residual_correlations(obs, resid) and seed_noise(obs)["sigma"] is None

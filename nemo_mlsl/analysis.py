@@ -83,9 +83,9 @@ def fit_and_report(
     N = N if N is not None else float(obs.N.max())
     D = D if D is not None else float(obs.D.max())
     optimal = None
-    if law.split(":")[0] in SEPARABLE_LAWS:
+    if lf.law.mixture_aware and (law.split(":")[0] in SEPARABLE_LAWS or set(lf.fits) <= set(obs.families)):
         optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio, caps=caps)
-        base = baselines(list(obs.families), tokens, D)
+        base = baselines(list(optimal["ratios"]), tokens if tokens is None or set(optimal["ratios"]) <= set(tokens) else None, D)
         z = unit_losses(doc, N, D)
         optimal["comparison"] = {
             name: _total(doc, r, N, D, z, objective) for name, r in {"optimal": optimal["ratios"], **base}.items()
@@ -119,6 +119,21 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+MAX_TABLE_COLUMNS = 10
+
+
+def table_columns(lf: LawFit) -> list[str]:
+    """Parameter columns of the report's table: the union over families in first-seen order (laws such as
+    ATLAS name parameters per family: tau[<its transfer families>]), without the per-setting L*; the
+    per-family weights of a cross-family law only while the table stays readable."""
+    names: list[str] = []
+    for f in lf.fits.values():
+        names += [n for n in f.names if n not in names and not n.startswith("log_Lstar")]
+    if len(names) > MAX_TABLE_COLUMNS:
+        names = [n for n in names if "[" not in n]
+    return names
+
+
 def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> str:
     fitted = sorted({e["replicates_fitted"] for e in doc["families"].values()})
     boot = (f"{doc['bootstrap']} bootstrap replicates requested, "
@@ -127,8 +142,7 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
     lines = [f"# {title}", "", f"Law `{doc['law']}`: `{doc['formula']}`, fitted to {doc['n_runs']} runs "
              f"(Huber δ=1e-3 on log loss, multi-start L-BFGS-B; {boot}, seed {doc['seed']}).", ""]
     lines += [f"> **Warning:** {w}." for w in doc.get("warnings", [])] + ([""] if doc.get("warnings") else [])
-    names = next(iter(lf.fits.values())).names
-    short = [n for n in names if not n.startswith("log_Lstar")]
+    short = table_columns(lf)
     if doc.get("selection"):
         lines += selection_markdown(doc["selection"])
     lines += ["## Fitted parameters (95% bootstrap intervals)", "", "| family | " + " | ".join(short) + " | R² | MAPE % |",
@@ -138,8 +152,13 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
         cells = []
         for n in short:
             v, ci = entry["params"].get(n), entry["ci"].get(n)
-            cells.append(_fmt(v) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
-        lines.append(f"| {fam} | " + " | ".join(cells) + f" | {per[fam]['r2']:.3f} | {per[fam]['mape']:.2f} |")
+            cells.append("–" if v is None else _fmt(v) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
+        m = per.get(fam)
+        lines.append(f"| {fam} | " + " | ".join(cells) + (f" | {m['r2']:.3f} | {m['mape']:.2f} |" if m else " | – | – |"))
+    hidden = sorted({n for f in lf.fits.values() for n in f.names} - set(short))
+    if hidden:
+        lines += ["", f"{len(hidden)} more parameters per family (one L* per (N, D) setting, or one weight per family of the "
+                  "mixture) are in fit.json."]
     ov = doc["metrics"]["in_sample"]["overall"]
     lines += ["", f"In-sample: R² {ov['r2']:.4f}, RMSE(log L) {ov['rmse_log']:.4f}, MAPE {ov['mape']:.2f}% over {ov['n']} points.", ""]
     if "holdout" in doc["metrics"]:

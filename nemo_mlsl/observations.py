@@ -62,7 +62,7 @@ class Observations:
                 if not 0.0 <= P[r, j] <= 1.0:
                     raise ConfigError(f"run {rid!r}: ratio of {fam!r} is {P[r, j]}, outside [0, 1]")
             total = float(P[r].sum())
-            if abs(total - 1.0) > RENORMALIZE_TOLERANCE:
+            if abs(total - 1.0) > RENORMALIZE_TOLERANCE + 1e-12:
                 raise ConfigError(f"run {rid!r}: ratios sum to {total:.6g}, not 1 (more than {RENORMALIZE_TOLERANCE:.0%} off, "
                                   "so they are not rounded shares); fix the record's ratios")
             if abs(total - 1.0) > 1e-9:

@@ -63,17 +63,18 @@ class FamilyPowerLaw(Law):
 
     def _setting_index(self, data: FamilyData) -> np.ndarray:
         fitted = self._settings()
-        out = []
-        for n, d in zip(data.N.tolist(), data.D.tolist()):
-            i = match_setting(fitted, n, d)
-            if i is None:
-                known = ", ".join(f"(N={a:.6g}, D={b:.6g})" for a, b in fitted)
-                raise FitError(
-                    f"law 'family_power' has one L* per (N, D) setting it was fitted on ({known}) and cannot predict at "
-                    f"N={n:.6g}, D={d:.6g}; fit 'joint_family' to extrapolate in N and D"
-                )
-            out.append(i)
-        return np.array(out, dtype=int)
+        ref = np.array(fitted, dtype=float).reshape(-1, 2)
+        # One vectorized comparison ([n, settings]): this runs at every objective evaluation.
+        hit = np.isclose(data.N[:, None], ref[None, :, 0], rtol=1e-9) & np.isclose(data.D[:, None], ref[None, :, 1], rtol=1e-9)
+        missing = ~hit.any(axis=1)
+        if missing.any():
+            n, d = float(data.N[missing][0]), float(data.D[missing][0])
+            known = ", ".join(f"(N={a:.6g}, D={b:.6g})" for a, b in fitted)
+            raise FitError(
+                f"law 'family_power' has one L* per (N, D) setting it was fitted on ({known}) and cannot predict at "
+                f"N={n:.6g}, D={d:.6g}; fit 'joint_family' to extrapolate in N and D"
+            )
+        return hit.argmax(axis=1)
 
     def has_every_setting(self, data: FamilyData) -> bool:
         return len(set(self._setting_index(data).tolist())) == len(self._settings())

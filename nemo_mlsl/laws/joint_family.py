@@ -28,5 +28,11 @@ class JointFamilyLaw(Law):
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         return np.column_stack([scale_jacobian(theta, data), -np.log(data.p)])
 
+    def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
+        """d log L_i / d p_j = -γ_i / p_i for j = i, else 0 (the family's own share alone)."""
+        out = np.zeros((len(data.p), data.P.shape[1]))
+        out[:, data.index] = -float(np.asarray(theta)[5]) / data.p
+        return out
+
     def requirements(self) -> dict[str, int]:
         return {"runs": 8, "p": 2, "N": 2, "D": 2}

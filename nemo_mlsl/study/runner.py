@@ -17,7 +17,6 @@ from nemo_mlsl.analysis import fit_and_report
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture, data_caps
-from nemo_mlsl.optimize import SEPARABLE_LAWS
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.selection import AUTO
@@ -123,12 +122,11 @@ class Study:
         N, D = nparams[self.cfg.confirm_rung], self.cfg.confirm_tokens
         fam_tokens = manifest.family_tokens("train")
         caps = self.phase2_caps(manifest, nparams)
-        # law: auto chooses among the laws the study's optimum and report take (separable: γ per family)
         bar.write(f"fitting {self.cfg.law} to {len(fit_records)} runs (bootstrap {self.cfg.bootstrap}) ...")
         rep = fit_and_report(fit_records, out / "fit", law=self.cfg.law, bootstrap=self.cfg.bootstrap, seed=self.cfg.seed,
                              N=N, D=D, objective=self.cfg.objective.type, weights=self.cfg.objective.weights,
                              min_ratio=self.cfg.objective.min_ratio, tokens=fam_tokens, caps=caps,
-                             title=f"Study {self.cfg.name}: fit", candidates=SEPARABLE_LAWS)
+                             title=f"Study {self.cfg.name}: fit")
         if "selection" in rep.doc:
             bar.write(f"law selection chose {rep.doc['law']} (held-out table in {out / 'fit' / 'report.md'})")
         if not runs2:

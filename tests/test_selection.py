@@ -7,8 +7,11 @@ from nemo_mlsl.analysis import fit_and_report
 from nemo_mlsl.compare import compare_laws
 from nemo_mlsl.errors import FitError
 from nemo_mlsl.observations import Observations
+from nemo_mlsl.registry import LAWS
 from nemo_mlsl.selection import mixture_folds, select_law, splits_for
 from test_fitting import planted
+from test_mixture_laws import records as cross_records
+from test_mixture_laws import ye_loss
 
 
 def replicated(n_mix=6, seeds=3):
@@ -50,8 +53,8 @@ def test_on_a_planted_separable_law_the_selection_picks_a_separable_law_and_skip
     recs, _, _ = planted(families=2, Ns=(1e6, 3e6, 1e7), Ds=(1e8, 1e9), per=3, noise=0.003)
     zero = dict(recs[0], run_id="zero", ratios={"f0": 0.0, "f1": 1.0})
     obs = Observations.from_records(recs)
-    sel = select_law(obs, ["shifted_power", "family_power", "joint_family", "chinchilla"], folds=3)
-    assert sel.chosen == "joint_family"
+    sel = select_law(obs, ["shifted_power", "family_power", "joint_family", "chinchilla", "ye_mixing", "loglinear"], folds=3)
+    assert LAWS.get(sel.chosen).separable and sel.chosen == "joint_family"  # over the cross-family laws too
     by = {s.spec: s for s in sel.scores}
     assert by["chinchilla"].skipped and "ratio 1" in by["chinchilla"].skipped
     assert set(by["joint_family"].splits) == {"mixtures", "largest-N", "largest-D"}
@@ -81,3 +84,14 @@ def test_compare_writes_report_json_and_figure(tmp_path):
     doc = compare_laws(recs, ["joint_family", "shifted_power", "chinchilla"], tmp_path, folds=3)
     assert {p.name for p in tmp_path.iterdir()} >= {"report.md", "compare.json", "heldout_mape.png"}
     assert doc["chosen"] == "joint_family" and "skipped: " in (tmp_path / "report.md").read_text()
+
+
+def test_on_a_planted_cross_family_law_with_zero_shares_auto_picks_it_over_the_separable_laws(tmp_path):
+    recs = cross_records(ye_loss, per=6, noise=0.003)  # a third of the runs give one family no share
+    rep = fit_and_report(recs, tmp_path, law="auto", bootstrap=0, figures=(),
+                         candidates=["joint_family", "family_power", "loglinear", "ye_mixing"])
+    sel = rep.doc["selection"]
+    assert sel["chosen"] == rep.doc["law"] == "ye_mixing" and sel["compared_on"] == ["mixtures", "largest-N", "largest-D"]
+    by = {s["law"]: s for s in sel["laws"]}
+    assert "share of 0" in by["joint_family"]["skipped"] and "share of 0" in by["family_power"]["skipped"]
+    assert by["ye_mixing"]["mean_heldout_mape"] < 1.0 < by["loglinear"]["mean_heldout_mape"]

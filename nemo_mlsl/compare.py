@@ -30,9 +30,9 @@ def heldout_bars(sel: Mapping[str, Any], path: Path) -> Path:
     return plots.save(fig, path)
 
 
-def compare_laws(records: Sequence[Mapping[str, Any]], laws: Sequence[str], out: str | Path, *, folds: int = DEFAULT_FOLDS,
+def compare_laws(records: Sequence[Mapping[str, Any]], laws: Sequence[str] | None, out: str | Path, *, folds: int = DEFAULT_FOLDS,
                  seed: int = 0) -> dict[str, Any]:
-    """Cross-validate ``laws`` on ``records``; write ``report.md``, ``compare.json`` and ``heldout_mape.png`` under ``out``."""
+    """Cross-validate ``laws`` (None: every registered law) on ``records``; write ``report.md``, ``compare.json`` and ``heldout_mape.png`` under ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     obs = Observations.from_records(records)

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from nemo_mlsl.cli import main
@@ -24,6 +23,7 @@ def run(capsys, *args):
     return code, out.out, out.err
 
 
+@pytest.mark.slow  # every registered law cross-validated (ATLAS and Shukor et al.'s laws take seconds per fit)
 def test_fit_auto_then_predict_json(store, tmp_path, capsys):
     code, out, _ = run(capsys, "fit", "--runs", store, "--law", "auto", "--out", tmp_path / "fit", "--bootstrap", "5")
     assert code == 0 and "law selection:" in out and "chose " in out

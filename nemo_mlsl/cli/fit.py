@@ -26,6 +26,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
     for fam, entry in doc["families"].items():
         g = entry["params"].get("gamma")
         ci = entry["ci"].get("gamma")
+        if g is None:
+            continue  # a law without a per-family exponent: its parameters are in report.md
         print(f"  {fam:<16}" + (f" gamma {g:.4f}" if g is not None else "") + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
     ov = doc["metrics"]["in_sample"]["overall"]
     print(f"  in-sample R2 {ov['r2']:.4f}  MAPE {ov['mape']:.2f}%")

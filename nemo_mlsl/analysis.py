@@ -56,6 +56,7 @@ def fit_and_report(
     caps: Mapping[str, float] | None = None,
     title: str = "Scaling-law fit",
     figures: tuple[str, ...] | None = None,
+    drop_zero_shares: bool = False,
 ) -> FitReport:
     """Fit ``law`` to ``records`` and write the report files under ``out``. ``caps`` are the families' data
     caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind."""
@@ -64,10 +65,10 @@ def fit_and_report(
     obs = Observations.from_records(records)
     test = None
     if holdout:
-        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed)
+        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
         test = obs.subset(holdout_split(obs, holdout, seed)[1])
     else:
-        lf = fit(law, obs, bootstrap=bootstrap, seed=seed)
+        lf = fit(law, obs, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
     doc = lf.to_dict()
     if law.split(":")[0] == "family_power" and N is None and D is None:
         N, D = settings_of(doc)[-1]  # L* is known only at the fitted settings: report at the largest

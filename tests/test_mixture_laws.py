@@ -222,3 +222,18 @@ def test_cross_family_fits_and_optima_are_deterministic():
     assert optimal_from_fit(a.to_dict(), N=1e8, D=1e9) == optimal_from_fit(b.to_dict(), N=1e8, D=1e9)
     back = LawFit.from_dict(a.to_dict())  # the stored layout (share columns, N0, D0) predicts as the fit in memory
     assert back.predict(obs, "f1") == pytest.approx(a.predict(obs, "f1"), rel=1e-12)
+
+
+def test_cli_fit_atlas_on_several_families_and_zero_shares(tmp_path):
+    from conftest import run_cli
+    from nemo_mlsl.results import ResultsStore
+
+    ResultsStore(tmp_path / "runs.jsonl").extend(atlas_records())
+    out = run_cli("fit", "--runs", tmp_path / "runs.jsonl", "--law", "atlas:1", "--out", tmp_path / "atlas", "--bootstrap", "2")
+    assert "fitted atlas:1" in out.stdout and "tau[u]" in (tmp_path / "atlas" / "report.md").read_text()
+    bad = run_cli("fit", "--runs", tmp_path / "runs.jsonl", "--law", "joint_family", "--out", tmp_path / "jf", check=False)
+    assert bad.returncode == 2 and "mlsl fit: error: law 'joint_family' cannot fit family" in bad.stderr
+    assert "--drop-zero-shares" in bad.stderr
+    ok = run_cli("fit", "--runs", tmp_path / "runs.jsonl", "--law", "joint_family", "--out", tmp_path / "jf", "--bootstrap", "0",
+                 "--drop-zero-shares")
+    assert "were left out" in ok.stdout

@@ -13,7 +13,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
     from nemo_mlsl.analysis import fit_and_report
 
     rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
-                         holdout=a.holdout, objective=a.objective)
+                         holdout=a.holdout, objective=a.objective, drop_zero_shares=a.drop_zero_shares)
     doc = rep.doc
     print(f"fitted {doc['law']} to {doc['n_runs']} runs -> {a.out}/fit.json, report.md")
     for w in doc.get("warnings", []):
@@ -65,7 +65,8 @@ def cmd_optimize(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from nemo_mlsl.analysis import fit_and_report
 
-    rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed)
+    rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
+                         drop_zero_shares=a.drop_zero_shares)
     print(f"wrote {', '.join(rep.files)} to {a.out}")
     return 0
 
@@ -80,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         s.add_argument("--bootstrap", type=int, default=200)
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--dedupe", action="store_true")
+        s.add_argument("--drop-zero-shares", action="store_true",
+                       help="for a law that cannot represent a family with no share of its own (family_power, joint_family): "
+                            "fit each family on the runs that train on it")
         if name == "fit":
             s.add_argument("--holdout", choices=["largest-N", "largest-D", "mixtures"])
             s.add_argument("--objective", default="normalized", choices=["normalized", "raw"])

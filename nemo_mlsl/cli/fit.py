@@ -18,10 +18,13 @@ def cmd_fit(a: argparse.Namespace) -> int:
     print(f"fitted {doc['law']} to {doc['n_runs']} runs -> {a.out}/fit.json, report.md")
     for w in doc.get("warnings", []):
         print(f"  warning: {w}")
+    per = doc["metrics"]["in_sample"]["families"]
     for fam, entry in doc["families"].items():
         g = entry["params"].get("gamma")
         ci = entry["ci"].get("gamma")
-        print(f"  {fam:<16}" + (f" gamma {g:.4f}" if g is not None else "") + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+        what = (f" gamma {g:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")) if g is not None else \
+            f" {len(entry['params'])} parameters" + (f", MAPE {per[fam]['mape']:.2f}%" if fam in per else "")
+        print(f"  {fam:<16}{what}")
     ov = doc["metrics"]["in_sample"]["overall"]
     print(f"  in-sample R2 {ov['r2']:.4f}  MAPE {ov['mape']:.2f}%")
     if "holdout" in doc["metrics"]:

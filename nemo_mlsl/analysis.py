@@ -58,6 +58,7 @@ def fit_and_report(
     title: str = "Scaling-law fit",
     figures: tuple[str, ...] | None = None,
     candidates: Sequence[str] | None = None,
+    drop_zero_shares: bool = False,
 ) -> FitReport:
     """Fit ``law`` to ``records`` and write the report files under ``out``. ``caps`` are the families' data
     caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind.
@@ -71,10 +72,10 @@ def fit_and_report(
         law = selection.chosen
     test = None
     if holdout:
-        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed)
+        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
         test = obs.subset(holdout_split(obs, holdout, seed)[1])
     else:
-        lf = fit(law, obs, bootstrap=bootstrap, seed=seed)
+        lf = fit(law, obs, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
     doc = lf.to_dict()
     if selection:
         doc["selection"] = selection.to_dict()

@@ -211,3 +211,29 @@ def test_report_plots_and_optimum_with_zero_shares(tmp_path):
     assert all(t["fixed_ratio"] > 0 for t in controlled_test(obs, 0.01))
     resid = {f: np.where(np.arange(len(obs)) % 2 == 0, 0.01 * obs.P[:, 1], np.nan) for f in FAMS}
     assert residual_correlations(obs, resid) and seed_noise(obs)["sigma"] is None
+
+
+def test_cross_family_fits_and_optima_are_deterministic():
+    from nemo_mlsl.optimize import optimal_from_fit
+
+    obs = Observations.from_records(records(ye_loss, per=4))
+    a, b = fit("shukor_joint", obs, bootstrap=3, seed=5), fit("shukor_joint", obs, bootstrap=3, seed=5)
+    assert a.to_dict() == b.to_dict()
+    assert optimal_from_fit(a.to_dict(), N=1e8, D=1e9) == optimal_from_fit(b.to_dict(), N=1e8, D=1e9)
+    back = LawFit.from_dict(a.to_dict())  # the stored layout (share columns, N0, D0) predicts as the fit in memory
+    assert back.predict(obs, "f1") == pytest.approx(a.predict(obs, "f1"), rel=1e-12)
+
+
+def test_cli_fit_atlas_on_several_families_and_zero_shares(tmp_path):
+    from conftest import run_cli
+    from nemo_mlsl.results import ResultsStore
+
+    ResultsStore(tmp_path / "runs.jsonl").extend(atlas_records())
+    out = run_cli("fit", "--runs", tmp_path / "runs.jsonl", "--law", "atlas:1", "--out", tmp_path / "atlas", "--bootstrap", "2")
+    assert "fitted atlas:1" in out.stdout and "tau[u]" in (tmp_path / "atlas" / "report.md").read_text()
+    bad = run_cli("fit", "--runs", tmp_path / "runs.jsonl", "--law", "joint_family", "--out", tmp_path / "jf", check=False)
+    assert bad.returncode == 2 and "mlsl fit: error: law 'joint_family' cannot fit family" in bad.stderr
+    assert "--drop-zero-shares" in bad.stderr
+    ok = run_cli("fit", "--runs", tmp_path / "runs.jsonl", "--law", "joint_family", "--out", tmp_path / "jf", "--bootstrap", "0",
+                 "--drop-zero-shares")
+    assert "were left out" in ok.stdout

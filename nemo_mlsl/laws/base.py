@@ -168,7 +168,7 @@ def zero_share_message(law: str, family: str, zeros: int, runs: int) -> str:
     others = ", ".join(repr(n) for n in zero_share_laws())
     return (f"law {law!r} cannot fit family {family!r}: {zeros} of its {runs} runs give it a share of 0, and "
             f"the law's p^-gamma is infinite at p = 0 (it has no term for what a family learns from the others). "
-            f"Fit a law that takes zero shares ({others}), or drop those {zeros} runs (fit(..., drop_zero_shares=True))")
+            f"Fit a law that takes zero shares ({others}), or drop those {zeros} runs (`mlsl fit --drop-zero-shares`, fit(..., drop_zero_shares=True))")
 
 
 def grid_product(params: Sequence[Param]) -> np.ndarray:

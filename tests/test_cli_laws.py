@@ -71,3 +71,17 @@ def test_import_runs_csv_and_its_named_errors(tmp_path, capsys):
     assert code == 2 and err.startswith("mlsl import-runs: error:") and "column 'loss_a' does not match --loss-pattern" in err
     code, _, err = run(capsys, "import-runs", "olmix", "--swarm", tmp_path, "--out", tmp_path / "o.jsonl")
     assert code == 2 and "needs --swarm DIR" in err
+
+
+def test_import_runs_tensorboard_one_run_from_the_command_line(tmp_path, capsys):
+    from test_importers import megatron_log
+
+    run_dir = megatron_log(tmp_path, "mix_a", {50: {"en": 4.1, "de": 4.4}, 100: {"en": 3.6, "de": 3.8}})
+    code, out, _ = run(capsys, "import-runs", "tensorboard", run_dir, "--ratios", "en=0.7,de=0.3", "--N", "1e8", "--D", "2e9",
+                       "--out", tmp_path / "runs.jsonl")
+    assert code == 0 and "imported 1 of 1 runs" in out
+    rec = ResultsStore(tmp_path / "runs.jsonl").read()[0]
+    assert rec["run_id"] == "mix_a" and rec["family_loss"] == pytest.approx({"en": 3.6, "de": 3.8}) and rec["N"] == 1e8
+    code, _, err = run(capsys, "import-runs", "tensorboard", run_dir, run_dir, "--ratios", "en=1", "--N", "1", "--D", "1",
+                       "--out", tmp_path / "x.jsonl")
+    assert code == 2 and "--runs-table CSV" in err

@@ -95,3 +95,18 @@ def test_on_a_planted_cross_family_law_with_zero_shares_auto_picks_it_over_the_s
     by = {s["law"]: s for s in sel["laws"]}
     assert "share of 0" in by["joint_family"]["skipped"] and "share of 0" in by["family_power"]["skipped"]
     assert by["ye_mixing"]["mean_heldout_mape"] < 1.0 < by["loglinear"]["mean_heldout_mape"]
+
+
+def test_a_study_config_takes_law_auto_and_refuses_an_unknown_law_before_any_run(tmp_path):
+    from pathlib import Path
+
+    from nemo_mlsl.errors import ConfigError
+    from nemo_mlsl.study.config import load_study
+
+    text = (Path(__file__).resolve().parents[1] / "studies" / "default.yaml").read_text()
+    assert "law: joint_family" in text
+    (tmp_path / "auto.yaml").write_text(text.replace("law: joint_family", "law: auto"))
+    assert load_study(tmp_path / "auto.yaml").law == "auto"
+    (tmp_path / "typo.yaml").write_text(text.replace("law: joint_family", "law: joint_famly"))
+    with pytest.raises(ConfigError, match="unknown law 'joint_famly'"):
+        load_study(tmp_path / "typo.yaml")

@@ -117,6 +117,10 @@ class StudyConfig:
             raise ConfigError("design.floor must be in [0, 1)")
         if not 0 < self.design.independence.ratio < 1:
             raise ConfigError("design.independence.ratio must be in (0, 1)")
+        if self.law != "auto":  # `auto`: selected by cross-validation once phase 1 has run (nemo_mlsl.selection)
+            from nemo_mlsl.fitting import make_law
+
+            make_law(self.law)  # an unknown law is an error before any run trains, not after phase 1
         if self.objective.type not in ("normalized", "raw"):
             raise ConfigError("objective.type must be normalized or raw")
         self.executor.validate()

@@ -110,3 +110,22 @@ def test_a_study_config_takes_law_auto_and_refuses_an_unknown_law_before_any_run
     (tmp_path / "typo.yaml").write_text(text.replace("law: joint_family", "law: joint_famly"))
     with pytest.raises(ConfigError, match="unknown law 'joint_famly'"):
         load_study(tmp_path / "typo.yaml")
+
+
+@pytest.mark.slow  # a whole (planted-backend) study; the selection cross-validates every registered law
+def test_a_study_with_law_auto_fits_with_the_selected_law(tmp_path):
+    import json
+    from pathlib import Path
+
+    from conftest import run_cli
+
+    text = (Path(__file__).resolve().parents[1] / "studies" / "default.yaml").read_text()
+    (tmp_path / "auto.yaml").write_text(text.replace("law: joint_family", "law: auto"))
+    out = tmp_path / "study"
+    proc = run_cli("study", "--config", tmp_path / "auto.yaml", "--out", out, "--backend", "planted", "--quick", "--no-progress")
+    fit = json.loads((out / "fit" / "fit.json").read_text())
+    sel = fit["selection"]
+    assert fit["law"] == sel["chosen"] and f"law selection chose {sel['chosen']}" in proc.stdout
+    assert LAWS.get(sel["chosen"]).separable  # the planted backend's law is He et al.'s: a separable law wins
+    assert not (out / "fit_live").exists()  # with law: auto the runs are recorded without a per-run refit
+    assert "## Law selection" in (out / "fit" / "report.md").read_text() and (out / "report.md").exists()

@@ -1,7 +1,7 @@
 """Law selection: every applicable law cross-validated on held-out mixtures and on extrapolation in N and D.
 
-Splits: ``mixtures`` (K seeded folds over the distinct mixtures, so the replicate seeds of one mixture are
-always held out together), ``largest-N`` and ``largest-D`` (train below the largest value, test at it; only
+Splits: ``mixtures`` (K seeded folds over the distinct mixtures: the replicate seeds of a mixture, and the
+same mixture at other N and D, are always held out together), ``largest-N`` and ``largest-D`` (train below the largest value, test at it; only
 where the runs have more than one value). A law that cannot take the runs (zero shares under p^-γ, too few
 distinct values, a target other than the families' losses) is skipped with its reason.
 
@@ -27,7 +27,6 @@ from nemo_mlsl.observations import Observations
 from nemo_mlsl.registry import LAWS
 
 DEFAULT_FOLDS = 5
-SPLITS = ("mixtures", "largest-N", "largest-D")
 AUTO = "auto"  # the law name that asks for selection (`mlsl fit --law auto`, a study's `law: auto`)
 
 
@@ -203,8 +202,8 @@ def select_law(obs: Observations, laws: Sequence[str] | None = None, *, folds: i
                log: Any = None) -> Selection:
     """Cross-validate ``laws`` (default: every registered law) and choose one (see the module docstring)."""
     specs = list(dict.fromkeys(laws or default_laws()))
-    if not specs:
-        raise ConfigError("--laws: name at least one law")
+    if folds < 2:
+        raise ConfigError(f"--folds {folds}: cross-validation needs at least 2 folds")
     for spec in specs:
         make_law(spec)  # an unknown name is a user error, not a skipped law
     splits = splits_for(obs, folds, seed)

@@ -6,8 +6,7 @@ import math
 from typing import Mapping
 
 from nemo_mlsl.errors import ConfigError
-
-SUM_TOLERANCE = 0.01  # shares summing to 1 within this are renormalized (RegMix prints 3 decimals: sums of 0.998)
+from nemo_mlsl.observations import RENORMALIZE_TOLERANCE as SUM_TOLERANCE  # one tolerance for records and imports
 
 
 def normalize_shares(shares: Mapping[str, float], where: str) -> tuple[dict[str, float], str | None]:

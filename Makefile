@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/pip install --quiet -c constraints.txt lightgbm  # the `bench` extra (pyproject.toml)
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/fit.py
+	$(BIN)/python benchmarks/fit_reference.py
 	$(BIN)/python benchmarks/train_cpu.py
 	$(BIN)/python benchmarks/external.py
 

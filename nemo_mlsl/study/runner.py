@@ -17,8 +17,10 @@ from nemo_mlsl.analysis import fit_and_report
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture, data_caps
+from nemo_mlsl.optimize import study_law_problem
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
+from nemo_mlsl.registry import LAWS
 from nemo_mlsl.selection import AUTO
 from nemo_mlsl.study import plan as planning
 from nemo_mlsl.study.backend import Backend, InlineLauncher, Launcher, RunSpec
@@ -126,7 +128,7 @@ class Study:
         rep = fit_and_report(fit_records, out / "fit", law=self.cfg.law, bootstrap=self.cfg.bootstrap, seed=self.cfg.seed,
                              N=N, D=D, objective=self.cfg.objective.type, weights=self.cfg.objective.weights,
                              min_ratio=self.cfg.objective.min_ratio, tokens=fam_tokens, caps=caps,
-                             title=f"Study {self.cfg.name}: fit")
+                             title=f"Study {self.cfg.name}: fit", candidates=study_laws())
         if "selection" in rep.doc:
             bar.write(f"law selection chose {rep.doc['law']} (held-out table in {out / 'fit' / 'report.md'})")
         if not runs2:
@@ -164,6 +166,11 @@ class Study:
 
         execute(runs, self.out, manifest, self.backend, self.launcher, law=self.cfg.law, within=self.cfg.within,
                 on_done=after_each, log=bar.write, what=f"phase {phase}")
+
+
+def study_laws() -> list[str]:
+    """The registered laws a study can take (its optimum at the confirmation rung): ``law: auto`` chooses among them."""
+    return [name for name in LAWS.names() if study_law_problem(name) is None]
 
 
 def run_specs(runs: Sequence[planning.PlannedRun], out: Path, manifest: Manifest, *, law: str | None = "joint_family",

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.typed_config import check_positive
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ def optimal_from_fit(
 ) -> dict:
     """Optimal ratios (and bootstrap intervals) from a ``fit.json`` document; ``caps`` are per-family data caps
     (``mixtures.data_caps``): the result lists them and the ones the optimum sits on."""
+    check_positive(N, "N (--N)", "the model's non-embedding parameters, e.g. 1e8")
+    check_positive(D, "D (--D)", "the run's training tokens, e.g. 2e10")
     law = str(fit_doc["law"]).split(":")[0]
     if law not in SEPARABLE_LAWS:
         return optimal_general(fit_doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio,
@@ -276,6 +279,19 @@ def unit_losses(fit_doc: Mapping, N: float | None = None, D: float | None = None
     if law not in SEPARABLE_LAWS:
         return {t: law_losses(fit_doc, {t: 1.0}, N, D)[t] for t in fit_doc["families"]}
     return {fam: _coefficients(law, e, N, D)[0] for fam, e in fit_doc["families"].items()}
+
+
+def study_law_problem(law: str) -> str | None:
+    """Why a study cannot take ``law``'s optimum at its confirmation rung and budget (a larger N and a D it was
+    not fitted at), or None: the optimum needs a separable law that extrapolates in N and D."""
+    name = law.split(":")[0].strip()
+    if name not in SEPARABLE_LAWS:
+        return (f"the optimal ratios need a law of the form c_i(N, D)·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit "
+                f"{name!r} with `mlsl fit` on the study's runs instead")
+    if name == "family_power":
+        return ("family_power knows L* only at the (N, D) settings it was fitted on, and the study predicts the larger "
+                "confirmation rung: use joint_family")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------

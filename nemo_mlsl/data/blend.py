@@ -21,6 +21,7 @@ from filelock import FileLock
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import check_epochs, language_weights, parse_ratios, validate_ratios
+from nemo_mlsl.typed_config import check_non_negative, check_positive
 
 DEFAULT_MAX_EPOCHS = 4.0
 
@@ -59,6 +60,12 @@ class BlendConfig:
     max_epochs: float = DEFAULT_MAX_EPOCHS
     normalize: bool = False
 
+    def __post_init__(self) -> None:
+        if self.seq_length < 2:
+            raise ConfigError(f"seq_length must be >= 2, got {self.seq_length}")
+        check_positive(self.max_epochs, "max_epochs (--max-epochs)", "how often a language's data may repeat")
+        check_non_negative(self.seed, "--seed")
+
 
 @dataclass
 class FamilyBlend:
@@ -71,8 +78,6 @@ class FamilyBlend:
 
     def __post_init__(self) -> None:
         cfg = self.config
-        if cfg.seq_length < 2:
-            raise ConfigError(f"seq_length must be >= 2, got {cfg.seq_length}")
         self.family_ratios = validate_ratios(cfg.ratios, self.manifest.family_tokens(), normalize=cfg.normalize)
         self.weights = language_weights(self.family_ratios, self.manifest.family_languages(), cfg.within)
 
@@ -154,7 +159,7 @@ class FamilyBlend:
             train_ds = _Tagged(train_ds)
         if not hasattr(val_ds, "dataset_index"):
             val_ds = _Tagged(val_ds)
-        return BuiltBlend(self, train_ds, val_ds, epochs)
+        return BuiltBlend(self, train_ds, val_ds, epochs, train_samples)
 
 
 def blended_counts(weights: Sequence[float], samples: int) -> np.ndarray:
@@ -195,6 +200,7 @@ class BuiltBlend:
     train: Any
     validation: Any
     family_epochs: dict[str, float]
+    train_samples: int | None = None  # as requested; megatron's index holds a few more, never drawn
 
     @property
     def train_languages(self) -> list[str]:
@@ -213,9 +219,10 @@ class BuiltBlend:
         return [fams.index(self.blend.manifest.family_of(l)) for l in languages]
 
     def audit(self) -> dict[str, dict]:
-        """Target vs realized share per family and language, counted from the built sample index."""
+        """Target vs realized share per family and language, counted over the requested samples of the built index."""
         langs = self.train_languages
-        counts = np.bincount(np.asarray(self.train.dataset_index, dtype=np.int64), minlength=len(langs))
+        drawn = np.asarray(self.train.dataset_index[: self.train_samples], dtype=np.int64)
+        counts = np.bincount(drawn, minlength=len(langs))
         total = counts.sum()
         seq = self.blend.config.seq_length
         m = self.blend.manifest

@@ -13,8 +13,12 @@ from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.fitting import LawFit, fit, fit_with_holdout, holdout_split
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
 from nemo_mlsl.observations import Observations
+<<<<<<< HEAD
 from nemo_mlsl.optimize import SEPARABLE_LAWS, optimal_from_fit, predicted_losses, settings_of, unit_losses
 from nemo_mlsl.selection import AUTO, select_law, selection_markdown
+=======
+from nemo_mlsl.optimize import optimal_from_fit, predicted_losses, settings_of, unit_losses
+>>>>>>> laws
 
 
 @dataclass
@@ -84,7 +88,7 @@ def fit_and_report(
     N = N if N is not None else float(obs.N.max())
     D = D if D is not None else float(obs.D.max())
     optimal = None
-    if lf.law.mixture_aware and (law.split(":")[0] in SEPARABLE_LAWS or set(lf.fits) <= set(obs.families)):
+    if lf.law.mixture_aware:  # KKT for the separable laws, the simplex optimizer for the others
         optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio, caps=caps)
         base = baselines(list(optimal["ratios"]), tokens if tokens is None or set(optimal["ratios"]) <= set(tokens) else None, D)
         z = unit_losses(doc, N, D)

@@ -281,6 +281,19 @@ def unit_losses(fit_doc: Mapping, N: float | None = None, D: float | None = None
     return {fam: _coefficients(law, e, N, D)[0] for fam, e in fit_doc["families"].items()}
 
 
+def study_law_problem(law: str) -> str | None:
+    """Why a study cannot take ``law``'s optimum at its confirmation rung and budget (a larger N and a D it was
+    not fitted at), or None: the optimum needs a separable law that extrapolates in N and D."""
+    name = law.split(":")[0].strip()
+    if name not in SEPARABLE_LAWS:
+        return (f"the optimal ratios need a law of the form c_i(N, D)·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit "
+                f"{name!r} with `mlsl fit` on the study's runs instead")
+    if name == "family_power":
+        return ("family_power knows L* only at the (N, D) settings it was fitted on, and the study predicts the larger "
+                "confirmation rung: use joint_family")
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Any law: a constrained optimizer over the simplex (laws with cross-family terms, ATLAS).
 
@@ -460,16 +473,3 @@ def law_losses(fit_doc: Mapping, ratios: Mapping[str, float], N: float | None, D
     obj = MixtureObjective(lf, fams, targets, np.ones(len(targets)), float(N), float(D))
     L, _ = obj.losses(np.array([float(ratios.get(f, 0.0)) for f in fams]))
     return dict(zip(targets, map(float, L)))
-
-
-def study_law_problem(law: str) -> str | None:
-    """Why a study cannot take ``law``'s optimum at its confirmation rung and budget (a larger N and a D it was
-    not fitted at), or None: the optimum needs a separable law that extrapolates in N and D."""
-    name = law.split(":")[0].strip()
-    if name not in SEPARABLE_LAWS:
-        return (f"the optimal ratios need a law of the form c_i(N, D)·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit "
-                f"{name!r} with `mlsl fit` on the study's runs instead")
-    if name == "family_power":
-        return ("family_power knows L* only at the (N, D) settings it was fitted on, and the study predicts the larger "
-                "confirmation rung: use joint_family")
-    return None

@@ -237,3 +237,28 @@ def test_cli_fit_atlas_on_several_families_and_zero_shares(tmp_path):
     ok = run_cli("fit", "--runs", tmp_path / "runs.jsonl", "--law", "joint_family", "--out", tmp_path / "jf", "--bootstrap", "0",
                  "--drop-zero-shares")
     assert "were left out" in ok.stdout
+
+
+@pytest.mark.parametrize("spec", ["atlas:1", "atlas:2", "ye_mixing", "shukor_additive", "shukor_joint", "loglinear"])
+def test_analytic_jacobians_match_central_differences(spec):
+    """In the parameters and in the shares (the optimizer's gradient), on runs with zero shares and repetition."""
+    from nemo_mlsl.fitting import make_law
+    from nemo_mlsl.laws.base import Law
+
+    recs = atlas_records()
+    for r in recs:
+        r["family_tokens"] = {"t": 3e8, "u": 5e9, "v": 1e9}  # some runs repeat their data: the saturation is in play
+    obs = Observations.from_records(recs)
+    data = FamilyData.of(obs, "t")
+    law = make_law(spec).bound_to(data)
+    params = law.params(data)
+    rng = np.random.default_rng(0)
+    lo, hi = np.array([p.lower for p in params]), np.array([p.upper for p in params])
+    theta = np.clip(law.start_grid(data)[0] + rng.uniform(-0.05, 0.05, len(params)), lo, hi)
+    if spec.startswith("atlas"):
+        theta[5:] = [0.2] + [0.3] * (len(params) - 6)
+    J, Jn = law.jacobian(theta, data), Law.jacobian(law, theta, data)
+    assert J == pytest.approx(Jn, rel=1e-4, abs=1e-6 * np.abs(Jn).max())
+    inner = data.take((data.P > 1e-3).all(axis=1))  # away from p = 0, where a one-sided share has no difference
+    G, Gn = law.share_jacobian(theta, inner), Law.share_jacobian(law, theta, inner)
+    assert G == pytest.approx(Gn, rel=1e-4, abs=1e-6 * np.abs(Gn).max())

@@ -13,12 +13,8 @@ from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.fitting import LawFit, fit, fit_with_holdout, holdout_split
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
 from nemo_mlsl.observations import Observations
-<<<<<<< HEAD
-from nemo_mlsl.optimize import SEPARABLE_LAWS, optimal_from_fit, predicted_losses, settings_of, unit_losses
-from nemo_mlsl.selection import AUTO, select_law, selection_markdown
-=======
 from nemo_mlsl.optimize import optimal_from_fit, predicted_losses, settings_of, unit_losses
->>>>>>> laws
+from nemo_mlsl.selection import AUTO, select_law, selection_markdown
 
 
 @dataclass

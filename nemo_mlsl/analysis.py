@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from nemo_mlsl import plots
 from nemo_mlsl.data.manifest import write_json_atomic
@@ -14,6 +14,7 @@ from nemo_mlsl.fitting import LawFit, fit, fit_with_holdout, holdout_split
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
 from nemo_mlsl.observations import Observations
 from nemo_mlsl.optimize import optimal_from_fit, predicted_losses, settings_of, unit_losses
+from nemo_mlsl.selection import AUTO, select_law, selection_markdown
 
 
 @dataclass
@@ -56,13 +57,19 @@ def fit_and_report(
     caps: Mapping[str, float] | None = None,
     title: str = "Scaling-law fit",
     figures: tuple[str, ...] | None = None,
+    candidates: Sequence[str] | None = None,
     drop_zero_shares: bool = False,
 ) -> FitReport:
     """Fit ``law`` to ``records`` and write the report files under ``out``. ``caps`` are the families' data
-    caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind."""
+    caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind.
+    ``law="auto"`` selects the law by cross-validation among ``candidates`` (default: every registered law)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     obs = Observations.from_records(records)
+    selection = None
+    if law == AUTO:
+        selection = select_law(obs, candidates, seed=seed)
+        law = selection.chosen
     test = None
     if holdout:
         lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
@@ -70,6 +77,8 @@ def fit_and_report(
     else:
         lf = fit(law, obs, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
     doc = lf.to_dict()
+    if selection:
+        doc["selection"] = selection.to_dict()
     if law.split(":")[0] == "family_power" and N is None and D is None:
         N, D = settings_of(doc)[-1]  # L* is known only at the fitted settings: report at the largest
     N = N if N is not None else float(obs.N.max())
@@ -135,6 +144,8 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
              f"(Huber δ=1e-3 on log loss, multi-start L-BFGS-B; {boot}, seed {doc['seed']}).", ""]
     lines += [f"> **Warning:** {w}." for w in doc.get("warnings", [])] + ([""] if doc.get("warnings") else [])
     short = table_columns(lf)
+    if doc.get("selection"):
+        lines += selection_markdown(doc["selection"])
     lines += ["## Fitted parameters (95% bootstrap intervals)", "", "| family | " + " | ".join(short) + " | R² | MAPE % |",
               "|" + "---|" * (len(short) + 3)]
     per = doc["metrics"]["in_sample"]["families"]

@@ -16,6 +16,11 @@ def cmd_fit(a: argparse.Namespace) -> int:
     rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
                          holdout=a.holdout, objective=a.objective, drop_zero_shares=a.drop_zero_shares)
     doc = rep.doc
+    if "selection" in doc:
+        sel = doc["selection"]
+        scored = [s for s in sel["laws"] if not s["skipped"]]
+        print(f"law selection: {len(scored)} of {len(sel['laws'])} laws cross-validated (held out: {', '.join(sel['splits'])}); "
+              f"chose {sel['chosen']} (table in {a.out}/report.md)")
     print(f"fitted {doc['law']} to {doc['n_runs']} runs -> {a.out}/fit.json, report.md")
     for w in doc.get("warnings", []):
         print(f"  warning: {w}")
@@ -93,7 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         s = sub.add_parser(name, help=help_)
         s.set_defaults(func=cmd_fit if name == "fit" else cmd_report)
         s.add_argument("--runs", required=True, help="results.jsonl or a study directory")
-        s.add_argument("--law", default="joint_family")
+        s.add_argument("--law", default="joint_family", help="a registered law (name or name:arg), or 'auto': every "
+                       "applicable law cross-validated, the lowest held-out error chosen")
         s.add_argument("--out", required=True)
         s.add_argument("--bootstrap", type=int, default=200)
         s.add_argument("--seed", type=int, default=0)

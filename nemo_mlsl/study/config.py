@@ -104,6 +104,12 @@ class StudyConfig:
     seed: int = 0
     source: str = ""
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    # Power of the confirmation (nemo_mlsl/study/power.py): paired seeds per confirmed mixture, or as many as a
+    # FLOPs budget for the confirmation runs allows; the seed noise if known in advance; the gain hoped for.
+    confirm_seeds: int | None = None  # None: 1, or as many as confirm_budget allows
+    confirm_budget: float | None = None
+    seed_noise: float | None = None
+    expected_gain: float | None = None
 
     def validate(self) -> None:
         self.corpus.validate()
@@ -120,6 +126,34 @@ class StudyConfig:
         if self.objective.type not in ("normalized", "raw"):
             raise ConfigError("objective.type must be normalized or raw")
         self.executor.validate()
+        self.validate_power()
+
+    def validate_power(self) -> None:
+        if self.confirm_seeds is not None and self.confirm_seeds < 1:
+            raise ConfigError(f"confirm_seeds must be >= 1 (paired seeds per confirmed mixture), got {self.confirm_seeds}")
+        if self.confirm_budget is not None and not self.confirm_budget > 0:
+            raise ConfigError(f"confirm_budget must be > 0 training FLOPs (or null: confirm_seeds decides), got {self.confirm_budget}")
+        if self.seed_noise is not None and not 0 < self.seed_noise < 1:
+            raise ConfigError(f"seed_noise must be in (0, 1): the std of log loss between seeds, e.g. 0.015; got {self.seed_noise}")
+        if self.expected_gain is not None and not 0 < self.expected_gain < 1:
+            raise ConfigError(f"expected_gain must be in (0, 1): a relative gain, e.g. 0.02 for 2%; got {self.expected_gain}")
+
+
+def _optional_float(d: Mapping[str, Any], key: str) -> float | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number or null, got {value!r}") from None
+
+
+def _int_field(d: Mapping[str, Any], key: str) -> int | None:
+    value = d.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    return value
 
 
 def _merge_quick(conf: Any) -> Any:
@@ -163,6 +197,8 @@ def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
             law=str(d.get("law", "joint_family")), bootstrap=int(d.get("bootstrap", 100)),
             within=str(d.get("within", "natural")), seed=int(d.get("seed", 0)), source=str(path),
             executor=typed(ExecutorConfig, d.get("executor"), f"{path}: executor"),
+            confirm_seeds=_int_field(d, "confirm_seeds"), confirm_budget=_optional_float(d, "confirm_budget"),
+            seed_noise=_optional_float(d, "seed_noise"), expected_gain=_optional_float(d, "expected_gain"),
         )
     except (KeyError, TypeError) as err:
         raise ConfigError(f"{path}: malformed study config ({err}); see studies/default.yaml for the shape") from None

@@ -38,6 +38,7 @@ from nemo_mlsl.data.manifest import SCHEMA_VERSION, SPLITS, Manifest, staged_dir
 from nemo_mlsl.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap, normalize_code
+from nemo_mlsl.terminal import interactive
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".txt", ".txt.gz", ".parquet")
 SPLIT_CODE = {"train": 0, "validation": 1, "test": 2}
@@ -367,7 +368,9 @@ def train_tokenizer(lines: list[str], prefix: Path, cfg: PrepareConfig, log: Cal
         sample = fh.name
     done = threading.Event()
     started = time.time()
-    ticker = tqdm(total=None, desc="tokenizer", unit="s", bar_format="{desc}: training, {elapsed} elapsed", disable=not cfg.progress)
+    # a ticker redraws its line in place: on a terminal only (piped, its redraws would run into each other)
+    ticker = tqdm(total=None, desc="tokenizer", unit="s", bar_format="{desc}: training, {elapsed} elapsed",
+                  disable=not (cfg.progress and interactive()))
 
     def tick() -> None:
         while not done.wait(1.0):
@@ -513,13 +516,14 @@ def prepare(cfg: PrepareConfig, log: Callable[[str], None] | None = None) -> Man
         raise ConfigError(f"{out} already holds prepared data from other inputs or options; pass --force to rebuild")
 
     with staged_directory(out) as stage:
-        plans = {p: chunk_plan(p) for fs in tqdm(list(files.values()), desc="count", unit="lang", disable=not cfg.progress)
+        bars = cfg.progress and interactive()
+        plans = {p: chunk_plan(p) for fs in tqdm(list(files.values()), desc="count", unit="lang", disable=not bars)
                  for p in fs if _splittable(p)}
         counts = {code: sum(sum(n for _, _, n in plans[p]) if p in plans else count_documents(p, cfg.text_field) for p in fs)
                   for code, fs in sorted(files.items())}
         splits = {code: split_indices(counts[code], code, cfg.seed, cfg.val_docs) for code in sorted(files)}
         if given is None:
-            with tqdm(total=len(files), desc="tokenizer sample", unit="lang", disable=not cfg.progress) as bar:
+            with tqdm(total=len(files), desc="tokenizer sample", unit="lang", disable=not bars) as bar:
                 lines = tokenizer_sample(files, counts, fmap, splits, cfg, bar.update)
             tokenizer: Tokenizer = SentencePieceTokenizer(train_tokenizer(lines, stage / "tokenizer", cfg, log))
             del lines
@@ -529,7 +533,7 @@ def prepare(cfg: PrepareConfig, log: Callable[[str], None] | None = None) -> Man
         dtype = token_dtype(tokenizer.vocab_size)
         writers = {(code, split): BinWriter(stage / split / code, dtype) for code in files for split in SPLITS}
         total_bytes = sum(p.stat().st_size for fs in files.values() for p in fs)
-        bar = tqdm(total=total_bytes, desc="encode", unit="B", unit_scale=True, disable=not cfg.progress)
+        bar = tqdm(total=total_bytes, desc="encode", unit="B", unit_scale=True, disable=not bars)
         installed = str(stage / entry["model"])
         pool = get_context("fork").Pool(cfg.workers, initializer=_init_worker, initargs=(tokenizer.kind, installed)) \
             if cfg.workers > 1 else None

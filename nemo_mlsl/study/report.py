@@ -165,7 +165,7 @@ def _plot_gains(gains: Mapping[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(gains)
-    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.7 * len(names)))
+    fig, ax = plt.subplots(figsize=(6.4, 1.9 + 0.7 * len(names)))
     for i, name in enumerate(names):
         g = gains[name]
         if g.get("noise_sd"):
@@ -184,7 +184,7 @@ def _plot_gains(gains: Mapping[str, Any], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("gain of the optimum: baseline's total loss minus the optimum's (%)")
     ax.set_title("optimum vs baselines at the largest rung")
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     return plots.save(fig, path)
 
 

@@ -214,6 +214,11 @@ def test_planted_law_verdicts_match_the_truth(tmp_path, skewed_corpus):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "detectable gain" in md and "**within noise**" in md and "**optimal better, beyond noise**" in md
     assert (tmp_path / "out" / "gains.png").exists()
+    from nemo_mlsl.study.report import gain_lines
+
+    lines = gain_lines(s)
+    assert lines[0].startswith("gain over uniform: observed") and lines[0].endswith("within noise")
+    assert f"detectable {100 * g['natural']['detectable_relative']:.2f}%" in lines[1] and "3 paired seed(s)" in lines[1]
 
 
 def test_planted_law_with_distinct_gammas_is_detected_against_both(tmp_path, skewed_corpus):

@@ -159,6 +159,17 @@ def _gains(comp: Mapping[str, Any], sigma: float | None) -> dict[str, Any]:
     return gains
 
 
+def gain_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The terminal's headline per baseline: predicted and observed gain, its 2σ band, the detectable gain, the verdict."""
+    out = []
+    for name, g in summary["gains"].items():
+        band = (f" ± {100 * g['band_relative']:.2f}% (2σ, {g['seeds']} paired seed(s)); detectable {100 * g['detectable_relative']:.2f}%"
+                if g.get("noise_sd") else f" ({g['seeds']} seed(s), no noise estimate)")
+        out.append(f"gain over {name}: observed {100 * g['relative']:+.2f}%{band}; predicted {100 * g['predicted_relative']:+.2f}%: "
+                   f"{g['verdict']}")
+    return out
+
+
 def _plot_gains(gains: Mapping[str, Any], path: Path) -> Path:
     """The headline: observed gain over each baseline (%) with its 2σ interval, the noise band around 0, the
     gain the confirmation can detect and the law's predicted gain."""

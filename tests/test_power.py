@@ -193,7 +193,7 @@ def test_planted_law_verdicts_match_the_truth(tmp_path, skewed_corpus):
     """Equal γ: the optimum is uniform sampling, so the report must say "within noise" against uniform; natural
     sampling (8:1 family sizes) is truly worse by more than the detectable gain: "beyond noise"."""
     gamma = {"amber": 0.12, "cobalt": 0.12, "jade": 0.12}
-    s, log, _ = _planted_study(tmp_path, skewed_corpus, gamma, seeds=3)
+    s, log, study = _planted_study(tmp_path, skewed_corpus, gamma, seeds=3)
     opt = s["optimal_ratios"]
     assert all(abs(p - 1 / 3) < 0.03 for p in opt.values()), opt
     g = s["gains"]
@@ -215,6 +215,12 @@ def test_planted_law_verdicts_match_the_truth(tmp_path, skewed_corpus):
     assert "detectable gain" in md and "**within noise**" in md and "**optimal better, beyond noise**" in md
     assert (tmp_path / "out" / "gains.png").exists()
     from nemo_mlsl.study.report import gain_lines
+
+    # a dry run of the finished study states the power from its fit and measured noise
+    dry, pl = study.dry_run_power(study.run(dry_run=True))
+    assert "predicted by the fit" in dry[0] and "(measured)" in dry[0]
+    for p in pl:
+        assert p.predicted_gain == pytest.approx(g[p.baseline]["predicted_relative"], abs=1e-9)
 
     lines = gain_lines(s)
     assert lines[0].startswith("gain over uniform: observed") and lines[0].endswith("within noise")

@@ -108,7 +108,7 @@ class PowerLine:
     @property
     def verdict(self) -> str:
         if self.predicted_gain is None:
-            return f"no predicted gain yet (phase 1 fits it); detects gains >= {100 * self.detectable_gain:.2f}%"
+            return "the predicted gain is known once phase 1 has fitted the law"
         if self.predicted_gain <= 0:
             return "the law predicts no gain: a correct confirmation says within noise (or baseline better)"
         if self.detectable:
@@ -163,6 +163,6 @@ def describe(lines: Sequence[PowerLine]) -> list[str]:
     out = []
     for p in lines:
         pred = f"{100 * p.predicted_gain:+.2f}%" if p.predicted_gain is not None else "unknown"
-        out.append(f"  vs {p.baseline:<18} predicted gain {pred:>8}, detectable >= {100 * p.detectable_gain:.2f}% "
-                   f"with {p.seeds} paired seed(s): {p.verdict}")
+        out.append(f"  vs {p.baseline:<18} predicted gain {pred:>8}  detectable gain {100 * p.detectable_gain:.2f}% "
+                   f"({p.seeds} paired seed(s)): {p.verdict}")
     return out

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from nemo_mlsl.crossover import find_crossover, paper_crossover
+from nemo_mlsl.atlas.crossover import find_crossover, paper_crossover
 from nemo_mlsl.errors import ConfigError, FitError
-from nemo_mlsl.multilinguality import CapacityLaw, fit_capacity
-from nemo_mlsl.transfer import Curve, bts, fas, published_matrix, summarize_matrix
+from nemo_mlsl.atlas.multilinguality import CapacityLaw, fit_capacity
+from nemo_mlsl.atlas.transfer import Curve, bts, fas, published_matrix, summarize_matrix
 
 
 def power_curve(tokens, scale=1.0):
@@ -134,7 +134,7 @@ def test_crossover_cli_reads_two_runs(tmp_path):
 
 
 def test_monotone_fit_is_the_least_squares_non_increasing_fit():
-    from nemo_mlsl.transfer import monotone_fit
+    from nemo_mlsl.atlas.transfer import monotone_fit
 
     y = np.array([3.0, 2.0, 2.4, 1.8, 1.9, 2.0, 1.0])
     fit = monotone_fit(y)
@@ -157,7 +157,7 @@ def _write_run(d, ratios, curves, final=None):
 
 
 def test_fas_matrix_from_finetuning_runs(tmp_path):
-    from nemo_mlsl.transfer_study import score_finetuning
+    from nemo_mlsl.atlas.transfer_study import score_finetuning
 
     _write_run(tmp_path / "base", {"a": 0.5, "b": 0.5}, {"a": [(1e5, 2.0)], "b": [(1e5, 3.0)]})
     ts = [1e3, 2e3, 3e3]
@@ -181,7 +181,7 @@ def test_fas_matrix_from_finetuning_runs(tmp_path):
 
 def test_score_reports_a_bilingual_run_that_never_gets_there_as_censored(tmp_path):
     from nemo_mlsl.study.plan import PlannedRun
-    from nemo_mlsl.transfer_study import score
+    from nemo_mlsl.atlas.transfer_study import score
 
     runs = [PlannedRun("mono-a", "mono", "cpu_15k", 1000, {"a": 1.0, "b": 0.0}, 0, 1),
             PlannedRun("mono-b", "mono", "cpu_15k", 1000, {"a": 0.0, "b": 1.0}, 0, 1),
@@ -205,7 +205,7 @@ def test_score_reports_a_bilingual_run_that_never_gets_there_as_censored(tmp_pat
 def test_bts_intervals_resample_seeds_not_pairs():
     """Three monolingual seeds that disagree (scores 0, 1, 2 whatever the bilingual seed): the pairs are not
     9 independent scores, and the interval must show the spread of 3 seeds."""
-    from nemo_mlsl.transfer_study import seed_bootstrap
+    from nemo_mlsl.atlas.transfer_study import seed_bootstrap
 
     vals = np.repeat(np.array([[0.0], [1.0], [2.0]]), 3, axis=1)
     lo, hi = seed_bootstrap(vals, 2000, np.random.default_rng(0))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from filelock import FileLock
 
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
@@ -142,7 +143,9 @@ class FamilyBlend:
         n_val = val_samples_per_language * len(val_langs)
         # Without torch.distributed megatron builds indices in memory and says so at WARNING for every build.
         logging.getLogger("megatron.core.datasets").setLevel(logging.ERROR)
-        with warnings.catch_warnings(), one_process_group():
+        # One builder at a time per cache: megatron writes its index files unlocked, and a concurrent reader of the
+        # same data directory (two runs of a study, two test workers) could load a half-written index.
+        with warnings.catch_warnings(), one_process_group(), FileLock(str(cache / ".build.lock")):
             warnings.simplefilter("ignore")
             train_ds, val_ds, _ = BlendedMegatronDatasetBuilder(
                 GPTDataset, [train_samples, n_val, None], lambda: True, self._gpt_config(cache, [train, val, None])

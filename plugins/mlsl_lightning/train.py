@@ -109,7 +109,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         raise ConfigError(f"{out} holds an interrupted run ({last}); pass --resume to continue it or choose another --out")
     init = init_checkpoint(req.init_from) if req.init_from else None
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, os.cpu_count() or 1))  # the user's cap, else all cores
     pl.seed_everything(req.seed, workers=True, verbose=False)
 
     dm = FamilyBlendDataModule(

@@ -108,7 +108,7 @@ def test_confirmation_runs_are_paired_and_budgeted(tmp_path):
     assert len({r.run_id for r in runs}) == len(runs)
     assert phase2_size(cfg, nparams) == (1 + len(cfg.baselines)) * 4
     per_seed = 6.0 * nparams["cpu_250k"] * cfg.confirm_tokens * 3
-    budget = load_study(_config(tmp_path, confirm_budget=5.5 * per_seed))
+    budget = load_study(_config(tmp_path, confirm_budget=5.5 * per_seed, confirm_seeds=None))
     assert confirm_seeds(budget, nparams, 3) == 5  # as many as the budget buys
     both = load_study(_config(tmp_path, confirm_budget=5.5 * per_seed, confirm_seeds=2))
     assert confirm_seeds(both, nparams, 3) == 2

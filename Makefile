@@ -57,6 +57,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/fit.py
+	$(BIN)/python benchmarks/fit_reference.py
 	$(BIN)/python benchmarks/train_cpu.py
 
 gpu-wheels: setup

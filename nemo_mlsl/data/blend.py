@@ -154,7 +154,7 @@ class FamilyBlend:
             train_ds = _Tagged(train_ds)
         if not hasattr(val_ds, "dataset_index"):
             val_ds = _Tagged(val_ds)
-        return BuiltBlend(self, train_ds, val_ds, epochs)
+        return BuiltBlend(self, train_ds, val_ds, epochs, train_samples)
 
 
 def blended_counts(weights: Sequence[float], samples: int) -> np.ndarray:
@@ -195,6 +195,7 @@ class BuiltBlend:
     train: Any
     validation: Any
     family_epochs: dict[str, float]
+    train_samples: int | None = None  # as requested; megatron's index holds a few more, never drawn
 
     @property
     def train_languages(self) -> list[str]:
@@ -213,9 +214,10 @@ class BuiltBlend:
         return [fams.index(self.blend.manifest.family_of(l)) for l in languages]
 
     def audit(self) -> dict[str, dict]:
-        """Target vs realized share per family and language, counted from the built sample index."""
+        """Target vs realized share per family and language, counted over the requested samples of the built index."""
         langs = self.train_languages
-        counts = np.bincount(np.asarray(self.train.dataset_index, dtype=np.int64), minlength=len(langs))
+        drawn = np.asarray(self.train.dataset_index[: self.train_samples], dtype=np.int64)
+        counts = np.bincount(drawn, minlength=len(langs))
         total = counts.sum()
         seq = self.blend.config.seq_length
         m = self.blend.manifest

@@ -15,6 +15,8 @@ import numpy as np  # noqa: E402
 
 from nemo_mlsl.fitting import LawFit  # noqa: E402
 from nemo_mlsl.observations import FamilyData, Observations  # noqa: E402
+from nemo_mlsl.errors import ConfigError  # noqa: E402
+from nemo_mlsl.userfiles import output_file  # noqa: E402
 
 
 def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
@@ -55,8 +57,18 @@ def _lay_out(fig: plt.Figure) -> None:
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
+<<<<<<< HEAD
     """Lay out, write as PNG (110 dpi) and close."""
     _lay_out(fig)
+=======
+    """Lay out, write as PNG (110 dpi) and close; the directory is created, a bad path is a named error."""
+    try:
+        path = output_file(path, "plot")
+    except ConfigError:
+        plt.close(fig)
+        raise
+    fig.tight_layout()
+>>>>>>> main
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

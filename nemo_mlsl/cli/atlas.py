@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from nemo_mlsl.cli.common import print_json, records
+from nemo_mlsl.cli.parser import non_negative_int, positive_int, positive_number, refuse_unused
 from nemo_mlsl.errors import ConfigError
+
+# What each `mlsl transfer` action reads; any other option given is refused by name.
+TRANSFER_OPTIONS = {
+    "design": {"languages", "pairs", "rung", "tokens", "seeds", "vocab_size", "out"},
+    "run": {"runs", "data", "evals", "no_progress"},
+    "score": {"runs", "d_mono_fraction", "bootstrap", "families"},
+    "fas": {"base", "finetuned", "out"},
+    "show": {"out", "json", "published"},
+}
 
 
 def cmd_transfer(a: argparse.Namespace) -> int:
     from nemo_mlsl.atlas import transfer, transfer_study
 
+    refuse_unused(a, a.parser, TRANSFER_OPTIONS[a.action], f"transfer {a.action}")
     if a.action == "show":
         langs, mat = transfer.published_matrix()
         out = Path(a.out or ".")
@@ -35,6 +47,8 @@ def cmd_transfer(a: argparse.Namespace) -> int:
     if a.action == "design":
         from nemo_mlsl.recipes import load
 
+        if not (a.languages and a.out):
+            raise ConfigError("transfer design needs --languages CODE,CODE,... (at least two) and --out DIR")
         tokens = int(a.tokens)
         langs = [l.strip() for l in a.languages.split(",") if l.strip()]
         pairs = [tuple(p.split("-")) for p in a.pairs.split(",")] if a.pairs else None
@@ -45,7 +59,11 @@ def cmd_transfer(a: argparse.Namespace) -> int:
         print(f"next: mlsl prepare --input TEXT --families {Path(a.out) / 'families.yaml'} --out {Path(a.out) / 'data'}")
         print(f"      mlsl transfer run --runs {a.out} --data {Path(a.out) / 'data'}")
         return 0
+    if not a.runs and a.action in ("run", "score"):
+        raise ConfigError(f"transfer {a.action} needs --runs DIR (the directory `mlsl transfer design` wrote)")
     if a.action == "run":
+        if not a.data:
+            raise ConfigError("transfer run needs --data DIR (the prepared data of the design's languages)")
         from nemo_mlsl.data.manifest import Manifest
         from nemo_mlsl.recipes import load
         from nemo_mlsl.study.plan import load_runs
@@ -96,7 +114,7 @@ def cmd_transfer(a: argparse.Namespace) -> int:
 def cmd_plan_languages(a: argparse.Namespace) -> int:
     from nemo_mlsl.atlas.multilinguality import CapacityLaw, from_records
 
-    if a.from_ <= 0 or a.to <= 0:
+    if not (a.from_ > 0 and a.to > 0 and math.isfinite(a.from_ * a.to)):
         raise ConfigError(f"--from and --to are numbers of languages and must be > 0; got --from {a.from_:g} --to {a.to:g}")
     law = CapacityLaw.paper() if not a.fit else from_records(records(a.fit, False))
     r = a.to / a.from_
@@ -173,22 +191,22 @@ def cmd_crossover(a: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("transfer", help="cross-lingual transfer: design runs, train them, score the BTS matrix, "
                                        "score finetuning runs (FAS), or show ATLAS's")
-    s.set_defaults(func=cmd_transfer)
+    s.set_defaults(func=cmd_transfer, parser=s)
     s.add_argument("action", choices=["design", "run", "score", "fas", "show"])
     s.add_argument("--languages")
     s.add_argument("--pairs", help="a-b,c-d (default: all pairs)")
     s.add_argument("--rung", default="cpu_60k")
-    s.add_argument("--tokens", type=float, default=400_000,
+    s.add_argument("--tokens", type=positive_number, default=400_000,
                    help="tokens of each monolingual run (= d_mono); bilingual runs train on 3x as many. Too few and every "
                         "pair scores near +1: the runs are step-limited, not data-limited (docs/science.md)")
-    s.add_argument("--evals", type=int, default=16, help="validations per d_mono tokens in every run")
-    s.add_argument("--seeds", type=int, default=1)
-    s.add_argument("--vocab-size", type=int, default=512)
+    s.add_argument("--evals", type=positive_int, default=16, help="validations per d_mono tokens in every run")
+    s.add_argument("--seeds", type=positive_int, default=1)
+    s.add_argument("--vocab-size", type=positive_int, default=512)
     s.add_argument("--out")
     s.add_argument("--runs")
     s.add_argument("--data")
-    s.add_argument("--d-mono-fraction", type=float, default=1.0, help="reference point d_mono as a fraction of the monolingual run")
-    s.add_argument("--bootstrap", type=int, default=200)
+    s.add_argument("--d-mono-fraction", type=positive_number, default=1.0, help="reference point d_mono as a fraction of the monolingual run")
+    s.add_argument("--bootstrap", type=non_negative_int, default=200)
     s.add_argument("--families", help="score: families.yaml grouping the languages (default: the built-in table)")
     s.add_argument("--base", help="fas: the base run the finetuning runs started from (mlsl train --init-from)")
     s.add_argument("--finetuned", nargs="+", help="fas: finetuning run directories, one source each")

@@ -7,6 +7,7 @@ from typing import Any
 
 from nemo_mlsl.cli.common import print_json, ratios_arg, records
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.mixtures import check_spec
 
 
 def cmd_fit(a: argparse.Namespace) -> int:
@@ -30,13 +31,26 @@ def cmd_fit(a: argparse.Namespace) -> int:
     return 0
 
 
+def _min_ratio(text: str | None) -> Any:
+    """``--min-ratio 0.02`` (every family) or ``--min-ratio fam=0.05,...`` (per family)."""
+    if not text:
+        return 0.0
+    if "=" in text:
+        return ratios_arg(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--min-ratio {text!r} must be a number (e.g. 0.02) or family=ratio pairs (e.g. amber=0.05)") from None
+
+
 def cmd_optimize(a: argparse.Namespace) -> int:
     from nemo_mlsl.data.blend import DEFAULT_MAX_EPOCHS
     from nemo_mlsl.fitting import load_fit_doc
     from nemo_mlsl.optimize import optimal_from_fit
 
     doc = load_fit_doc(a.fit)
-    min_ratio: Any = float(a.min_ratio) if a.min_ratio and "=" not in a.min_ratio else (ratios_arg(a.min_ratio) or 0.0)
+    check_spec(a.within, "--within")
+    min_ratio: Any = _min_ratio(a.min_ratio)
     caps = None
     if a.data:
         from nemo_mlsl.data.manifest import Manifest

@@ -7,6 +7,7 @@ from typing import Any
 
 from nemo_mlsl.backends import BACKENDS, backend
 from nemo_mlsl.cli.common import print_json
+from nemo_mlsl.cli.parser import positive_int, refuse_unused
 from nemo_mlsl.errors import ConfigError
 
 
@@ -31,6 +32,8 @@ def _recipe_row(name: str) -> dict[str, Any]:
 def cmd_recipes(a: argparse.Namespace) -> int:
     from nemo_mlsl.recipes import available, load
 
+    if a.action != "build":  # the others read no data, layout or backend: a --data given to them is a mistake
+        refuse_unused(a, a.parser, {"json"}, f"recipes {a.action}")
     if a.action == "list":
         rows = sorted((_recipe_row(n) for n in available()), key=lambda r: (r["source"], r["non_embedding_params"] or 0))
         if a.json:
@@ -56,7 +59,7 @@ def cmd_recipes(a: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("recipes", help="list, show or build the ladder recipes")
-    s.set_defaults(func=cmd_recipes)
+    s.set_defaults(func=cmd_recipes, parser=s)
     s.add_argument("action", choices=["list", "show", "build"])
     s.add_argument("name", nargs="?")
     s.add_argument("overrides", nargs="*", help="key=value overrides")
@@ -64,8 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data")
     s.add_argument("--ratios")
     s.add_argument("--within", default="natural")
-    s.add_argument("--nodes", type=int)
-    s.add_argument("--gpus-per-node", type=int)
+    s.add_argument("--nodes", type=positive_int)
+    s.add_argument("--gpus-per-node", type=positive_int)
     s.add_argument("--log-dir")
     s.add_argument("--store")
     s.add_argument("--backend", choices=BACKENDS.names(), default="nemo",

@@ -21,6 +21,7 @@ from filelock import FileLock
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import check_epochs, language_weights, parse_ratios, validate_ratios
+from nemo_mlsl.typed_config import check_non_negative, check_positive
 
 DEFAULT_MAX_EPOCHS = 4.0
 
@@ -59,6 +60,12 @@ class BlendConfig:
     max_epochs: float = DEFAULT_MAX_EPOCHS
     normalize: bool = False
 
+    def __post_init__(self) -> None:
+        if self.seq_length < 2:
+            raise ConfigError(f"seq_length must be >= 2, got {self.seq_length}")
+        check_positive(self.max_epochs, "max_epochs (--max-epochs)", "how often a language's data may repeat")
+        check_non_negative(self.seed, "--seed")
+
 
 @dataclass
 class FamilyBlend:
@@ -71,8 +78,6 @@ class FamilyBlend:
 
     def __post_init__(self) -> None:
         cfg = self.config
-        if cfg.seq_length < 2:
-            raise ConfigError(f"seq_length must be >= 2, got {cfg.seq_length}")
         self.family_ratios = validate_ratios(cfg.ratios, self.manifest.family_tokens(), normalize=cfg.normalize)
         self.weights = language_weights(self.family_ratios, self.manifest.family_languages(), cfg.within)
 

@@ -7,10 +7,10 @@ import gzip
 from pathlib import Path
 from typing import IO, Iterable
 
-import yaml
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.families import normalize_code
+from nemo_mlsl.userfiles import read_yaml
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".txt", ".txt.gz", ".parquet")
 
@@ -47,8 +47,8 @@ def discover(inputs: Iterable[str]) -> dict[str, list[Path]]:
             for d in subdirs:
                 found.setdefault(d.name, []).extend(data_files(d))
         elif path.suffix in (".yaml", ".yml", ".json") and not path.name.endswith(".jsonl"):
-            doc = yaml.safe_load(path.read_text()) or {}
-            langs = doc.get("languages") if isinstance(doc, dict) else None
+            doc = read_yaml(path, "--input manifest", "'languages: {code: [file, ...]}'")
+            langs = doc.get("languages")
             if not isinstance(langs, dict):
                 raise ConfigError(f"{item}: a manifest must look like 'languages: {{code: [file, ...]}}'")
             for code, files in langs.items():

@@ -35,7 +35,11 @@ from nemo_mlsl.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tok
 from nemo_mlsl.data.tokenizer_training import tokenizer_sample, train_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap
+<<<<<<< HEAD
 from nemo_mlsl.terminal import interactive
+=======
+from nemo_mlsl.typed_config import check_non_negative
+>>>>>>> main
 
 
 @dataclass
@@ -56,6 +60,18 @@ class PrepareConfig:
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.vocab_size < 64:
+            raise ConfigError(f"--vocab-size must be >= 64, got {self.vocab_size}")
+        if not 0 < self.character_coverage <= 1:
+            raise ConfigError(f"--character-coverage must be in (0, 1], got {self.character_coverage}")
+        if self.val_docs is not None and self.val_docs < 1:
+            raise ConfigError(f"--val-docs is the number of validation documents per language and must be >= 1, got "
+                              f"{self.val_docs} (leave it out for the default: 5% of each language, 1 to 200)")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        check_non_negative(self.seed, "--seed")
+
 
 def fingerprint(files: dict[str, list[Path]], cfg: PrepareConfig, fmap: dict[str, str]) -> str:
     """A hash of the inputs (paths, sizes, times) and every option that changes the output."""
@@ -69,13 +85,6 @@ def fingerprint(files: dict[str, list[Path]], cfg: PrepareConfig, fmap: dict[str
                 cov=cfg.character_coverage, field=cfg.text_field, v=SCHEMA_VERSION)
     h.update(json.dumps(opts, sort_keys=True).encode())
     return h.hexdigest()
-
-
-def _check_options(cfg: PrepareConfig) -> None:
-    if cfg.vocab_size < 64:
-        raise ConfigError(f"--vocab-size must be >= 64, got {cfg.vocab_size}")
-    if not 0 < cfg.character_coverage <= 1:
-        raise ConfigError(f"--character-coverage must be in (0, 1], got {cfg.character_coverage}")
 
 
 def _up_to_date(out: Path, fp: str) -> Manifest | None:
@@ -139,7 +148,6 @@ def prepare(cfg: PrepareConfig, log: Callable[[str], None] | None = None) -> Man
     files = discover(cfg.inputs)
     fam = FamilyMap.from_yaml(cfg.families_yaml) if cfg.families_yaml else FamilyMap.builtin()
     fmap = {code: fam.family_of(code) for code in files}
-    _check_options(cfg)
     given = load_tokenizer(cfg.tokenizer, cfg.eod_token) if cfg.tokenizer else None  # a bad one fails before any work
     out = Path(cfg.out)
     fp = fingerprint(files, cfg, fmap)

@@ -81,7 +81,7 @@ def seeds_needed(gain: float, sd: float, power: float = POWER, z: float = Z_VERD
 def verdict(difference: float, se: float | None, k: float) -> str:
     """The report's words for a baseline-minus-optimum difference with noise ``se`` of its mean."""
     if se is None:
-        return "unknown (no seed noise)"
+        return "unknown (no seed repeats)"
     if difference > k * se:
         return "optimal better, beyond noise"
     if difference < -k * se:

@@ -44,6 +44,15 @@ def _progress(out: Path, cfg, runs, records, elapsed: float) -> dict[str, Any]:
     return {"partial": True, "done": len(done), "planned": len(runs)}
 
 
+def gain(baseline: float, optimal: float, sigma: float | None) -> dict[str, Any]:
+    """The optimum's gain over a baseline from one run each (difference of their observed total losses) and its
+    verdict: ``sigma`` is the relative seed noise of one run's loss, so the difference of two runs has sd √2·σ·(their
+    mean total). Several paired seeds: ``_gains``."""
+    diff = baseline - optimal
+    sd = power.unpaired_sd(sigma, 0.5 * (baseline + optimal)) if sigma else None
+    return {"difference": diff, "noise_sd": sd, "verdict": power.verdict(diff, sd, power.Z_VERDICT), "relative": diff / baseline}
+
+
 def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], rep, manifest: Manifest, *,
                        elapsed: float, partial: bool = False) -> dict[str, Any]:
     out = Path(out)

@@ -45,11 +45,7 @@ class TrainRequest:
 
 
 def _steps(recipe: Recipe, req: TrainRequest) -> int:
-    if req.max_steps:
-        return int(req.max_steps)
-    if req.tokens:
-        return recipe.train.steps_for(req.tokens)
-    return recipe.train.resolved_max_steps
+    return recipe.train.run_steps(req.max_steps, req.tokens)
 
 
 def init_checkpoint(path: str | Path) -> Path:

@@ -57,18 +57,13 @@ def _lay_out(fig: plt.Figure) -> None:
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
-<<<<<<< HEAD
-    """Lay out, write as PNG (110 dpi) and close."""
-    _lay_out(fig)
-=======
     """Lay out, write as PNG (110 dpi) and close; the directory is created, a bad path is a named error."""
     try:
         path = output_file(path, "plot")
     except ConfigError:
         plt.close(fig)
         raise
-    fig.tight_layout()
->>>>>>> main
+    _lay_out(fig)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -35,11 +35,8 @@ from nemo_mlsl.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tok
 from nemo_mlsl.data.tokenizer_training import tokenizer_sample, train_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap
-<<<<<<< HEAD
 from nemo_mlsl.terminal import interactive
-=======
 from nemo_mlsl.typed_config import check_non_negative
->>>>>>> main
 
 
 @dataclass

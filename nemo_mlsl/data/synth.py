@@ -64,6 +64,9 @@ class SynthConfig:
             raise ConfigError(f"--languages-per-family must be >= 1, got {self.languages_per_family}")
         if self.docs < 10:
             raise ConfigError(f"--docs must be >= 10 (train/validation/test splits need documents), got {self.docs}")
+        if not -8.0 <= self.richness_spread <= 8.0:
+            raise ConfigError(f"--richness-spread must be in [-8, 8] (log2 of the last family's vocabulary richness over the "
+                              f"first's; 0: all alike), got {self.richness_spread}")
         if not -8.0 <= self.size_spread <= 8.0:
             raise ConfigError(f"size_spread must be in [-8, 8] (log2 of the first family's documents over the last's), got {self.size_spread}")
         if not 0.0 <= self.transfer <= 1.0:

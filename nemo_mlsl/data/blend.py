@@ -30,11 +30,12 @@ VALIDATION_SEED = 1234  # the validation set's shuffle: the same for every run, 
 
 
 class _SpecialTokens:
-    """The tokenizer facts megatron's GPTDataset needs (EOD and pad ids), hashable into its cache key."""
+    """The tokenizer facts megatron's GPTDataset needs (EOD and pad ids, vocabulary size), hashable into its cache key."""
 
-    def __init__(self, eod: int, pad: int, kind: str, sha256: str):
+    def __init__(self, eod: int, pad: int, kind: str, sha256: str, vocab_size: int | None = None):
         self.eod = eod
         self.pad = pad
+        self.vocab_size = vocab_size
         self.unique_identifiers = {"class": kind, "model": sha256[:16], "eod": eod, "pad": pad}
 
 
@@ -161,7 +162,7 @@ def _gpt_config(m: Manifest, seed: int, seq_length: int, cache: Path | None, ble
     return GPTDatasetConfig(
         random_seed=seed, sequence_length=seq_length, blend_per_split=blend_per_split,
         path_to_cache=str(cache) if cache else None,
-        tokenizer=_SpecialTokens(m.eod_id, m.pad_id, m.tokenizer_kind, m.tokenizer_sha256),
+        tokenizer=_SpecialTokens(m.eod_id, m.pad_id, m.tokenizer_kind, m.tokenizer_sha256, m.vocab_size),
         reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
         mid_level_dataset_surplus=0.005,
     )

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from mlsl_bridge.callback import BridgeRunRecord, FamilyValidationCallback, TrainingMixture
 from mlsl_bridge.forward_step import FamilyForwardStep
 from mlsl_bridge.recipe import BridgeRun, bridge_run
+from mlsl_bridge.validation import FixedValidation
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.live_fit import LiveFit
 
@@ -77,9 +78,11 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
     t = recipe.train
     mixture = TrainingMixture(blend["train_languages"], blend["paths"]["train"][0::2], blend["family_of"], blend["train_tokens"],
                               t.seq_length, t.global_batch_size)
+    validation = FixedValidation(req.data, t.val_samples_per_language, t.seq_length)
     callback = FamilyValidationCallback(blend["validation_languages"], blend["family_of"], blend["bytes_per_token"],
-                                        make_record=make_record, live_fit=live, hparams=hparams, mixture=mixture)
-    return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"]), callback)
+                                        make_record=make_record, live_fit=live, hparams=hparams, mixture=mixture,
+                                        restart_validation=validation.restart)
+    return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"], validation), callback)
 
 
 def train(req: BridgeRequest) -> dict[str, Any] | None:

@@ -57,7 +57,7 @@ class StubGPT(torch.nn.Module):
         else:
             assert input_ids is None, "a later pipeline stage is given no tokens"
             hidden = self.input_tensor.float()
-            tokens = (hidden[..., 0] * 16 + hidden[..., 1]).round().long().t()  # [batch, seq]
+            tokens = (hidden[..., 0] * 16 + hidden[..., 1]).round().long().t().contiguous()  # [batch, seq]
         if not self.last:
             assert labels is None, "an earlier pipeline stage is given no labels"
             hidden = torch.zeros(tokens.shape[1], tokens.shape[0], self.config.hidden_size, dtype=self.config.pipeline_dtype
@@ -103,21 +103,19 @@ class _Recording:
         self.batches: list[dict[str, torch.Tensor]] = []
         self.evaluations: list[int] = []
 
-    def watch(self, validation, callback) -> None:
-        """Record what the forward step's ``FixedValidation`` hands out, and where the callback restarts it (at the start
-        of every evaluation)."""
-        stream, restart = validation.iterator, callback.restart_validation
-        assert restart == validation.restart  # build_run links the two
+    def watch(self, validation) -> None:
+        """Record what the forward step's ``FixedValidation`` hands out, and where each evaluation starts it."""
+        stream, start = validation.iterator, validation.start
 
         def iterator(state, model):
             self.source = stream(state, model)
             return self
 
-        def restarted():
+        def started(state, model):
             self.evaluations.append(len(self.batches))
-            restart()
+            start(state, model)
 
-        validation.iterator, callback.restart_validation = iterator, restarted
+        validation.iterator, validation.start = iterator, started
 
     def __iter__(self):
         return self
@@ -171,7 +169,8 @@ def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=N
         if cfg.model.pipeline_dtype is None:
             cfg.model.pipeline_dtype = torch.float32
         recording = _Recording()
-        recording.watch(built.forward_step.validation, built.callback)
+        assert built.callback.validation is built.forward_step.validation  # build_run links the two
+        recording.watch(built.forward_step.validation)
         manager = CallbackManager()
         manager.add(built.callback)
         model = StubGPT(cfg.model, planted(built) if planted else None, recording)

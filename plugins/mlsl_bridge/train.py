@@ -81,7 +81,7 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
     validation = FixedValidation(req.data, t.val_samples_per_language, t.seq_length)
     callback = FamilyValidationCallback(blend["validation_languages"], blend["family_of"], blend["bytes_per_token"],
                                         make_record=make_record, live_fit=live, hparams=hparams, mixture=mixture,
-                                        restart_validation=validation.restart)
+                                        validation=validation)
     return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"], validation), callback)
 
 

@@ -19,17 +19,22 @@ ensure_importable()
 
 
 class FixedValidation:
-    """One evaluation's microbatches for this rank; ``restart()`` (at each evaluation's start) goes back to sample 0.
+    """One evaluation's microbatches for this rank; ``start`` (the callback's ``on_eval_start``) goes back to sample 0.
 
-    Each evaluation reads exactly one window (``eval_iters`` x the evaluation's global batch), so a window that runs
-    out also starts over: the same samples in the same order at every evaluation, whoever calls ``restart``."""
+    ``start`` also builds the set the first time: megatron's dataset builder synchronises all ranks, and every rank
+    (every pipeline stage) fires ``on_eval_start`` together, while only the first and last stages read batches.
+    Each evaluation reads exactly one window (``eval_iters`` x the evaluation's global batch), so a window that
+    runs out also starts over: the same samples in the same order at every evaluation."""
 
     def __init__(self, data_dir: str, samples_per_language: int, seq_length: int):
         self.data_dir, self.samples_per_language, self.seq_length = data_dir, samples_per_language, seq_length
         self._loader: Any = None
         self._iter: Iterator | None = None
 
-    def restart(self) -> None:
+    def start(self, state: Any, model: Any) -> None:
+        """At the start of every evaluation, on every rank."""
+        if self._loader is None:
+            self._loader = self._build(state, model)
         self._iter = None
 
     def _build(self, state: Any, model: Any) -> Any:
@@ -48,7 +53,8 @@ class FixedValidation:
             data_parallel_rank=dp.rank(), data_parallel_size=dp.size(), drop_last=True)
 
     def iterator(self, state: Any, model: Any) -> Iterator:
-        """The stream this rank's evaluation reads now (the same object until ``restart``)."""
+        """The stream this rank's evaluation reads now (the same object until the next ``start``); built here only
+        where nothing called ``start`` (one process)."""
         if self._loader is None:
             self._loader = self._build(state, model)
         if self._iter is None:

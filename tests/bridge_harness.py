@@ -193,14 +193,16 @@ def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=N
 
 
 def dp_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int = 1, evaluations: int = 1) -> None:
-    """One rank of DP x PP (``torch.multiprocessing.spawn`` target)."""
+    """One rank of DP x PP (``torch.multiprocessing.spawn`` target); ``request`` and ``out`` may be lists (runs one
+    after the other in this process)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     from megatron.core import parallel_state
 
     parallel_state.initialize_model_parallel(1, pp)
     try:
-        evaluate_run(request, out, evaluations=evaluations)
+        for req, dest in zip(*((request, out) if isinstance(request, list) else ([request], [out]))):
+            evaluate_run(req, dest, evaluations=evaluations)
     finally:
         parallel_state.destroy_model_parallel()
         torch.distributed.destroy_process_group()

@@ -41,18 +41,23 @@ demo: setup
 demo-quick: setup
 	$(BIN)/mlsl study --config studies/default.yaml --out out/study-quick --quick
 
+# Two workers on two cores (one thread each, see tests/conftest.py); a test file stays on one worker, so its
+# module fixtures (a trained study, a Slurm cluster) are built once.
+PYTEST_PARALLEL := -n auto --dist loadfile
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 test-bridge: setup-bridge
 	MLSL_REQUIRE_BRIDGE=1 $(BRIDGE_VENV)/bin/python -m pytest -q tests/test_bridge.py
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 bench: setup
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/fit.py
+	$(BIN)/python benchmarks/fit_reference.py
 	$(BIN)/python benchmarks/train_cpu.py
 
 gpu-wheels: setup

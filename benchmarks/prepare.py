@@ -43,7 +43,8 @@ def run_prepare(raw: Path, out: Path, tok: str, workers: int) -> dict:
 
 def split_documents(path: Path, seed: int):
     """(split, text) of every non-empty document of a .jsonl file, split as ``prepare`` splits (its seeded indices)."""
-    from nemo_mlsl.data.prepare import count_documents, split_indices
+    from nemo_mlsl.data.documents import count_documents
+    from nemo_mlsl.data.splits import split_indices
 
     val, test = (set(x.tolist()) for x in split_indices(count_documents(path), path.stem, seed, None))
     i = 0
@@ -111,7 +112,7 @@ def encode_ceiling(raw: Path, model: str, processes: int) -> float:
     machine's cores give, the bound on any parallel prepare."""
     import multiprocessing as mp
 
-    from nemo_mlsl.data.prepare import read_documents
+    from nemo_mlsl.data.documents import read_documents
 
     docs = [d for path in sorted(raw.glob("*.jsonl")) for d in read_documents(path)]
     parts = [docs[i::processes] for i in range(processes)]

@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 import yaml
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.userfiles import read_yaml
 
 
 def normalize_code(code: str) -> str:
@@ -52,10 +53,8 @@ class FamilyMap:
     def from_yaml(cls, path: str | Path, base: "FamilyMap | None" = None) -> "FamilyMap":
         """Load ``{families: {name: [codes]}}``; entries override ``base`` (default: the built-in table)."""
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"families file {str(path)!r} does not exist")
-        doc = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(doc, dict) or not isinstance(doc.get("families"), dict):
+        doc = read_yaml(path, "families file", "'families: {family: [codes, ...]}'")
+        if not isinstance(doc.get("families"), dict):
             raise ConfigError(f"{path}: expected a mapping 'families: {{family: [codes, ...]}}'")
         override = cls.from_families(doc["families"])
         merged = dict((base or cls.builtin()).table)

@@ -8,6 +8,7 @@ full-data optimum. Everything is seeded: the same records give the same fit.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,6 +21,7 @@ from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.laws.base import Law, grid_product
 from nemo_mlsl.observations import FamilyData, Observations
 from nemo_mlsl.registry import LAWS
+from nemo_mlsl.typed_config import check_non_negative
 
 HUBER_DELTA = 1e-3
 HOLDOUTS = ("largest-N", "largest-D", "mixtures")
@@ -205,6 +207,14 @@ def load_fit_doc(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--fit {str(path)!r} is not valid JSON ({err}); rewrite it with `mlsl fit`") from None
     if not isinstance(doc, dict) or "law" not in doc or not isinstance(doc.get("families"), dict):
         raise ConfigError(f"--fit {str(path)!r} is not a fit.json (it needs 'law' and 'families'); write it with `mlsl fit`")
+    for fam, entry in doc["families"].items():
+        params = entry.get("params") if isinstance(entry, dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f"--fit {str(path)!r}: family {fam!r} has no 'params' mapping; rewrite it with `mlsl fit`")
+        bad = {k: v for k, v in params.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)}
+        if bad:
+            raise ConfigError(f"--fit {str(path)!r}: family {fam!r} has parameters that are not finite numbers {bad}; "
+                              "rewrite it with `mlsl fit`")
     return doc
 
 
@@ -215,6 +225,8 @@ def fit(spec: str, obs: Observations, *, bootstrap: int = 0, seed: int = 0, targ
     BLAS runs single-threaded meanwhile: L-BFGS-B's small matrix products split over threads sum in an
     order that changes from call to call, and the optimizer amplifies those last-bit differences
     (measured: replicate parameters differing at 1e-9 between two identical fits in one process)."""
+    check_non_negative(bootstrap, "bootstrap (--bootstrap)", "a number of replicates; 0: none")
+    check_non_negative(seed, "seed (--seed)")
     with threadpool_limits(limits=1, user_api="blas"):
         return _fit(spec, obs, bootstrap=bootstrap, seed=seed, targets=targets, delta=delta)
 

@@ -6,10 +6,12 @@ on the GPU path, so a recipe describes one architecture on both.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.typed_config import coerce
 
 # Fusions whose kernels come from TransformerEngine or Apex: off with megatron-core's local layers (every GPU backend).
 TE_FUSIONS = ("masked_softmax_fusion", "bias_activation_fusion", "bias_dropout_fusion", "persist_layer_norm",
@@ -46,7 +48,8 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {unknown}; valid fields: {sorted(known)}")
-        cfg = cls(**dict(data))
+        hints = typing.get_type_hints(cls)
+        cfg = cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
         cfg.validate(where)
         return cfg
 

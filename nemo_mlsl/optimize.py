@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.typed_config import check_positive
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ def optimal_from_fit(
 ) -> dict:
     """Optimal ratios (and bootstrap intervals) from a ``fit.json`` document; ``caps`` are per-family data caps
     (``mixtures.data_caps``): the result lists them and the ones the optimum sits on."""
+    check_positive(N, "N (--N)", "the model's non-embedding parameters, e.g. 1e8")
+    check_positive(D, "D (--D)", "the run's training tokens, e.g. 2e10")
     law = str(fit_doc["law"]).split(":")[0]
     if law not in SEPARABLE_LAWS:
         raise ConfigError(f"optimal ratios need a law of the form c_i·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit.json has {law!r}")
@@ -267,3 +270,16 @@ def unit_losses(fit_doc: Mapping, N: float | None = None, D: float | None = None
     """c_i(N, D): each family's predicted loss at p_i = 1 (the normalizer Z_i)."""
     law = str(fit_doc["law"]).split(":")[0]
     return {fam: _coefficients(law, e, N, D)[0] for fam, e in fit_doc["families"].items()}
+
+
+def study_law_problem(law: str) -> str | None:
+    """Why a study cannot take ``law``'s optimum at its confirmation rung and budget (a larger N and a D it was
+    not fitted at), or None: the optimum needs a separable law that extrapolates in N and D."""
+    name = law.split(":")[0].strip()
+    if name not in SEPARABLE_LAWS:
+        return (f"the optimal ratios need a law of the form c_i(N, D)·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit "
+                f"{name!r} with `mlsl fit` on the study's runs instead")
+    if name == "family_power":
+        return ("family_power knows L* only at the (N, D) settings it was fitted on, and the study predicts the larger "
+                "confirmation rung: use joint_family")
+    return None

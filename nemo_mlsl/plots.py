@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 
 from nemo_mlsl.fitting import LawFit  # noqa: E402
 from nemo_mlsl.observations import FamilyData, Observations  # noqa: E402
+from nemo_mlsl.errors import ConfigError  # noqa: E402
+from nemo_mlsl.userfiles import output_file  # noqa: E402
 
 
 def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
@@ -26,7 +28,12 @@ def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, write as PNG (110 dpi) and close."""
+    """Lay out, write as PNG (110 dpi) and close; the directory is created, a bad path is a named error."""
+    try:
+        path = output_file(path, "plot")
+    except ConfigError:
+        plt.close(fig)
+        raise
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,8 +16,10 @@ from omegaconf import OmegaConf
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.model_config import ModelConfig, count_parameters
+from nemo_mlsl.typed_config import coerce, typed  # noqa: F401  (coerce: re-exported for callers)
 
 SOURCES = ("cpu", "atlas", "he2024")
+SCHEDULES = ("wsd", "cosine", "constant")
 
 
 def recipes_dir() -> Path:
@@ -50,8 +52,53 @@ class TrainSettings:
     precision: str = "bf16-mixed"
     dropout: float = 0.0
 
+    def validate(self, where: str = "train") -> None:
+        """Refuse settings no trainer can run, naming the field (``where`` is e.g. ``recipe cpu_15k.yaml: train``)."""
+        problems = [f"{name} must be >= 1, got {getattr(self, name)}" for name in
+                    ("seq_length", "micro_batch_size", "global_batch_size", "val_every", "val_samples_per_language")
+                    if getattr(self, name) < 1]
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name in ("lr", "min_lr"):  # lr 0: a run that only validates (tests); min_lr is the floor of the decay
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                problems.append(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            problems.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("decay_fraction", "dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            problems.append(f"weight_decay and grad_clip must be >= 0, got {self.weight_decay} and {self.grad_clip}")
+        if not self.max_data_epochs > 0:
+            problems.append(f"max_data_epochs must be > 0, got {self.max_data_epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 (or null: from tokens), got {self.max_steps}")
+        if self.tokens is not None and self.tokens < 1:
+            problems.append(f"tokens must be >= 1 (or null: from max_steps), got {self.tokens}")
+        if problems:
+            raise ConfigError(f"{where}: " + "; ".join(problems))
+
     def steps_for(self, tokens: float) -> int:
         return max(1, math.ceil(tokens / (self.global_batch_size * self.seq_length)))
+
+    def run_steps(self, max_steps: int | None = None, tokens: float | None = None) -> int:
+        """Optimizer steps of one run: ``--max-steps``, else ``--tokens`` (whole steps), else the recipe's length.
+        Zero, negative or non-finite values are refused (they used to mean "the recipe's full length")."""
+        if max_steps is not None and tokens is not None:
+            raise ConfigError("give --tokens or --max-steps, not both")
+        if max_steps is not None:
+            if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+                raise ConfigError(f"--max-steps must be a whole number >= 1, got {max_steps} (leave it out for the recipe's length)")
+            return int(max_steps)
+        if tokens is not None:
+            if not (math.isfinite(tokens) and tokens > 0):
+                raise ConfigError(f"--tokens must be a positive number of training tokens, got {tokens:g} (leave it out for "
+                                  "the recipe's length)")
+            return self.steps_for(tokens)
+        return self.resolved_max_steps
 
     @property
     def resolved_max_steps(self) -> int:
@@ -95,14 +142,10 @@ class Recipe:
         return d
 
 
-def typed(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
-    """A dataclass from a mapping, refusing unknown fields by name (the YAML → typed config step)."""
-    data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; valid: {sorted(known)}")
-    return cls(**data)
+def _train_settings(data: Mapping[str, Any] | None, where: str) -> TrainSettings:
+    train = typed(TrainSettings, data, where)
+    train.validate(where)
+    return train
 
 
 def available() -> dict[str, Path]:
@@ -145,7 +188,7 @@ def load(name_or_path: str, overrides: Sequence[str] = (), *, num_nodes: int | N
     recipe = Recipe(
         name=data.get("name", path.stem), source=source, description=data.get("description", ""),
         model=ModelConfig.from_mapping(data["model"], f"{where}: model"),
-        train=typed(TrainSettings, data.get("train"), f"{where}: train"),
+        train=_train_settings(data.get("train"), f"{where}: train"),
         parallel=typed(ParallelSettings, data.get("parallel"), f"{where}: parallel"),
         vocab_size=data.get("vocab_size"), paper=dict(data.get("paper") or {}), path=str(path),
     )

@@ -68,18 +68,24 @@ class ResultsStore:
         if not self.path.exists():
             return []
         records = []
-        with open(self.path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{self.path}:{lineno}: malformed JSON ({err.msg}); fix or remove that line") from None
-                if not isinstance(rec, dict):
-                    raise DataError(f"{self.path}:{lineno}: expected a JSON object per line")
-                validate_record(rec, f"{self.path}:{lineno}")
-                records.append(rec)
+        try:
+            lines = self.path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 may sit inside a JSON string
+        except UnicodeDecodeError as err:
+            raise DataError(f"{self.path} is not a results store (not UTF-8 text at byte {err.start}); give a results.jsonl "
+                            "written by mlsl train / mlsl study") from None
+        except IsADirectoryError:
+            raise DataError(f"{self.path} is a directory; give a results.jsonl or the study directory holding one") from None
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{self.path}:{lineno}: malformed JSON ({err.msg}); fix or remove that line") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{self.path}:{lineno}: expected a JSON object per line")
+            validate_record(rec, f"{self.path}:{lineno}")
+            records.append(rec)
         return records
 
     def read(self, dedupe: bool = False) -> list[dict[str, Any]]:

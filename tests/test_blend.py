@@ -106,3 +106,24 @@ def test_cli_errors(synth_data):
     assert "unknown family 'klingon'" in bad.stderr
     ok = run_cli("blend", "--data", synth_data, "--ratios", "amber=0.5,cobalt=0.4", "--normalize", "--samples", "100", "--seq-length", "16")
     assert "amber" in ok.stdout and "realized" in ok.stdout
+
+
+def test_the_audit_counts_exactly_the_requested_samples(synth_data):
+    """megatron builds its blend a little larger than asked; the audit reports the samples a run draws, the first
+    ``samples`` ones, with realized shares counted from their own dataset ids."""
+    m = Manifest.load(synth_data)
+    blend = FamilyBlend(m, BlendConfig({"amber": 0.5, "cobalt": 0.3, "jade": 0.2}, seq_length=16))
+    for samples in (10, 37):
+        built = blend.build(samples, 1)
+        assert len(built.train) > samples  # the surplus that must not be counted
+        drawn = [built.train_languages[int(built.train[i]["dataset_id"])] for i in range(samples)]
+        audit = built.audit()
+        assert audit["samples"] == samples
+        for lang, entry in audit["languages"].items():
+            assert entry["samples"] == drawn.count(lang) and entry["realized"] == pytest.approx(drawn.count(lang) / samples)
+            assert entry["tokens"] == drawn.count(lang) * 16
+        for fam, entry in audit["families"].items():
+            n = sum(drawn.count(lang) for lang in m.family_languages()[fam])
+            assert entry["samples"] == n and entry["realized"] == pytest.approx(n / samples)
+    proc = run_cli("blend", "--data", synth_data, "--ratios", "amber=0.5,cobalt=0.3,jade=0.2", "--samples", "10", "--seq-length", "16")
+    assert proc.stdout.startswith("10 samples x 16 tokens")

@@ -26,12 +26,14 @@ def test_every_phase_builds_dry(tmp_path):
     assert report["phases"]["study"]["result"]["phase1"] == 17 and report["phases"]["throughput"]["result"]["rung"] == "he2024_1b2"
 
 
-def test_the_carried_wheel_list_is_current():
-    """gpu/wheels.txt is what gpu/wheel_list.py derives from this environment (rerun it after changing dependencies)."""
+def test_the_carried_wheel_list_is_current(tmp_path):
+    """gpu/wheels.txt is what gpu/wheel_list.py derives from this environment (rerun it after changing dependencies);
+    the fresh list goes to a temporary file, the tracked one is only read."""
     before = (ROOT / "gpu" / "wheels.txt").read_text()
-    proc = subprocess.run([sys.executable, str(ROOT / "gpu" / "wheel_list.py")], capture_output=True, text=True, timeout=600)
-    after = (ROOT / "gpu" / "wheels.txt").read_text()
-    (ROOT / "gpu" / "wheels.txt").write_text(before)
+    proc = subprocess.run([sys.executable, str(ROOT / "gpu" / "wheel_list.py"), "--out", str(tmp_path / "wheels.txt")],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (ROOT / "gpu" / "wheels.txt").read_text() == before  # untouched
+    after = (tmp_path / "wheels.txt").read_text()
     assert after == before
     assert "megatron-core==0.15.3" in before and "nemo-toolkit==2.7.3" in before and "transformers==4.57.6" in before

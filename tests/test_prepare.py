@@ -150,3 +150,101 @@ def test_a_vocabulary_smaller_than_the_alphabet_spells_rare_characters_as_bytes(
                 assert text and text in unicodedata.normalize("NFKC", texts[lang]), (lang, split, text[:40])
     zh = IndexedDataset(m.prefix("zh", "train"))
     assert any(p.startswith("<0x") for p in (tok.sp.id_to_piece(int(t)) for t in zh[0]))  # a rare character, as bytes
+
+
+# --- Unicode line and paragraph separators: planning and workers see the same documents ----------------------
+
+def _byte_level_tokenizer(path, texts):
+    """A Hugging Face byte-level BPE tokenizer: decoding gives back exactly the text that was encoded."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<pad>", "</s>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(path))
+    return path
+
+
+def _expected_splits(texts, code, val_docs, seed=1234):
+    """Document i's split, from the seeded validation and test indices."""
+    from nemo_mlsl.data.splits import split_indices
+
+    val, test = (set(x.tolist()) for x in split_indices(len(texts), code, seed, val_docs))
+    out = {"train": [], "validation": [], "test": []}
+    for i, t in enumerate(texts):
+        out["validation" if i in val else "test" if i in test else "train"].append(t)
+    return out
+
+
+def _decoded_splits(m, code, tokenizer_json):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    out = {}
+    for split in ("train", "validation", "test"):
+        ds = IndexedDataset(m.prefix(code, split))
+        assert all(ds[i][-1] == tok.token_to_id("</s>") for i in range(len(ds)))
+        out[split] = [tok.decode(ds[i][:-1].tolist(), skip_special_tokens=False) for i in range(len(ds))]
+    return out
+
+
+def _small_chunks(monkeypatch, size=3):
+    """Plan chunks of a few documents, so chunk boundaries fall next to the separators under test."""
+    import functools
+
+    from nemo_mlsl.data import documents, prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "chunk_plan", functools.partial(documents.chunk_plan, chunk_docs=size))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_json_strings_with_unicode_line_breaks_are_whole_documents(tmp_path, monkeypatch, workers):
+    """U+2028, U+2029 and U+0085 are valid raw inside JSON strings (json.dumps(..., ensure_ascii=False) writes them);
+    lines holding only Unicode whitespace between records are skipped alike by the planner and the workers."""
+    _small_chunks(monkeypatch)
+    breaks = ["\u2028", "\u2029", "\u0085", "\u2028\u2029", "\u3000\u2028"]
+    texts = [f"Satz {i} über Bäume{breaks[i % 5]}zweite Zeile {i}{breaks[(i + 1) % 5]}Ende" for i in range(17)]
+    lines = [json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts]
+    lines[4] += "\u3000\n"      # separator-like lines between records: not records
+    lines[8] += "\u2028\n\n"
+    lines[11] += " \u0085 \n"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "de.jsonl").write_text("".join(lines), encoding="utf-8")
+    with gzip.open(raw / "fr.jsonl.gz", "wt", encoding="utf-8") as fh:  # read centrally, not planned
+        fh.write("".join(lines))
+    assert "\u2028" in (raw / "de.jsonl").read_text(encoding="utf-8")  # raw, not escaped
+    tok = _byte_level_tokenizer(tmp_path / "tokenizer.json", texts)
+    m = prepare(PrepareConfig(inputs=[str(raw)], out=str(tmp_path / "d"), tokenizer=str(tok), val_docs=2, workers=workers,
+                              progress=False))
+    for code in ("de", "fr"):
+        assert sum(m.stats(code, s).documents for s in ("train", "validation", "test")) == 17
+        assert _decoded_splits(m, code, tok) == _expected_splits(texts, code, 2)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_txt_documents_are_separated_by_whitespace_only_lines_whatever_the_whitespace(tmp_path, monkeypatch, workers):
+    """A line of U+3000 (ideographic space) alone separates documents like an empty line; inside a document,
+    U+3000 indentation, U+2028/U+2029/U+0085 and a lone CR stay as they are, and CRLF ends a line like LF."""
+    _small_chunks(monkeypatch)
+    texts = [f"\u3000第{i}段落です。\n二行目\u2028同じ行\u0085{i}\u2029終わり" if i % 2 else f"Line {i}\rsame line\nsecond line {i}"
+             for i in range(19)]
+    separators = ["\n\u3000\n", "\n\u3000\u3000\n", "\n\n", "\n \u3000\t\n\u3000\n", "\n\u2028\n", "\r\n\u3000\r\n", "\n\u00a0\n"]
+    body = "\u3000\n"  # the file may start with a separator too
+    for i, t in enumerate(texts):
+        body += (t.replace("\n", "\r\n") if i % 7 == 5 else t) + separators[i % len(separators)]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "ja.txt").write_bytes(body.encode("utf-8"))
+    with gzip.open(raw / "zh.txt.gz", "wb") as fh:
+        fh.write(body.encode("utf-8"))
+    tok = _byte_level_tokenizer(tmp_path / "tokenizer.json", texts)
+    m = prepare(PrepareConfig(inputs=[str(raw)], out=str(tmp_path / "d"), tokenizer=str(tok), val_docs=3, workers=workers,
+                              progress=False))
+    for code in ("ja", "zh"):
+        assert sum(m.stats(code, s).documents for s in ("train", "validation", "test")) == 19
+        assert _decoded_splits(m, code, tok) == _expected_splits(texts, code, 3)
+        assert sum(m.stats(code, s).bytes for s in ("train", "validation", "test")) == sum(len(t.encode()) + 1 for t in texts)

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from filelock import FileLock
 
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import check_epochs, language_weights, parse_ratios, validate_ratios
+from nemo_mlsl.typed_config import check_non_negative, check_positive
 
 DEFAULT_MAX_EPOCHS = 4.0
 VALIDATION_SEED = 1234  # the validation set's shuffle: the same for every run, whatever the run's own seed
@@ -64,6 +66,12 @@ class BlendConfig:
     max_epochs: float = DEFAULT_MAX_EPOCHS
     normalize: bool = False
 
+    def __post_init__(self) -> None:
+        if self.seq_length < 2:
+            raise ConfigError(f"seq_length must be >= 2, got {self.seq_length}")
+        check_positive(self.max_epochs, "max_epochs (--max-epochs)", "how often a language's data may repeat")
+        check_non_negative(self.seed, "--seed")
+
 
 @dataclass
 class FamilyBlend:
@@ -76,8 +84,6 @@ class FamilyBlend:
 
     def __post_init__(self) -> None:
         cfg = self.config
-        if cfg.seq_length < 2:
-            raise ConfigError(f"seq_length must be >= 2, got {cfg.seq_length}")
         self.family_ratios = validate_ratios(cfg.ratios, self.manifest.family_tokens(), normalize=cfg.normalize)
         self.weights = language_weights(self.family_ratios, self.manifest.family_languages(), cfg.within)
 
@@ -127,7 +133,7 @@ class FamilyBlend:
         cache = _cache_dir(self.manifest, cache_dir)
         parts = self.train_parts
         train = ([prefix for _, prefix, _ in parts], [w for _, _, w in parts])
-        with _quiet_build():
+        with _quiet_build(cache):
             train_ds, _, _ = BlendedMegatronDatasetBuilder(
                 GPTDataset, [train_samples, None, None], lambda: True,
                 _gpt_config(self.manifest, self.config.seed, self.config.seq_length, cache, [train, None, None])
@@ -135,7 +141,7 @@ class FamilyBlend:
         if not hasattr(train_ds, "dataset_index"):
             train_ds = _Tagged(train_ds)
         val_ds = validation_set(self.manifest, val_samples_per_language, self.config.seq_length, cache)
-        return BuiltBlend(self, train_ds, val_ds, epochs)
+        return BuiltBlend(self, train_ds, val_ds, epochs, train_samples)
 
 
 def _cache_dir(manifest: Manifest, cache_dir: str | Path | None) -> Path:
@@ -147,11 +153,18 @@ def _cache_dir(manifest: Manifest, cache_dir: str | Path | None) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_build():
+def _quiet_build(cache: Path):
     """Megatron's blended dataset caches only under torch.distributed (a single process gets a one-member group);
-    without it megatron says so at WARNING for every build."""
+    without it megatron says so at WARNING for every build. One builder at a time per cache: megatron writes its
+    index files unlocked, and a concurrent reader of the same data directory (two runs of a study, two test
+    workers) could load a half-written index. Within a multi-rank job megatron's builder orders the ranks itself
+    (rank 0 first, then a barrier), and a file lock held across that barrier would deadlock."""
+    import torch.distributed as dist
+
     logging.getLogger("megatron.core.datasets").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), one_process_group():
+    in_job = dist.is_initialized() and dist.get_world_size() > 1
+    with warnings.catch_warnings(), one_process_group(), (contextlib.nullcontext() if in_job else
+                                                         FileLock(str(cache / ".build.lock"))):
         warnings.simplefilter("ignore")
         yield
 
@@ -180,10 +193,11 @@ def validation_set(manifest: Manifest, samples_per_language: int, seq_length: in
         raise ConfigError(f"val_samples_per_language must be >= 1, got {samples_per_language}")
     langs = list(manifest.languages)
     val = ([manifest.prefix(l, "validation") for l in langs], [1.0] * len(langs))
-    with _quiet_build():
+    cache = _cache_dir(manifest, cache_dir)
+    with _quiet_build(cache):
         _, val_ds, _ = BlendedMegatronDatasetBuilder(
             GPTDataset, [None, samples_per_language * len(langs), None], lambda: True,
-            _gpt_config(manifest, VALIDATION_SEED, seq_length, _cache_dir(manifest, cache_dir), [None, val, None])
+            _gpt_config(manifest, VALIDATION_SEED, seq_length, cache, [None, val, None])
         ).build()
     val_ds = val_ds if hasattr(val_ds, "dataset_index") else _Tagged(val_ds)
     return _Prefix(val_ds, samples_per_language * len(langs))
@@ -274,6 +288,7 @@ class BuiltBlend:
     train: Any
     validation: Any
     family_epochs: dict[str, float]
+    train_samples: int | None = None  # as requested; megatron's index holds a few more, never drawn
 
     @property
     def train_languages(self) -> list[str]:
@@ -292,9 +307,10 @@ class BuiltBlend:
         return [fams.index(self.blend.manifest.family_of(l)) for l in languages]
 
     def audit(self) -> dict[str, dict]:
-        """Target vs realized share per family and language, counted from the built sample index."""
+        """Target vs realized share per family and language, counted over the requested samples of the built index."""
         langs = self.train_languages
-        counts = np.bincount(np.asarray(self.train.dataset_index, dtype=np.int64), minlength=len(langs))
+        drawn = np.asarray(self.train.dataset_index[: self.train_samples], dtype=np.int64)
+        counts = np.bincount(drawn, minlength=len(langs))
         total = counts.sum()
         seq = self.blend.config.seq_length
         m = self.blend.manifest

@@ -32,6 +32,8 @@ from nemo_mlsl.data.manifest import SCHEMA_VERSION, Manifest, staged_directory, 
 from nemo_mlsl.data.tokenizer import Tokenizer, load_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap, normalize_code
+from nemo_mlsl.typed_config import check_non_negative
+from nemo_mlsl.userfiles import read_yaml
 
 
 @dataclass
@@ -45,6 +47,14 @@ class IndexedConfig:
     seed: int = 1234
     sample_docs: int = 200  # documents decoded per language for bytes per token (and checked against the vocabulary)
     force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.val_docs is not None and self.val_docs < 1:
+            raise ConfigError(f"--val-docs is the number of validation documents carved out per language and must be >= 1, "
+                              f"got {self.val_docs} (leave it out for the default: 5% of each language, 1 to 200)")
+        if self.sample_docs < 1:
+            raise ConfigError(f"sample_docs must be >= 1, got {self.sample_docs}")
+        check_non_negative(self.seed, "--seed")
 
 
 @dataclass
@@ -67,8 +77,8 @@ def _prefixes(value: Any, where: str) -> list[str]:
 def read_spec(path: Path, families: FamilyMap) -> list[LanguageSpec]:
     if not path.is_file():
         raise ConfigError(f"--indexed {str(path)!r} does not exist")
-    doc = yaml.safe_load(path.read_text()) or {}
-    langs = doc.get("languages") if isinstance(doc, dict) else None
+    doc = read_yaml(path, "--indexed", "'languages: {code: {train: PREFIX, validation: PREFIX, family: NAME}}'")
+    langs = doc.get("languages")
     if not isinstance(langs, dict) or not langs:
         raise ConfigError(f"{path}: expected 'languages: {{code: {{train: PREFIX, validation: PREFIX, family: NAME}}}}'")
     resolve = lambda p: str(Path(p) if Path(p).is_absolute() else (path.parent / p).resolve())  # noqa: E731

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nemo_mlsl.errors import DataError
+from nemo_mlsl.userfiles import read_json
 
 if TYPE_CHECKING:
     from nemo_mlsl.data.tokenizer import TokenizerEntry
@@ -94,10 +95,10 @@ class Manifest:
         path = root / "manifest.json"
         if not path.exists():
             raise DataError(f"{path} not found: prepare the data first with `mlsl prepare --input ... --out {root}`")
-        doc = json.loads(path.read_text())
-        if doc.get("schema_version") not in READS:
+        doc = read_json(path, "manifest", f"re-run `mlsl prepare --force --out {root}`", DataError)
+        if not isinstance(doc, dict) or doc.get("schema_version") not in READS:
             raise DataError(
-                f"{path}: schema_version {doc.get('schema_version')!r}, this nemo-mlsl reads {list(READS)}; "
+                f"{path}: schema_version {doc.get('schema_version') if isinstance(doc, dict) else None!r}, this nemo-mlsl reads {list(READS)}; "
                 "re-run `mlsl prepare --force`"
             )
         manifest = cls(root, doc)

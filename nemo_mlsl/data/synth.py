@@ -21,6 +21,8 @@ import numpy as np
 import yaml
 
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.typed_config import check_non_negative
+from nemo_mlsl.userfiles import output_dir
 
 # (consonants, vowels) per script; syllabic scripts use one character per syllable.
 SCRIPTS: list[tuple[str, str]] = [
@@ -63,6 +65,7 @@ class SynthConfig:
             raise ConfigError(f"--docs must be >= 10 (train/validation/test splits need documents), got {self.docs}")
         if not 0.0 <= self.transfer <= 1.0:
             raise ConfigError(f"--transfer must be in [0, 1], got {self.transfer}")
+        check_non_negative(self.seed, "--seed")
 
 
 class _Lexicon:
@@ -138,8 +141,7 @@ def _sentence(rng: np.random.Generator, lex: _Lexicon, topic: np.ndarray, change
 def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
     """Write ``<code>.jsonl`` per language plus ``families.yaml`` and ``synth.json``; return family → codes."""
     cfg.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "--out")
     root = np.random.default_rng(cfg.seed)
     lexicons = []
     for f in range(cfg.families):

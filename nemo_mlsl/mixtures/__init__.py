@@ -8,6 +8,7 @@ under the ``nemo_mlsl.mixtures`` entry-point group; specs are written ``name`` o
 from nemo_mlsl.mixtures.core import (
     MixtureContext,
     check_epochs,
+    check_spec,
     compute_mixture,
     data_caps,
     language_weights,
@@ -18,6 +19,7 @@ from nemo_mlsl.mixtures.core import (
 __all__ = [
     "MixtureContext",
     "check_epochs",
+    "check_spec",
     "compute_mixture",
     "data_caps",
     "language_weights",

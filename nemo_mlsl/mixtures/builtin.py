@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures.core import MixtureContext
+from nemo_mlsl.userfiles import read_json
 
 
 def _positive(ctx: MixtureContext) -> dict[str, int]:
@@ -88,7 +88,10 @@ def from_fit(ctx: MixtureContext, arg: str | None = None) -> dict[str, float]:
     path = Path(arg)
     if not path.exists():
         raise ConfigError(f"mixture 'from_fit': {arg!r} does not exist; write it with `mlsl optimize --json`")
-    doc = json.loads(path.read_text())
-    if "ratios" not in doc:
+    doc = read_json(path, "mixture 'from_fit'", "write it with `mlsl optimize --json`")
+    if not isinstance(doc, dict) or not isinstance(doc.get("ratios"), dict):
         raise ConfigError(f"{arg}: no 'ratios' key; expected the output of `mlsl optimize --json`")
+    bad = {k: v for k, v in doc["ratios"].items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+    if bad:
+        raise ConfigError(f"{arg}: ratios {bad} are not numbers; expected the output of `mlsl optimize --json`")
     return {str(k): float(v) for k, v in doc["ratios"].items()}

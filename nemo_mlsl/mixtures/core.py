@@ -68,6 +68,18 @@ def validate_ratios(
     return out
 
 
+def check_spec(spec: str, where: str) -> None:
+    """A mixture spec (``name`` or ``name:arg``) that resolves: the name is registered and takes the argument. Tried
+    on two stand-in items (the corpus is not known yet), so what depends on the real data is checked at run time."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"{where} must be a mixture spec such as 'uniform' or 'temperature:3', got {spec!r}")
+    name, _, arg = spec.partition(":")
+    try:
+        MIXTURES.get(name.strip())(MixtureContext({"x": 10**9, "y": 3 * 10**9}, budget=10**6), arg.strip() or None)
+    except ConfigError as err:
+        raise ConfigError(f"{where} {spec!r}: {err}") from None
+
+
 def compute_mixture(spec: str, ctx: MixtureContext) -> dict[str, float]:
     """Resolve a mixture spec (``name`` or ``name:arg``) through the registry."""
     name, _, arg = spec.partition(":")

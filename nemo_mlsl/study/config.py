@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.recipes import typed
+from nemo_mlsl.mixtures import check_spec
+from nemo_mlsl.typed_config import coerce, typed
+from nemo_mlsl.userfiles import read_yaml
 
 
 @dataclass(frozen=True)
@@ -106,20 +109,88 @@ class StudyConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def validate(self) -> None:
+        """Everything the run would refuse, refused now (so ``--dry-run`` refuses it too): corpus, ladder, token
+        counts, design, baselines, objective, law, bootstrap, within-family sampling, seed and executor."""
         self.corpus.validate()
-        if len(self.fit_rungs) < 2:
-            raise ConfigError("ladder.fit: the joint law needs at least 2 rungs (distinct N) to fit on")
-        if len(self.tokens) < 2:
-            raise ConfigError("tokens: the joint law needs at least 2 token budgets (distinct D)")
-        if self.design.mixtures < 2:
-            raise ConfigError("design.mixtures must be >= 2 (distinct ratios per setting)")
-        if not 0 <= self.design.floor < 1:
-            raise ConfigError("design.floor must be in [0, 1)")
-        if not 0 < self.design.independence.ratio < 1:
-            raise ConfigError("design.independence.ratio must be in (0, 1)")
+        self._validate_ladder()
+        if any(t < 1 for t in self.tokens) or self.confirm_tokens < 1:
+            raise ConfigError(f"tokens and confirm_tokens are token budgets and must be >= 1; got tokens {self.tokens}, "
+                              f"confirm_tokens {self.confirm_tokens}")
+        if len(set(self.tokens)) < 2:
+            raise ConfigError(f"tokens: the joint law needs at least 2 distinct token budgets (distinct D), got {self.tokens}")
+        self._validate_design()
+        for i, spec in enumerate(self.baselines):
+            check_spec(spec, f"baselines[{i}]")
+        check_spec(self.within, "within")
         if self.objective.type not in ("normalized", "raw"):
-            raise ConfigError("objective.type must be normalized or raw")
+            raise ConfigError(f"objective.type must be normalized or raw, got {self.objective.type!r}")
+        if not 0 <= self.objective.min_ratio < 1:
+            raise ConfigError(f"objective.min_ratio must be in [0, 1), got {self.objective.min_ratio}")
+        bad = {f: w for f, w in self.objective.weights.items() if not w >= 0}
+        if bad:
+            raise ConfigError(f"objective.weights must be >= 0, got {bad}")
+        if self.bootstrap < 0:
+            raise ConfigError(f"bootstrap is a number of replicates and must be >= 0, got {self.bootstrap}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        self._validate_law()
         self.executor.validate()
+
+    def _validate_ladder(self) -> None:
+        from nemo_mlsl.recipes import load
+
+        if len(set(self.fit_rungs)) < 2:
+            raise ConfigError(f"ladder.fit: the joint law needs at least 2 distinct rungs (distinct N) to fit on, got {self.fit_rungs}")
+        if self.confirm_rung in self.fit_rungs:
+            raise ConfigError(f"ladder.confirm {self.confirm_rung!r} is also a fit rung; confirm on a larger rung")
+        for i, rung in enumerate([*self.fit_rungs, self.confirm_rung]):
+            try:
+                load(rung)
+            except ConfigError as err:
+                where = f"ladder.fit[{i}]" if i < len(self.fit_rungs) else "ladder.confirm"
+                raise ConfigError(f"{where}: {err}") from None
+
+    def _validate_design(self) -> None:
+        d, ind, rep = self.design, self.design.independence, self.design.repeats
+        if d.mixtures < 2:
+            raise ConfigError(f"design.mixtures must be >= 2 (distinct ratios per setting), got {d.mixtures}")
+        if not 0 <= d.floor < 1:
+            raise ConfigError(f"design.floor must be in [0, 1), got {d.floor}")
+        if not 0 < ind.ratio < 1:
+            raise ConfigError(f"design.independence.ratio must be in (0, 1), got {ind.ratio}")
+        if not 0 <= ind.floor < 1:
+            raise ConfigError(f"design.independence.floor must be in [0, 1), got {ind.floor}")
+        if ind.mixtures < 1:
+            raise ConfigError(f"design.independence.mixtures must be >= 1, got {ind.mixtures}")
+        if rep.seeds < 0 or rep.points < 0:
+            raise ConfigError(f"design.repeats.seeds and .points must be >= 0, got {rep.seeds} and {rep.points}")
+        if rep.points > ind.mixtures:
+            raise ConfigError(f"design.repeats.points ({rep.points}) must be <= design.independence.mixtures ({ind.mixtures}): "
+                              "the repeated points are independence points")
+
+    def design_counts(self) -> dict[str, int]:
+        """What phase 1 gives the fit of each family: runs and distinct values of N, D and p."""
+        d = self.design
+        runs = len(self.fit_rungs) * len(self.tokens) * d.mixtures + d.independence.mixtures
+        return {"runs": runs + d.repeats.points * d.repeats.seeds, "N": len(set(self.fit_rungs)), "D": len(set(self.tokens)),
+                "p": d.mixtures}
+
+    def _validate_law(self) -> None:
+        from nemo_mlsl.fitting import make_law
+        from nemo_mlsl.optimize import study_law_problem
+
+        try:
+            law = make_law(self.law)
+        except ConfigError as err:
+            raise ConfigError(f"law: {err}") from None
+        problem = study_law_problem(self.law)
+        if problem:
+            raise ConfigError(f"law {self.law!r} cannot run a study: {problem}")
+        have = self.design_counts()
+        for key, need in law.requirements().items():
+            if have.get(key, 0) < need:
+                raise ConfigError(f"law {self.law!r} needs at least {need} {'runs' if key == 'runs' else 'distinct values of ' + key} "
+                                  f"per family; this design gives {have[key]} (more ladder.fit rungs, tokens or design.mixtures)")
 
 
 def _merge_quick(conf: Any) -> Any:
@@ -134,37 +205,73 @@ def with_executor(cfg: StudyConfig, **changes: Any) -> StudyConfig:
     return out
 
 
+SHAPE = "the shape of studies/default.yaml"
+TOP_LEVEL = ("name", "corpus", "ladder", "tokens", "confirm_tokens", "design", "baselines", "objective", "law", "bootstrap",
+             "within", "seed", "executor", "quick")
+
+
+def _value(d: Mapping[str, Any], key: str, hint: Any, default: Any, where: str) -> Any:
+    """``d[key]`` (or ``default``) as ``hint``, a named error otherwise."""
+    return coerce(d.get(key, default), hint, f"{where}: {key}")
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {value!r}; see {SHAPE}")
+    return dict(value)
+
+
 def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
+    """Read and validate a whole study config: every field typed and checked before anything runs."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"study config {str(path)!r} does not exist")
-    conf = OmegaConf.load(path)
-    if quick:
-        conf = _merge_quick(conf)
-    elif "quick" in conf:
-        conf.pop("quick")
-    d: Mapping[str, Any] = OmegaConf.to_container(conf, resolve=True)
+    raw = read_yaml(path, "study config", SHAPE)
     try:
-        design = dict(d.get("design") or {})
-        cfg = StudyConfig(
-            name=str(d.get("name", path.stem)),
-            corpus=CorpusConfig(**(d.get("corpus") or {})),
-            fit_rungs=list(d["ladder"]["fit"]),
-            confirm_rung=str(d["ladder"]["confirm"]),
-            tokens=[int(t) for t in d["tokens"]],
-            confirm_tokens=int(d["confirm_tokens"]),
-            design=DesignConfig(
-                mixtures=int(design.get("mixtures", 5)), floor=float(design.get("floor", 0.05)),
-                independence=IndependenceDesign(**(design.get("independence") or {})),
-                repeats=RepeatDesign(**(design.get("repeats") or {})),
-            ),
-            baselines=list(d.get("baselines", ["uniform"])),
-            objective=ObjectiveConfig(**(d.get("objective") or {})),
-            law=str(d.get("law", "joint_family")), bootstrap=int(d.get("bootstrap", 100)),
-            within=str(d.get("within", "natural")), seed=int(d.get("seed", 0)), source=str(path),
-            executor=typed(ExecutorConfig, d.get("executor"), f"{path}: executor"),
-        )
-    except (KeyError, TypeError) as err:
-        raise ConfigError(f"{path}: malformed study config ({err}); see studies/default.yaml for the shape") from None
-    cfg.validate()
+        conf = OmegaConf.create(raw)
+        if quick:
+            conf = _merge_quick(conf)
+        elif "quick" in conf:
+            conf.pop("quick")
+        d: Mapping[str, Any] = OmegaConf.to_container(conf, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: {str(err).splitlines()[0]}; see {SHAPE}") from None
+    where = str(path)
+    unknown = sorted(set(d) - set(TOP_LEVEL) - {f.name for f in fields(StudyConfig)})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(TOP_LEVEL)}")
+    for key in ("ladder", "tokens", "confirm_tokens"):
+        if key not in d:
+            raise ConfigError(f"{where}: {key} is missing; see {SHAPE}")
+    ladder = _mapping(d["ladder"], f"{where}: ladder")
+    if "fit" not in ladder or "confirm" not in ladder:
+        raise ConfigError(f"{where}: ladder needs fit: [RUNG, RUNG, ...] and confirm: RUNG")
+    design = _mapping(d.get("design"), f"{where}: design")
+    unknown = sorted(set(design) - {"mixtures", "floor", "independence", "repeats"})
+    if unknown:
+        raise ConfigError(f"{where}: design: unknown field(s) {unknown}; valid: floor, independence, mixtures, repeats")
+    cfg = StudyConfig(
+        name=_value(d, "name", str, path.stem, where),
+        corpus=typed(CorpusConfig, _mapping(d.get("corpus"), f"{where}: corpus"), f"{where}: corpus"),
+        fit_rungs=coerce(ladder["fit"], list[str], f"{where}: ladder.fit"),
+        confirm_rung=coerce(ladder["confirm"], str, f"{where}: ladder.confirm"),
+        tokens=coerce(d["tokens"], list[int], f"{where}: tokens"),
+        confirm_tokens=_value(d, "confirm_tokens", int, None, where),
+        design=DesignConfig(
+            mixtures=_value(design, "mixtures", int, 5, f"{where}: design"),
+            floor=_value(design, "floor", float, 0.05, f"{where}: design"),
+            independence=typed(IndependenceDesign, _mapping(design.get("independence"), f"{where}: design.independence"),
+                               f"{where}: design.independence"),
+            repeats=typed(RepeatDesign, _mapping(design.get("repeats"), f"{where}: design.repeats"), f"{where}: design.repeats"),
+        ),
+        baselines=coerce(d.get("baselines", ["uniform"]), list[str], f"{where}: baselines"),
+        objective=typed(ObjectiveConfig, _mapping(d.get("objective"), f"{where}: objective"), f"{where}: objective"),
+        law=_value(d, "law", str, "joint_family", where), bootstrap=_value(d, "bootstrap", int, 100, where),
+        within=_value(d, "within", str, "natural", where), seed=_value(d, "seed", int, 0, where), source=str(path),
+        executor=typed(ExecutorConfig, _mapping(d.get("executor"), f"{where}: executor"), f"{where}: executor"),
+    )
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
     return cfg

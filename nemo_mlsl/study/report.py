@@ -43,6 +43,17 @@ def _progress(out: Path, cfg, runs, records, elapsed: float) -> dict[str, Any]:
     return {"partial": True, "done": len(done), "planned": len(runs)}
 
 
+def gain(baseline: float, optimal: float, sigma: float | None) -> dict[str, Any]:
+    """The optimum's gain over a baseline (difference of their observed total losses) and its verdict: ``sigma`` is
+    the relative seed noise of one run's loss, so the difference of two runs has sd √2·σ·(their mean total)."""
+    diff = baseline - optimal
+    sd = math.sqrt(2) * sigma * 0.5 * (baseline + optimal) if sigma else None
+    verdict = ("unknown (no seed repeats)" if sd is None else
+               "optimal better, beyond noise" if diff > 2 * sd else
+               "baseline better, beyond noise" if diff < -2 * sd else "within noise")
+    return {"difference": diff, "noise_sd": sd, "verdict": verdict, "relative": diff / baseline}
+
+
 def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], rep, manifest: Manifest, *,
                        elapsed: float, partial: bool = False) -> dict[str, Any]:
     out = Path(out)
@@ -80,16 +91,8 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
                          "yes" if within else ("no" if sigma else "?")])
     gains = {}
     if "optimal" in comp:
-        for name, c in comp.items():
-            if name == "optimal":
-                continue
-            diff = c["total_observed"] - comp["optimal"]["total_observed"]
-            sd = math.sqrt(2) * sigma * 0.5 * (c["total_observed"] + comp["optimal"]["total_observed"]) if sigma else None
-            verdict = ("unknown (no seed repeats)" if sd is None else
-                       "optimal better, beyond noise" if diff > 2 * sd else
-                       "baseline better, beyond noise" if diff < -2 * sd else "within noise")
-            gains[name] = {"difference": diff, "noise_sd": sd, "verdict": verdict,
-                           "relative": diff / c["total_observed"]}
+        gains = {name: gain(c["total_observed"], comp["optimal"]["total_observed"], sigma)
+                 for name, c in comp.items() if name != "optimal"}
     law_mae = float(np.mean([e for c in comp.values() for e in c["abs_error"].values()])) if comp else None
     naive_mae = float(np.mean([e for c in comp.values() for e in c["naive_abs_error"].values()])) if naive else None
 

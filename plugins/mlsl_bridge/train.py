@@ -51,13 +51,11 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
     """Config, forward step and callback for one run (nothing trained, nothing written)."""
     from nemo_mlsl.recipes import load
 
-    if req.tokens is not None and req.max_steps is not None:
-        raise ConfigError("give --tokens or --max-steps, not both")
     if not req.data:
         raise ConfigError("a Bridge run needs the prepared data directory (--data DIR)")
-    steps = req.max_steps
-    if req.tokens is not None:
-        steps = load(req.recipe, req.overrides).train.steps_for(req.tokens)
+    steps = None
+    if req.tokens is not None or req.max_steps is not None:
+        steps = load(req.recipe, req.overrides).train.run_steps(req.max_steps, req.tokens)
     run = bridge_run(req.recipe, req.data, req.ratios, within=req.within, num_nodes=req.num_nodes,
                      num_gpus_per_node=req.gpus_per_node, dir=req.out, name=req.run_id, overrides=req.overrides, seed=req.seed,
                      max_steps=steps, validate=False, check_epochs=req.check_epochs,

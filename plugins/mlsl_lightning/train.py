@@ -45,11 +45,7 @@ class TrainRequest:
 
 
 def _steps(recipe: Recipe, req: TrainRequest) -> int:
-    if req.max_steps:
-        return int(req.max_steps)
-    if req.tokens:
-        return recipe.train.steps_for(req.tokens)
-    return recipe.train.resolved_max_steps
+    return recipe.train.run_steps(req.max_steps, req.tokens)
 
 
 def init_checkpoint(path: str | Path) -> Path:
@@ -109,7 +105,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         raise ConfigError(f"{out} holds an interrupted run ({last}); pass --resume to continue it or choose another --out")
     init = init_checkpoint(req.init_from) if req.init_from else None
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, os.cpu_count() or 1))  # the user's cap, else all cores
     pl.seed_everything(req.seed, workers=True, verbose=False)
 
     dm = FamilyBlendDataModule(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nemo_mlsl.errors import FitError
-from nemo_mlsl.transfer import Curve
+from nemo_mlsl.atlas.transfer import Curve
 
 PAPER_CONSTANT, PAPER_EXPONENT = 1_113_708.0, 1.65
 

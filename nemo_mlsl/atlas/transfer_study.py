@@ -15,7 +15,7 @@ from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.families import FamilyMap, normalize_code
 from nemo_mlsl.study.plan import PlannedRun, load_runs
-from nemo_mlsl.transfer import Curve, NeverReached, bts, fas, heatmap, summarize_matrix
+from nemo_mlsl.atlas.transfer import Curve, NeverReached, bts, fas, heatmap, summarize_matrix
 
 
 def design(languages: Sequence[str], rung: str, tokens: int, n_params: int, pairs: Sequence[tuple[str, str]] | None = None,

@@ -1,0 +1,43 @@
+"""What several commands share: JSON output, ``fam=p`` ratios, ``--tag`` fields and reading a results store."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from nemo_mlsl.errors import ConfigError
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=float))
+
+
+def ratios_arg(text: str | None) -> dict[str, float] | None:
+    from nemo_mlsl.mixtures import parse_ratios
+
+    return parse_ratios(text) if text else None
+
+
+def tags(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--tag key=value`` → record fields (values parsed as JSON where they are JSON: numbers, true, null)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag {item!r} must look like key=value (e.g. purpose=design)")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def records(path: str, dedupe: bool) -> list[dict]:
+    """The run records of a results store (a results.jsonl, or a study directory holding one)."""
+    from nemo_mlsl.results import ResultsStore
+
+    store = ResultsStore(path)
+    if not store.path.exists():
+        raise ConfigError(f"--runs {path!r}: no results store there ({store.path} does not exist); give a results.jsonl "
+                          "or a study directory that holds one")
+    return store.read(dedupe=dedupe)

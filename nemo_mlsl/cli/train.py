@@ -1,0 +1,50 @@
+"""``mlsl train``: one run with per-family validation, on the backend that ``--backend`` names."""
+
+from __future__ import annotations
+
+import argparse
+
+from nemo_mlsl.backends import BACKENDS, backend
+from nemo_mlsl.cli.parser import non_negative_int, positive_int
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    if a.law != "none":  # the refit after the run: an unknown law is refused before training, not after
+        from nemo_mlsl.fitting import make_law
+
+        make_law(a.law)
+    plugin = backend(a.backend)
+    plugin.supports("train")
+    plugin.train(a)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("train", help="train one run with per-family validation (CPU Lightning, or Megatron-Bridge on GPUs)")
+    s.set_defaults(func=cmd_train)
+    s.add_argument("--backend", choices=BACKENDS.names(), default="cpu",
+                   help="cpu: the Lightning CPU path; bridge: Megatron-Bridge's pretrain() (GPUs; one process per GPU under "
+                        "torchrun); any backend registered under the 'nemo_mlsl.backends' entry points that can train one run")
+    s.add_argument("--nodes", type=positive_int, help="bridge: nodes of the run (default: the recipe's)")
+    s.add_argument("--gpus-per-node", type=positive_int, help="bridge: GPUs per node (default: the recipe's)")
+    s.add_argument("--recipe", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--ratios", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--within", default="natural")
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--tokens", type=float)
+    s.add_argument("--seed", type=int, default=1234)
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--init-from", help="finetune: start from this run directory's (or .ckpt file's) weights, with a fresh "
+                                       "optimizer and schedule; tokens are counted from the start of the finetuning")
+    s.add_argument("--normalize", action="store_true")
+    s.add_argument("--store", help="results store to append to (refits and reports after the run)")
+    s.add_argument("--law", default="joint_family", help="law the fitting callback refits after the run ('none': record only)")
+    s.add_argument("--bootstrap", type=non_negative_int, default=50, help="bootstrap replicates of that refit")
+    s.add_argument("--report-dir", help="where the refit writes its report (default: beside the store, fit/)")
+    s.add_argument("--run-id", help="the record's run_id (default: the --out directory's name)")
+    s.add_argument("--tb-root", help="shared TensorBoard root (logs go to TB_ROOT/RUN_ID)")
+    s.add_argument("--tag", action="append", metavar="KEY=VALUE", help="extra record field (repeatable), e.g. purpose=design")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("overrides", nargs="*", help="recipe overrides key=value (e.g. train.lr=1e-3)")

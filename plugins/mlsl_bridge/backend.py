@@ -1,0 +1,79 @@
+"""The Megatron-Bridge backend plugin: ``mlsl train --backend bridge`` (Bridge's ``pretrain()``), ``mlsl recipes
+build NAME --backend bridge`` (the validated ``ConfigContainer``, or a ``torchrun`` of that training command) and
+the study's ``BridgeBackend``. Bridge lives in its own Python 3.12 environment (``make setup-bridge``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nemo_mlsl.backends import BackendPlugin
+from nemo_mlsl.errors import ConfigError
+
+
+def _study(gpus_per_run: int, nodes_per_run: int):
+    from mlsl_bridge.study import BridgeBackend
+
+    return BridgeBackend(gpus_per_run=gpus_per_run, nodes_per_run=nodes_per_run)
+
+
+def _train(a: argparse.Namespace) -> dict | None:
+    from mlsl_bridge.train import BridgeRequest, train
+    from nemo_mlsl.cli.common import ratios_arg, tags
+
+    record = train(BridgeRequest(
+        recipe=a.recipe, data=a.data, ratios=ratios_arg(a.ratios), out=a.out, tokens=a.tokens, max_steps=a.max_steps, seed=a.seed,
+        within=a.within, run_id=a.run_id, tb_root=a.tb_root, store=a.store, report_dir=a.report_dir,
+        law=None if a.law == "none" else a.law, bootstrap=a.bootstrap, overrides=a.overrides, num_nodes=a.nodes,
+        gpus_per_node=a.gpus_per_node, extra_record=tags(a.tag)))
+    if record:
+        print(f"recorded {record['run_id']} in {a.store}: N={record['N']:,} D={record['D']:,}")
+    return record
+
+
+def _build(a: argparse.Namespace) -> int:
+    from mlsl_bridge import recipe as mod
+    from nemo_mlsl.recipes import load
+
+    build = lambda check: mod.bridge_run(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
+                                         num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides,
+                                         check_epochs=check, validate=False)
+    if not a.dry_run:
+        if not (a.data and a.ratios and a.log_dir):
+            raise ConfigError("mlsl recipes build --backend bridge without --dry-run trains: give --data, --ratios and --log-dir")
+        if (a.nodes or 1) > 1:
+            raise ConfigError("mlsl recipes build --backend bridge trains on this node only (--nodes 1); for several nodes "
+                              "run `mlsl train --backend bridge` under your launcher or `mlsl study --executor slurm`")
+        gpus = a.gpus_per_node or load(a.name, a.overrides).parallel.gpus_per_node
+        build(True)  # refuse bad input before launching
+        cmd = ["torchrun", f"--nproc-per-node={gpus}", "-m", "nemo_mlsl.cli", "train", "--backend", "bridge", "--recipe", a.name,
+               "--data", a.data, "--ratios", a.ratios, "--within", a.within, "--out", a.log_dir, "--nodes", "1", "--gpus-per-node", str(gpus),
+               *(["--store", a.store] if a.store else []), *a.overrides]
+        import subprocess
+
+        return subprocess.call(cmd)
+    warning = None
+    try:
+        run = build(True)
+    except ConfigError as err:  # show the configuration anyway; the run itself would refuse to start
+        run, warning = build(False), err
+    p = run.recipe.parallel
+    gpus = (a.nodes or p.num_nodes) * (a.gpus_per_node or p.gpus_per_node)
+    checked = mod.validated(run.config, gpus)
+    print(f"# Megatron-Bridge ConfigContainer for {run.recipe.name}: validated by Bridge for {gpus} GPU(s) "
+          f"(TP={p.tensor_model_parallel_size}, PP={p.pipeline_model_parallel_size}, CP={p.context_parallel_size}); "
+          f"{run.steps:,} steps; layers: {run.impl}")
+    if run.blend is None:
+        print("# no --data: Bridge's mock dataset and a null tokenizer stand in for the family blend (give --data DIR --ratios ...)")
+    else:
+        print(f"# family blend: {len(run.blend['train_languages'])} training prefixes, validation over "
+              f"{len(run.blend['validation_languages'])} languages (dataset_id order: {', '.join(run.blend['validation_languages'])})")
+    if warning:
+        print(f"# warning: {warning}")
+    print(mod.to_yaml(checked), end="")
+    return 0
+
+
+BACKEND = BackendPlugin(name="bridge", runs_label="Megatron-Bridge runs", study=_study, train=_train, build=_build,
+                        requires=("megatron.bridge",),
+                        missing="needs Megatron-Bridge, which lives in its own Python 3.12 environment: run `make setup-bridge` "
+                                "once, then use .venv-bridge/bin/mlsl")

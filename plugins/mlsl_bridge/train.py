@@ -55,7 +55,8 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
         raise ConfigError("a Bridge run needs the prepared data directory (--data DIR)")
     steps = None
     if req.tokens is not None or req.max_steps is not None:
-        steps = load(req.recipe, req.overrides).train.run_steps(req.max_steps, req.tokens)
+        recipe = load(req.recipe, req.overrides, num_nodes=req.num_nodes, gpus_per_node=req.gpus_per_node)
+        steps = recipe.train.run_steps(req.max_steps, req.tokens)  # the layout checked for the run's GPUs
     run = bridge_run(req.recipe, req.data, req.ratios, within=req.within, num_nodes=req.num_nodes,
                      num_gpus_per_node=req.gpus_per_node, dir=req.out, name=req.run_id, overrides=req.overrides, seed=req.seed,
                      max_steps=steps, validate=False, check_epochs=req.check_epochs,

@@ -55,10 +55,12 @@ test-fast: setup
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 bench: setup
+	$(BIN)/pip install --quiet -c constraints.txt lightgbm  # the `bench` extra (pyproject.toml)
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/fit.py
 	$(BIN)/python benchmarks/fit_reference.py
 	$(BIN)/python benchmarks/train_cpu.py
+	$(BIN)/python benchmarks/external.py
 
 gpu-wheels: setup
 	gpu/fetch_wheels.sh

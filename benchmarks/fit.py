@@ -1,7 +1,13 @@
-"""Fitting the joint family law with 200 bootstrap replicates on 200 runs (5 families), vs a per-family
-scipy.optimize.curve_fit loop over the same grid of initial points, in the same run; reports the
-objective each reaches (Huber on log residuals, lower is better)."""
+"""Fitting speed, each against a baseline measured in the same run.
 
+``python benchmarks/fit.py`` (default): the joint family law with 200 bootstrap replicates on 200 runs
+(5 families), vs a per-family scipy.optimize.curve_fit loop over the same grid of initial points.
+``python benchmarks/fit.py --every-law``: every registered built-in law on 1,000 runs x 5 families with 100
+bootstrap replicates, vs curve_fit (least squares on log loss, numerical Jacobian) from the same best start
+for the full fit and for every replicate (timed on a few replicates and scaled to 100).
+Both report the objective each reaches (Huber on log residuals, lower is better)."""
+
+import argparse
 import json
 import time
 import warnings
@@ -9,10 +15,15 @@ import warnings
 import numpy as np
 from scipy.optimize import curve_fit
 
-from nemo_mlsl.fitting import fit, huber
+from threadpoolctl import threadpool_limits
+
+from nemo_mlsl.fitting import fit, huber, make_law
 from nemo_mlsl.laws.base import grid_product
 from nemo_mlsl.laws.joint_family import JointFamilyLaw
 from nemo_mlsl.observations import FamilyData, Observations
+
+EVERY_LAW = ("family_power", "joint_family", "chinchilla:total", "atlas", "ye_mixing", "shukor_additive", "shukor_joint",
+             "loglinear")
 
 
 def records(n_runs=200, families=5, seed=0):
@@ -72,5 +83,81 @@ def main(n_starts_baseline: int = 48) -> None:
                       "ours_objective": ours_obj, "baseline_objective": base_obj}))
 
 
+def grid_records(families=5, per=50, seed=0):
+    """1,000 runs: 50 mixtures at each of 4 N x 5 D settings (settings shared, so family_power applies too)."""
+    rng = np.random.default_rng(seed)
+    fams = [f"f{i}" for i in range(families)]
+    g = rng.uniform(0.05, 0.2, families)
+    out = []
+    for N in (1e6, 1e7, 1e8, 1e9):
+        for D in (1e8, 3e8, 1e9, 3e9, 1e10):
+            for _ in range(per):
+                p = np.maximum(rng.dirichlet(np.full(families, 2.0)), 0.03)
+                p /= p.sum()
+                L = (1.5 + 400 / N ** 0.3 + 600 / D ** 0.3) * p ** -g * np.exp(rng.normal(0, 0.01, families))
+                out.append({"run_id": f"r{len(out)}", "N": N, "D": D, "ratios": dict(zip(fams, p)), "family_loss": dict(zip(fams, L))})
+    return out
+
+
+def curve_fit_baseline(spec: str, obs: Observations, lf, replicates: int, timed: int, seed: int = 0) -> tuple[float, float]:
+    """Seconds for curve_fit on the full data and ``replicates`` resamples (timed on ``timed``, scaled), and its
+    full-data objective; each fit starts where nemo-mlsl's grid search put its best start."""
+    law = make_law(spec)
+    rng = np.random.default_rng(seed)
+    resamples = [np.sort(rng.integers(0, len(obs), len(obs))) for _ in range(timed)]
+    t0, obj = time.perf_counter(), 0.0
+    for target, tf in lf.fits.items():
+        bound = tf.law
+        for k, idx in enumerate([None] + resamples):
+            data = bound.data_for(obs if idx is None else obs.subset(idx), target)
+            params = bound.params(data)
+            lo, hi = np.array([p.lower for p in params]), np.array([p.upper for p in params])
+            grid = np.clip(bound.start_grid(data), lo, hi)
+            with np.errstate(all="ignore"):
+                scores = np.nan_to_num(huber(np.log(data.loss) - bound.log_predict(grid, data)).sum(axis=-1), nan=np.inf)
+            x0 = np.clip(grid[int(np.argmin(scores))], lo + 1e-12 * (hi - lo), hi - 1e-12 * (hi - lo))
+            f = lambda x, *th: bound.log_predict(np.array(th), data)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    th, _ = curve_fit(f, np.arange(len(data.loss)), np.log(data.loss), p0=x0, bounds=(lo, hi), maxfev=2000)
+                except (RuntimeError, ValueError):
+                    th = x0
+            if idx is None:
+                obj += float(huber(np.log(data.loss) - bound.log_predict(th, data)).sum())
+    spent = time.perf_counter() - t0
+    per_fit = spent / (1 + timed)
+    return per_fit * (1 + replicates), obj
+
+
+def every_law(laws=EVERY_LAW, replicates: int = 100, timed: int = 2) -> None:
+    obs = Observations.from_records(grid_records())
+    print(f"{len(obs)} runs x {len(obs.families)} families, {replicates} bootstrap replicates; baseline: curve_fit from the "
+          f"same best start for the fit and each replicate (timed on {timed} replicates, scaled to {replicates})")
+    rows = []
+    for spec in laws:
+        with threadpool_limits(limits=1, user_api="blas"):
+            t = time.perf_counter()
+            lf = fit(spec, obs, bootstrap=replicates, seed=0)
+            ours = time.perf_counter() - t
+            base, base_obj = curve_fit_baseline(spec, obs, lf, replicates, timed)
+        ours_obj = sum(f.objective for f in lf.fits.values())
+        k = max(len(f.theta) for f in lf.fits.values())
+        mape = lf.metrics["in_sample"]["overall"]["mape"]
+        rows.append({"law": spec, "seconds": ours, "baseline_seconds": base, "ratio": base / ours, "params": k,
+                     "objective": ours_obj, "baseline_objective": base_obj, "mape": mape})
+        print(f"{spec:<18} {k:>3} params  nemo-mlsl {ours:8.1f} s  curve_fit {base:9.1f} s  speed-up {base / ours:6.1f}x  "
+              f"objective {ours_obj:.6f} vs {base_obj:.6f}  in-sample MAPE {mape:.2f}%", flush=True)
+    print(json.dumps(rows))
+
+
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--every-law", action="store_true", help="every law on 1,000 runs x 5 families, 100 replicates")
+    ap.add_argument("--laws", default=",".join(EVERY_LAW), help="with --every-law: which laws (comma-separated)")
+    ap.add_argument("--replicates", type=int, default=100)
+    a = ap.parse_args()
+    if a.every_law:
+        every_law(tuple(a.laws.split(",")), a.replicates)
+    else:
+        main()

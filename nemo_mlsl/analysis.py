@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from nemo_mlsl import plots
 from nemo_mlsl.data.manifest import write_json_atomic
@@ -13,7 +13,8 @@ from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.fitting import LawFit, fit, fit_with_holdout, holdout_split
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
 from nemo_mlsl.observations import Observations
-from nemo_mlsl.optimize import SEPARABLE_LAWS, optimal_from_fit, predicted_losses, settings_of, unit_losses
+from nemo_mlsl.optimize import optimal_from_fit, predicted_losses, settings_of, unit_losses
+from nemo_mlsl.selection import AUTO, select_law, selection_markdown
 
 
 @dataclass
@@ -56,27 +57,36 @@ def fit_and_report(
     caps: Mapping[str, float] | None = None,
     title: str = "Scaling-law fit",
     figures: tuple[str, ...] | None = None,
+    candidates: Sequence[str] | None = None,
+    drop_zero_shares: bool = False,
 ) -> FitReport:
     """Fit ``law`` to ``records`` and write the report files under ``out``. ``caps`` are the families' data
-    caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind."""
+    caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind.
+    ``law="auto"`` selects the law by cross-validation among ``candidates`` (default: every registered law)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     obs = Observations.from_records(records)
+    selection = None
+    if law == AUTO:
+        selection = select_law(obs, candidates, seed=seed)
+        law = selection.chosen
     test = None
     if holdout:
-        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed)
+        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
         test = obs.subset(holdout_split(obs, holdout, seed)[1])
     else:
-        lf = fit(law, obs, bootstrap=bootstrap, seed=seed)
+        lf = fit(law, obs, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
     doc = lf.to_dict()
+    if selection:
+        doc["selection"] = selection.to_dict()
     if law.split(":")[0] == "family_power" and N is None and D is None:
         N, D = settings_of(doc)[-1]  # L* is known only at the fitted settings: report at the largest
     N = N if N is not None else float(obs.N.max())
     D = D if D is not None else float(obs.D.max())
     optimal = None
-    if law.split(":")[0] in SEPARABLE_LAWS:
+    if lf.law.mixture_aware:  # KKT for the separable laws, the simplex optimizer for the others
         optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio, caps=caps)
-        base = baselines(list(obs.families), tokens, D)
+        base = baselines(list(optimal["ratios"]), tokens if tokens is None or set(optimal["ratios"]) <= set(tokens) else None, D)
         z = unit_losses(doc, N, D)
         optimal["comparison"] = {
             name: _total(doc, r, N, D, z, objective) for name, r in {"optimal": optimal["ratios"], **base}.items()
@@ -110,6 +120,21 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+MAX_TABLE_COLUMNS = 10
+
+
+def table_columns(lf: LawFit) -> list[str]:
+    """Parameter columns of the report's table: the union over families in first-seen order (laws such as
+    ATLAS name parameters per family: tau[<its transfer families>]), without the per-setting L*; the
+    per-family weights of a cross-family law only while the table stays readable."""
+    names: list[str] = []
+    for f in lf.fits.values():
+        names += [n for n in f.names if n not in names and not n.startswith("log_Lstar")]
+    if len(names) > MAX_TABLE_COLUMNS:
+        names = [n for n in names if "[" not in n]
+    return names
+
+
 def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> str:
     fitted = sorted({e["replicates_fitted"] for e in doc["families"].values()})
     boot = (f"{doc['bootstrap']} bootstrap replicates requested, "
@@ -118,8 +143,9 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
     lines = [f"# {title}", "", f"Law `{doc['law']}`: `{doc['formula']}`, fitted to {doc['n_runs']} runs "
              f"(Huber δ=1e-3 on log loss, multi-start L-BFGS-B; {boot}, seed {doc['seed']}).", ""]
     lines += [f"> **Warning:** {w}." for w in doc.get("warnings", [])] + ([""] if doc.get("warnings") else [])
-    names = next(iter(lf.fits.values())).names
-    short = [n for n in names if not n.startswith("log_Lstar")]
+    short = table_columns(lf)
+    if doc.get("selection"):
+        lines += selection_markdown(doc["selection"])
     lines += ["## Fitted parameters (95% bootstrap intervals)", "", "| family | " + " | ".join(short) + " | R² | MAPE % |",
               "|" + "---|" * (len(short) + 3)]
     per = doc["metrics"]["in_sample"]["families"]
@@ -127,8 +153,13 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
         cells = []
         for n in short:
             v, ci = entry["params"].get(n), entry["ci"].get(n)
-            cells.append(_fmt(v) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
-        lines.append(f"| {fam} | " + " | ".join(cells) + f" | {per[fam]['r2']:.3f} | {per[fam]['mape']:.2f} |")
+            cells.append("–" if v is None else _fmt(v) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
+        m = per.get(fam)
+        lines.append(f"| {fam} | " + " | ".join(cells) + (f" | {m['r2']:.3f} | {m['mape']:.2f} |" if m else " | – | – |"))
+    hidden = sorted({n for f in lf.fits.values() for n in f.names} - set(short))
+    if hidden:
+        lines += ["", f"{len(hidden)} more parameters per family (one L* per (N, D) setting, or one weight per family of the "
+                  "mixture) are in fit.json."]
     ov = doc["metrics"]["in_sample"]["overall"]
     lines += ["", f"In-sample: R² {ov['r2']:.4f}, RMSE(log L) {ov['rmse_log']:.4f}, MAPE {ov['mape']:.2f}% over {ov['n']} points.", ""]
     if "holdout" in doc["metrics"]:

@@ -18,7 +18,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from nemo_mlsl.errors import ConfigError, FitError
-from nemo_mlsl.laws.base import Law, grid_product
+from nemo_mlsl.laws.base import Law
 from nemo_mlsl.observations import FamilyData, Observations
 from nemo_mlsl.registry import LAWS
 from nemo_mlsl.typed_config import check_non_negative
@@ -124,7 +124,7 @@ def fit_target(law: Law, data: FamilyData, *, delta: float = HUBER_DELTA, top_k:
     bounds = [(p.lower, p.upper) for p in params]
     lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
     if start is None:
-        grid = np.clip(grid_product(params), lo, hi)
+        grid = np.clip(law.start_grid(data), lo, hi)
         with np.errstate(all="ignore"):
             scores = huber(np.log(data.loss) - law.log_predict(grid, data), delta).sum(axis=-1)
         scores = np.where(np.isfinite(scores), scores, np.inf)
@@ -164,9 +164,12 @@ class LawFit:
         data = self.law.data_for(obs, target)
         return np.exp(self.fits[target].log_predict(data))
 
+    notes: list[str] = field(default_factory=list)
+
     @property
     def warnings(self) -> list[str]:
-        out = []
+        out = list(self.obs.warnings) if self.obs is not None else []
+        out += self.notes
         for t, f in self.fits.items():
             if self.bootstrap and f.replicates_fitted < MIN_REPLICATE_SHARE * self.bootstrap:
                 out.append(f"only {f.replicates_fitted} of {self.bootstrap} bootstrap replicates could be fitted for {t!r} "
@@ -219,25 +222,42 @@ def load_fit_doc(path: str | Path) -> dict[str, Any]:
 
 
 def fit(spec: str, obs: Observations, *, bootstrap: int = 0, seed: int = 0, targets: Sequence[str] | None = None,
-        delta: float = HUBER_DELTA) -> LawFit:
+        delta: float = HUBER_DELTA, drop_zero_shares: bool = False) -> LawFit:
     """Fit ``spec`` to every target; ``bootstrap`` > 0 adds replicates (runs resampled with replacement).
 
     BLAS runs single-threaded meanwhile: L-BFGS-B's small matrix products split over threads sum in an
     order that changes from call to call, and the optimizer amplifies those last-bit differences
-    (measured: replicate parameters differing at 1e-9 between two identical fits in one process)."""
+    (measured: replicate parameters differing at 1e-9 between two identical fits in one process).
+
+    ``drop_zero_shares``: for a law that cannot represent a family with no share of its own (He et al.'s
+    p^-γ), fit each family on the runs that train on it, and say how many were left out."""
     check_non_negative(bootstrap, "bootstrap (--bootstrap)", "a number of replicates; 0: none")
     check_non_negative(seed, "seed (--seed)")
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit(spec, obs, bootstrap=bootstrap, seed=seed, targets=targets, delta=delta)
+        return _fit(spec, obs, bootstrap=bootstrap, seed=seed, targets=targets, delta=delta, drop_zero_shares=drop_zero_shares)
 
 
-def _fit(spec: str, obs: Observations, *, bootstrap: int, seed: int, targets: Sequence[str] | None, delta: float) -> LawFit:
+def target_data(law: Law, obs: Observations, target: str, drop_zero_shares: bool = False) -> FamilyData:
+    """The runs ``law`` fits ``target`` on; without the zero-share ones if asked and the law cannot take them."""
+    data = law.data_for(obs, target)
+    if drop_zero_shares and not law.zero_shares:
+        data = data.take(data.p > 0)
+    return data
+
+
+def _fit(spec: str, obs: Observations, *, bootstrap: int, seed: int, targets: Sequence[str] | None, delta: float,
+         drop_zero_shares: bool = False) -> LawFit:
     law = make_law(spec)
     fits: dict[str, TargetFit] = {}
+    notes: list[str] = []
     rng = np.random.default_rng(seed)
     boot_idx = [rng.integers(0, len(obs), size=len(obs)) for _ in range(bootstrap)]
     for target in targets or law.targets(obs):
-        data = law.data_for(obs, target)
+        data = target_data(law, obs, target, drop_zero_shares)
+        dropped = len(law.data_for(obs, target).loss) - len(data.loss)
+        if dropped:
+            notes.append(f"{dropped} run(s) with a share of 0 for {target!r} were left out of its fit "
+                         f"(law {law.name!r} cannot represent a family it was not trained on)")
         tf = fit_target(law, data, delta=delta)
         if bootstrap:
             # Rows stay aligned with the shared resamples (NaN where a replicate cannot be fitted), so
@@ -245,15 +265,15 @@ def _fit(spec: str, obs: Observations, *, bootstrap: int, seed: int, targets: Se
             tf.boot = np.full((bootstrap, len(tf.theta)), np.nan)
             for b, idx in enumerate(boot_idx):
                 try:
-                    sub = law.data_for(obs.subset(np.sort(idx)), target)
+                    sub = target_data(law, obs.subset(np.sort(idx)), target, drop_zero_shares)
                     if tf.law.unidentifiable(sub):
                         continue  # the resample lost variation this law needs (its own requirements decide which)
                     tf.boot[b] = fit_target(tf.law, sub, delta=delta, start=tf.theta, check=False).theta
                 except FitError:
                     continue  # the row stays NaN: intervals use the replicates that could be fitted
         fits[target] = tf
-    out = LawFit(law, spec, obs, fits, bootstrap, seed)
-    out.metrics = {"in_sample": evaluate(out, obs)}
+    out = LawFit(law, spec, obs, fits, bootstrap, seed, notes=notes)
+    out.metrics = {"in_sample": evaluate(out, obs, drop_zero_shares)}
     return out
 
 
@@ -270,15 +290,22 @@ def regression_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str,
     }
 
 
-def evaluate(lf: LawFit, obs: Observations) -> dict[str, Any]:
+def evaluate(lf: LawFit, obs: Observations, drop_zero_shares: bool = False) -> dict[str, Any]:
     per: dict[str, Any] = {}
     all_o, all_p = [], []
     for target in lf.fits:
-        data = lf.law.data_for(obs, target)
+        try:
+            data = target_data(lf.law, obs, target, drop_zero_shares)
+        except FitError:
+            continue  # no run here has a loss on this target (a hold-out of other families' runs)
+        if not len(data.loss):
+            continue
         pred = np.exp(lf.fits[target].log_predict(data))
         per[target] = regression_metrics(data.loss, pred)
         all_o.append(data.loss)
         all_p.append(pred)
+    if not all_o:
+        raise FitError("none of the runs to evaluate has a loss on a fitted family")
     return {"families": per, "overall": regression_metrics(np.concatenate(all_o), np.concatenate(all_p))}
 
 
@@ -303,10 +330,11 @@ def holdout_split(obs: Observations, kind: str, seed: int = 0) -> tuple[np.ndarr
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
-def fit_with_holdout(spec: str, obs: Observations, kind: str, *, bootstrap: int = 0, seed: int = 0) -> LawFit:
+def fit_with_holdout(spec: str, obs: Observations, kind: str, *, bootstrap: int = 0, seed: int = 0,
+                     drop_zero_shares: bool = False) -> LawFit:
     """Fit on the training part of the split; report in-sample and out-of-sample metrics."""
     train, test = holdout_split(obs, kind, seed)
-    lf = fit(spec, obs.subset(train), bootstrap=bootstrap, seed=seed)
+    lf = fit(spec, obs.subset(train), bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
     lf.metrics["holdout"] = {"kind": kind, "train_runs": len(train), "test_runs": len(test),
-                             **evaluate(lf, obs.subset(test))}
+                             **evaluate(lf, obs.subset(test), drop_zero_shares)}
     return lf

@@ -27,19 +27,25 @@ def seed_noise(obs: Observations) -> dict[str, Any]:
     reps = [g for g in groups.values() if len(g) > 1]
     if not reps:
         return {"sigma": None, "dof": 0, "groups": 0}
-    logs = np.log(obs.L)
-    ss = sum(((logs[g] - logs[g].mean(axis=0)) ** 2).sum() for g in reps)
-    dof = sum((len(g) - 1) * obs.L.shape[1] for g in reps)
+    logs = np.log(obs.L)  # NaN where a run has no loss on a family: those cells are left out
+    ss = sum(np.nansum((logs[g] - np.nanmean(logs[g], axis=0)) ** 2) for g in reps)
+    dof = sum(int(max(0, np.isfinite(logs[g][:, j]).sum() - 1)) for g in reps for j in range(obs.L.shape[1]))
+    if dof == 0:
+        return {"sigma": None, "dof": 0, "groups": 0}
     return {"sigma": float(np.sqrt(ss / dof)), "dof": int(dof), "groups": len(reps)}
 
 
 def controlled_test(obs: Observations, sigma: float | None, alpha: float = 0.05) -> list[dict[str, Any]]:
-    """One entry per (family, N, D, fixed ratio) group with at least 3 distinct mixtures."""
+    """One entry per (family, N, D, fixed ratio) group with at least 3 distinct mixtures. Groups at a fixed
+    ratio of 0 are skipped: He et al.'s hypothesis is about families that are trained on (at p = 0 a family's
+    loss is all transfer, which the cross-family laws model), and runs without a loss on the family too."""
     out = []
     logs = np.log(obs.L)
     for j, fam in enumerate(obs.families):
         groups: dict[tuple, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(list))
         for r in range(len(obs)):
+            if obs.P[r, j] <= 0 or not np.isfinite(obs.L[r, j]):
+                continue
             groups[(obs.N[r], obs.D[r], round(float(obs.P[r, j]), 6))][tuple(np.round(obs.P[r], 6))].append(r)
         for (N, D, pf), mixtures in sorted(groups.items()):
             if len(mixtures) < 3:
@@ -69,12 +75,16 @@ def residual_correlations(obs: Observations, residuals: Mapping[str, np.ndarray]
     out = []
     n = len(obs)
     for i, fam in enumerate(obs.families):
-        res = np.asarray(residuals[fam])
+        if fam not in residuals:
+            continue
+        full = np.asarray(residuals[fam], dtype=float)
+        ok = np.isfinite(full)  # NaN: the run has no loss on fam
+        res, m = full[ok], int(ok.sum())
         for k, other in enumerate(obs.families):
-            if k == i or np.std(obs.P[:, k]) == 0 or np.std(res) == 0 or n < 4:
+            if k == i or m < 4 or np.std(obs.P[ok, k]) == 0 or np.std(res) == 0:
                 continue
-            r = float(np.corrcoef(res, obs.P[:, k])[0, 1])
-            z, se = np.arctanh(np.clip(r, -0.999999, 0.999999)), 1 / np.sqrt(n - 3)
+            r = float(np.corrcoef(res, obs.P[ok, k])[0, 1])
+            z, se = np.arctanh(np.clip(r, -0.999999, 0.999999)), 1 / np.sqrt(m - 3)
             out.append({"family": fam, "other": other, "r": r, "ci": [float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))]})
     return out
 

@@ -77,6 +77,8 @@ class LiveFit:
         if record["run_id"] in self.report.lawfit.obs.run_ids:
             i = self.report.lawfit.obs.run_ids.index(record["run_id"])
             for fam in self.report.lawfit.fits:
+                if fam not in record["family_loss"]:
+                    continue  # the run was not evaluated on this family (a share alone)
                 w.add_scalar(f"fit/{fam}/predicted_loss", float(self.report.lawfit.predict(self.report.lawfit.obs.subset([i]), fam)[0]), step)
                 w.add_scalar(f"fit/{fam}/observed_loss", float(record["family_loss"][fam]), step)
         if self.report.optimal:

@@ -1,4 +1,8 @@
-"""Optimal family sampling ratios: minimise Σ_i w_i · L_i(N, D, p_i) / Z_i over the simplex.
+"""Optimal family sampling ratios: minimise Σ_i w_i · L_i(N, D, p) / Z_i over the simplex.
+
+Separable laws (He et al.'s, below) have the KKT closed form; any other mixture-aware law (cross-family
+terms, ATLAS) goes to ``optimal_general``: SLSQP over the simplex with bounds and data caps, from
+deterministic starts, with the law's analytic share gradients (the two agree on separable laws: tested).
 
 With L_i = c_i(N, D) · p_i^(-γ_i) each term is convex in p_i (γ_i > 0), so the KKT conditions
 give the optimum: p_i(λ) = clip((w_i c̃_i γ_i / λ)^(1/(1+γ_i)), lo_i, hi_i), with c̃_i = c_i (raw) or
@@ -10,7 +14,7 @@ of the family (w_il its share within the family), see ``mixtures.data_caps``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import brentq, minimize
@@ -206,7 +210,8 @@ def optimal_from_fit(
     check_positive(D, "D (--D)", "the run's training tokens, e.g. 2e10")
     law = str(fit_doc["law"]).split(":")[0]
     if law not in SEPARABLE_LAWS:
-        raise ConfigError(f"optimal ratios need a law of the form c_i·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit.json has {law!r}")
+        return optimal_general(fit_doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio,
+                               max_ratio=max_ratio, caps=caps)
     if objective not in ("normalized", "raw"):
         raise ConfigError(f"--objective must be 'normalized' or 'raw', got {objective!r}")
     fams = sorted(fit_doc["families"])
@@ -257,8 +262,10 @@ def optimal_from_fit(
 
 
 def predicted_losses(fit_doc: Mapping, ratios: Mapping[str, float], N: float | None = None, D: float | None = None) -> dict[str, float]:
-    """L_i(N, D, p_i) for every family under a separable law."""
+    """L_i(N, D, p) for every fitted family (the closed form for a separable law, the fitted law otherwise)."""
     law = str(fit_doc["law"]).split(":")[0]
+    if law not in SEPARABLE_LAWS:
+        return law_losses(fit_doc, ratios, N, D)
     out = {}
     for fam, entry in fit_doc["families"].items():
         c, g = _coefficients(law, entry, N, D)
@@ -269,6 +276,8 @@ def predicted_losses(fit_doc: Mapping, ratios: Mapping[str, float], N: float | N
 def unit_losses(fit_doc: Mapping, N: float | None = None, D: float | None = None) -> dict[str, float]:
     """c_i(N, D): each family's predicted loss at p_i = 1 (the normalizer Z_i)."""
     law = str(fit_doc["law"]).split(":")[0]
+    if law not in SEPARABLE_LAWS:
+        return {t: law_losses(fit_doc, {t: 1.0}, N, D)[t] for t in fit_doc["families"]}
     return {fam: _coefficients(law, e, N, D)[0] for fam, e in fit_doc["families"].items()}
 
 
@@ -283,3 +292,184 @@ def study_law_problem(law: str) -> str | None:
         return ("family_power knows L* only at the (N, D) settings it was fitted on, and the study predicts the larger "
                 "confirmation rung: use joint_family")
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Any law: a constrained optimizer over the simplex (laws with cross-family terms, ATLAS).
+
+GENERAL_STARTS = 6  # deterministic starts: the uniform mixture, one leaning to each family (up to 4), a seeded point
+ZERO_FLOOR = 1e-6   # the least share a law that cannot represent p = 0 is offered
+
+
+def mixture_families(doc: Mapping) -> list[str]:
+    """The families a fit's mixture is over: the fitted targets and every share the fit used as a feature."""
+    fams = set(doc["families"])
+    for entry in doc["families"].values():
+        layout = entry.get("layout") or {}
+        fams |= set(layout.get("families") or []) | set(layout.get("transfer") or [])
+    return sorted(fams)
+
+
+def project(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The point of {lo <= p <= hi, Σ p = 1} nearest to ``x`` (a shift λ with p = clip(x - λ, lo, hi))."""
+    f = lambda lam: np.clip(x - lam, lo, hi).sum() - 1.0
+    a, b = float(np.min(x - hi)) - 1.0, float(np.max(x - lo)) + 1.0
+    return np.clip(x - brentq(f, a, b, xtol=1e-15), lo, hi)
+
+
+@dataclass
+class MixtureObjective:
+    """Σ_t w_t L_t(N, D, p) / Z_t over the targets of a fitted law, with its gradient in p (every family's share)."""
+
+    lawfit: Any
+    families: list[str]
+    targets: list[str]
+    weights: np.ndarray
+    N: float
+    D: float
+    normalizer: np.ndarray | None = None
+
+    def losses(self, p: np.ndarray, thetas: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each target's loss at ``p`` and d L_t / d p, ``[T]`` and ``[T, F]``."""
+        from nemo_mlsl.observations import FamilyData
+
+        P = np.asarray(p, dtype=float)[None, :]
+        L, G = np.zeros(len(self.targets)), np.zeros((len(self.targets), len(self.families)))
+        for i, t in enumerate(self.targets):
+            tf = self.lawfit.fits[t]
+            theta = tf.theta if thetas is None else thetas[t]
+            data = FamilyData.at(t, self.families, [self.N], [self.D], P)
+            L[i] = float(np.exp(tf.law.log_predict(theta, data))[0])
+            G[i] = L[i] * tf.law.share_jacobian(theta, data)[0]
+        return L, G
+
+    def __call__(self, p: np.ndarray, thetas: Mapping[str, np.ndarray] | None = None) -> tuple[float, np.ndarray]:
+        L, G = self.losses(p, thetas)
+        w = self.weights / (self.normalizer if self.normalizer is not None else 1.0)
+        return float(w @ L), w @ G
+
+
+def unit_normalizer(obj: MixtureObjective, thetas: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Z_t: each target's predicted loss trained on itself alone (p_t = 1), as for the separable laws."""
+    out = []
+    for i, t in enumerate(obj.targets):
+        e = np.zeros(len(obj.families))
+        e[obj.families.index(t)] = 1.0
+        out.append(obj.losses(e, thetas)[0][i])
+    return np.array(out)
+
+
+def solve_simplex(fun, lo: np.ndarray, hi: np.ndarray, starts: Sequence[np.ndarray]) -> np.ndarray:
+    """min fun(p) over {lo <= p <= hi, Σ p = 1} by SLSQP from each start (projected onto the set); the best wins."""
+    best: tuple[float, np.ndarray] | None = None
+    cons = [{"type": "eq", "fun": lambda p: p.sum() - 1.0, "jac": lambda p: np.ones_like(p)}]
+    for x0 in starts:
+        x0 = project(np.asarray(x0, dtype=float), lo, hi)
+        with np.errstate(all="ignore"):
+            res = minimize(fun, x0, jac=True, method="SLSQP", bounds=list(zip(lo, hi)), constraints=cons,
+                           options={"ftol": 1e-14, "maxiter": 500})
+        p = project(np.clip(res.x, lo, hi), lo, hi) if np.all(np.isfinite(res.x)) else x0
+        val = fun(p)[0]
+        if np.isfinite(val) and (best is None or val < best[0] - 1e-15):
+            best = (val, p)
+    if best is None:
+        raise ConfigError("the law's predicted loss is not finite anywhere the optimizer looked; check the fit")
+    return best[1]
+
+
+def general_starts(lo: np.ndarray, hi: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Deterministic starts: the uniform mixture, mixtures leaning to each of the first families, seeded Dirichlet points."""
+    F = len(lo)
+    out = [np.full(F, 1.0 / F)]
+    for j in range(min(F, GENERAL_STARTS - 2)):
+        e = np.full(F, 0.3 / F)
+        e[j] += 0.7
+        out.append(e)
+    rng = np.random.default_rng(seed)
+    out += list(rng.dirichlet(np.ones(F), size=max(1, GENERAL_STARTS - len(out))))
+    return out
+
+
+def optimal_general(
+    fit_doc: Mapping,
+    *,
+    N: float | None = None,
+    D: float | None = None,
+    objective: str = "normalized",
+    weights: Mapping[str, float] | None = None,
+    min_ratio: Mapping[str, float] | float = 0.0,
+    max_ratio: Mapping[str, float] | float = 1.0,
+    caps: Mapping[str, float] | None = None,
+) -> dict:
+    """Optimal mixture for any mixture-aware law (cross-family terms allowed): SLSQP over the simplex from
+    deterministic starts with the law's analytic share gradients; bootstrap intervals re-solve per replicate.
+    A family may get 0 where the law can represent it and the bounds allow it."""
+    from nemo_mlsl.fitting import LawFit
+
+    lf = LawFit.from_dict(fit_doc)
+    if not lf.law.mixture_aware:
+        raise ConfigError(f"law {lf.law.name!r} does not depend on the mixture: it has no optimal mixture; fit a mixture law")
+    if N is None or D is None:
+        raise ConfigError(f"the optimum of law {lf.law.name!r} is at a model size and token budget: give --N and --D")
+    if objective not in ("normalized", "raw"):
+        raise ConfigError(f"--objective must be 'normalized' or 'raw', got {objective!r}")
+    fams = mixture_families(fit_doc)
+    targets = sorted(fit_doc["families"])
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(targets))
+    if unknown:
+        raise ConfigError(f"unknown family {unknown} in --weights; the fit has {targets}")
+    if caps is not None:
+        missing = sorted(set(fams) - set(caps))
+        if missing:
+            raise ConfigError(f"the data has no tokens for the mixture's families {missing}: prepare data with every family")
+        caps = {f: float(caps[f]) for f in fams}
+    lower, upper = bounds_for(fams, min_ratio=min_ratio, max_ratio=max_ratio, caps=caps)
+    if not lf.law.zero_shares:
+        lower = np.maximum(lower, ZERO_FLOOR)
+    prob = RatioProblem(np.ones(len(fams)), np.zeros(len(fams)), lower, upper, tuple(fams), tuple(caps[f] for f in fams) if caps else ())
+    prob.validate()
+    w = np.array([float(weights.get(t, 1.0)) for t in targets])
+    obj = MixtureObjective(lf, fams, targets, w, float(N), float(D))
+    if objective == "normalized":
+        obj.normalizer = unit_normalizer(obj)
+    point = solve_simplex(obj, lower, upper, general_starts(lower, upper))
+    out = {"ratios": {f: float(p) for f, p in zip(fams, point)}, "objective": objective, "law": fit_doc["law"],
+           "N": N, "D": D, "weights": {t: float(x) for t, x in zip(targets, w)}, "solver": "slsqp"}
+    if caps:
+        out["caps"] = caps
+        out["binding_caps"] = prob.binding_caps(point)
+    boots = {t: lf.fits[t].boot for t in targets}
+    if all(b is not None and len(b) for b in boots.values()) and len({len(b) for b in boots.values()}) == 1:
+        samples = []
+        for r in range(len(next(iter(boots.values())))):
+            rows = {t: boots[t][r] for t in targets}
+            if any(np.isnan(v).any() for v in rows.values()):
+                continue
+            o = MixtureObjective(lf, fams, targets, w, float(N), float(D))
+            if objective == "normalized":
+                o.normalizer = unit_normalizer(o, rows)
+            fun = lambda p, o=o, rows=rows: o(p, rows)
+            samples.append(solve_simplex(fun, lower, upper, [point, np.full(len(fams), 1.0 / len(fams))]))
+        if samples:
+            s = np.array(samples)
+            out["ci"] = {f: [float(np.percentile(s[:, i], 2.5)), float(np.percentile(s[:, i], 97.5))] for i, f in enumerate(fams)}
+            out["replicates"] = len(samples)
+    return out
+
+
+def law_losses(fit_doc: Mapping, ratios: Mapping[str, float], N: float | None, D: float | None) -> dict[str, float]:
+    """Every target's predicted loss at one mixture, for any law (through the fitted law itself)."""
+    from nemo_mlsl.fitting import LawFit
+
+    lf = LawFit.from_dict(fit_doc)
+    fams = mixture_families(fit_doc)
+    unknown = sorted(set(ratios) - set(fams))
+    if unknown and any(float(ratios[f]) > 0 for f in unknown):
+        raise ConfigError(f"the mixture has families {unknown} that the fit never saw; it knows {fams}")
+    if N is None or D is None:
+        raise ConfigError(f"predicting with law {lf.law.name!r} needs N and D")
+    targets = sorted(fit_doc["families"])
+    obj = MixtureObjective(lf, fams, targets, np.ones(len(targets)), float(N), float(D))
+    L, _ = obj.losses(np.array([float(ratios.get(f, 0.0)) for f in fams]))
+    return dict(zip(targets, map(float, L)))

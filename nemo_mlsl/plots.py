@@ -40,8 +40,20 @@ def save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def along_share(row: np.ndarray, index: int, p: np.ndarray) -> np.ndarray:
+    """Mixtures ``[len(p), F]`` that give family ``index`` the shares ``p`` and the others ``row``'s proportions
+    (uniform if ``row`` had none): what a cross-family law's curve against one family's share holds fixed."""
+    rest = np.delete(np.asarray(row, dtype=float), index)
+    rest = rest / rest.sum() if rest.sum() > 0 else np.full(len(rest), 1.0 / max(1, len(rest)))
+    out = np.empty((len(p), len(row)))
+    out[:, index] = p
+    out[:, [j for j in range(len(row)) if j != index]] = (1.0 - p)[:, None] * rest[None, :]
+    return out
+
+
 def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
-    """Per family, log-log loss vs ratio: runs by (N, D) setting, the fitted law and a bootstrap band."""
+    """Per family, loss vs ratio (log axes; symlog near 0 where runs have no share of the family): runs by (N, D)
+    setting, the fitted law (along the first run's mix of the others) and a bootstrap band."""
     obs = lf.obs
     targets = list(lf.fits)
     fig, axes = _grid(len(targets))
@@ -49,28 +61,39 @@ def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(settings)))
     for ax, t in zip(axes, targets):
         data = lf.law.data_for(obs, t)
+        pos = data.p[data.p > 0]
+        floor = float(pos.min()) if len(pos) else 1e-3
+        zeros = bool(np.any(data.p <= 0))
         for (N, D), col in zip(settings, colors):
             keep = (data.N == N) & (data.D == D)
             if not keep.any():
                 continue
             ax.scatter(data.p[keep], data.loss[keep], s=14, color=col, label=f"N={N:.3g}, D={D:.3g}")
-            grid = np.geomspace(max(1e-3, data.p[keep].min() * 0.8), min(1.0, data.p[keep].max() * 1.2), 50)
-            view = FamilyData(t, data.index, np.full(50, N), np.full(50, D), grid, np.repeat(data.P[keep][:1], 50, 0),
-                              data.U, np.ones(50), data.families)
-            ax.plot(grid, np.exp(lf.fits[t].log_predict(view)), color=col, lw=1)
-            boot = lf.fits[t].boot
-            if boot is not None and len(boot):
-                ok = boot[~np.isnan(boot).any(axis=1)]
-                if len(ok) > 5:
-                    curves = np.exp(lf.fits[t].log_predict(view, ok))
-                    ax.fill_between(grid, *np.percentile(curves, [2.5, 97.5], axis=0), color=col, alpha=0.15, lw=0)
-        ax.set_xscale("log")
+            lo = max(1e-3, floor * 0.8)
+            grid = np.geomspace(lo, min(1.0, max(data.p[keep].max(), lo) * 1.2), 50)
+            if zeros and lf.law.zero_shares:
+                grid = np.concatenate([[0.0], grid])
+            m = len(grid)
+            view = FamilyData(t, data.index, np.full(m, N), np.full(m, D), grid, along_share(data.P[keep][0], data.index, grid),
+                              data.U, np.ones(m), data.families)
+            with np.errstate(all="ignore"):
+                ax.plot(grid, np.exp(lf.fits[t].log_predict(view)), color=col, lw=1)
+                boot = lf.fits[t].boot
+                if boot is not None and len(boot):
+                    ok = boot[~np.isnan(boot).any(axis=1)]
+                    if len(ok) > 5:
+                        curves = np.exp(lf.fits[t].log_predict(view, ok))
+                        ax.fill_between(grid, *np.percentile(curves, [2.5, 97.5], axis=0), color=col, alpha=0.15, lw=0)
+        if zeros:
+            ax.set_xscale("symlog", linthresh=floor)  # p = 0 has no place on a log axis: linear below the smallest share
+        else:
+            ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         g = lf.fits[t].params.get("gamma")
         ax.set_title(f"{t}" + (f"  γ={g:.3f}" if g is not None else ""))
-        ax.set_xlabel("sampling ratio p")
+        ax.set_xlabel("sampling ratio p" + (" (symlog: 0 included)" if zeros else ""))
         ax.set_ylabel("validation loss")
     axes[0].legend(fontsize=6)
     return save(fig, path)
@@ -107,9 +130,12 @@ def loss_vs_N(lf: LawFit, path: Path) -> Path:
             keep = data.D == D
             if not keep.any():
                 continue
+            keep = keep & ((data.p > 0) | (g == 0))  # L·p^γ is undefined at p = 0 for γ != 0
+            if not keep.any():
+                continue
             ax.scatter(data.N[keep], data.loss[keep] * data.p[keep] ** g, s=14, color=col, label=f"D={D:.3g}")
             Ns = np.geomspace(data.N.min() * 0.8, data.N.max() * 1.25, 40)
-            view = FamilyData(t, data.index, Ns, np.full(40, D), np.ones(40), np.repeat(data.P[keep][:1], 40, 0),
+            view = FamilyData(t, data.index, Ns, np.full(40, D), np.ones(40), along_share(data.P[keep][0], data.index, np.ones(40)),
                               data.U, np.ones(40), data.families)
             ax.plot(Ns, np.exp(lf.fits[t].log_predict(view)), color=col, lw=1)
         ax.set_xscale("log")

@@ -134,8 +134,12 @@ def test_bad_losses_and_ratios():
         Observations.from_records(bad)
     zero = [dict(r) for r in recs]
     zero[0] = dict(zero[0], ratios={"f0": 0.0, "f1": 1.0})
-    with pytest.raises(FitError, match=r"ratio 0.0: laws in p need ratios in \(0, 1\]"):
+    with pytest.raises(FitError, match=r"law 'joint_family' cannot fit family 'f0': 1 of its 36 runs give it a share of 0, .*"
+                                        r"p\^-gamma is infinite at p = 0.*'atlas'.*or drop those 1 runs"):
         fit("joint_family", Observations.from_records(zero))
+    dropped = fit("joint_family", Observations.from_records(zero), drop_zero_shares=True)
+    assert dropped.fits["f0"].n_runs == 35 and dropped.fits["f1"].n_runs == 36
+    assert any("1 run(s) with a share of 0 for 'f0' were left out" in w for w in dropped.warnings)
     with pytest.raises(ConfigError, match="unknown law"):
         fit("no_such_law", Observations.from_records(recs))
 

@@ -77,3 +77,51 @@ def test_minimum_ratios_that_fill_the_simplex_up_to_rounding():
     upper = np.array([0.5, 0.5 - 1e-13])
     q = solve_kkt(RatioProblem(np.ones(2), np.full(2, 0.2), np.zeros(2), upper))
     assert q == pytest.approx([0.5, 0.5], abs=1e-12)
+
+
+def test_general_optimizer_agrees_with_kkt_on_a_separable_law():
+    from nemo_mlsl.fitting import fit
+    from nemo_mlsl.observations import Observations
+    from nemo_mlsl.optimize import optimal_from_fit, optimal_general
+    from test_fitting import planted
+
+    recs, _, fams = planted(families=3)
+    doc = fit("joint_family", Observations.from_records(recs), bootstrap=4, seed=0).to_dict()
+    for objective, kw in (("normalized", {}), ("raw", {"weights": {"f0": 2.0}, "min_ratio": 0.1}),
+                          ("normalized", {"caps": {"f0": 0.2, "f1": 1.0, "f2": 1.0}})):
+        kkt = optimal_from_fit(doc, N=3e7, D=1e9, objective=objective, **kw)
+        gen = optimal_general(doc, N=3e7, D=1e9, objective=objective, **kw)
+        assert [gen["ratios"][f] for f in fams] == pytest.approx([kkt["ratios"][f] for f in fams], abs=2e-5)
+        assert gen.get("binding_caps", []) == kkt.get("binding_caps", [])
+    assert set(gen["ci"]) == set(fams) and gen["replicates"] == 4
+
+
+def test_cross_family_optimum_matches_a_grid_search_and_can_drop_a_family():
+    """Family f2 hurts every family's loss (positive t): the optimum gives it 0 unless a minimum ratio forbids it."""
+    from nemo_mlsl.fitting import fit
+    from nemo_mlsl.observations import Observations
+    from nemo_mlsl.optimize import optimal_from_fit, predicted_losses
+    from test_mixture_laws import YE, records
+
+    t = YE["t"].copy()
+    t[:, 2] = 0.5
+    YE_BAD = dict(YE, t=t)
+    import test_mixture_laws as tm
+
+    old = tm.YE
+    tm.YE = YE_BAD
+    try:
+        recs = records(tm.ye_loss, per=10)
+    finally:
+        tm.YE = old
+    doc = fit("ye_mixing", Observations.from_records(recs), bootstrap=3, seed=0).to_dict()
+    opt = optimal_from_fit(doc, N=1e8, D=1e9, objective="raw")
+    assert opt["solver"] == "slsqp" and opt["ratios"]["f2"] == pytest.approx(0.0, abs=1e-6)
+    grid = [(a, 1 - a, 0.0) for a in np.linspace(0, 1, 2001)]
+    total = lambda r: sum(predicted_losses(doc, dict(zip(("f0", "f1", "f2"), r)), 1e8, 1e9).values())
+    best = min(grid, key=total)
+    assert opt["ratios"]["f0"] == pytest.approx(best[0], abs=1e-3)
+    assert total([opt["ratios"][f] for f in ("f0", "f1", "f2")]) <= total(best) + 1e-9
+    floor = optimal_from_fit(doc, N=1e8, D=1e9, objective="raw", min_ratio={"f2": 0.05})
+    assert floor["ratios"]["f2"] == pytest.approx(0.05, abs=1e-6) and sum(floor["ratios"].values()) == pytest.approx(1.0)
+    assert set(opt["ci"]) == {"f0", "f1", "f2"}

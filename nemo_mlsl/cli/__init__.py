@@ -10,11 +10,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from nemo_mlsl.cli import atlas, data, fit, recipes, study, train
+from nemo_mlsl.cli import atlas, data, fit, imports, laws, recipes, study, train
 from nemo_mlsl.cli.parser import Parser, subcommands
 from nemo_mlsl.errors import MLSLError
 
-GROUPS = (data, train, fit, study, recipes, atlas)
+GROUPS = (data, train, fit, laws, imports, study, recipes, atlas)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,15 +14,23 @@ def cmd_fit(a: argparse.Namespace) -> int:
     from nemo_mlsl.analysis import fit_and_report
 
     rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
-                         holdout=a.holdout, objective=a.objective)
+                         holdout=a.holdout, objective=a.objective, drop_zero_shares=a.drop_zero_shares)
     doc = rep.doc
+    if "selection" in doc:
+        sel = doc["selection"]
+        scored = [s for s in sel["laws"] if not s["skipped"]]
+        print(f"law selection: {len(scored)} of {len(sel['laws'])} laws cross-validated (held out: {', '.join(sel['splits'])}); "
+              f"chose {sel['chosen']} (table in {a.out}/report.md)")
     print(f"fitted {doc['law']} to {doc['n_runs']} runs -> {a.out}/fit.json, report.md")
     for w in doc.get("warnings", []):
         print(f"  warning: {w}")
+    per = doc["metrics"]["in_sample"]["families"]
     for fam, entry in doc["families"].items():
         g = entry["params"].get("gamma")
         ci = entry["ci"].get("gamma")
-        print(f"  {fam:<16}" + (f" gamma {g:.4f}" if g is not None else "") + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+        what = (f" gamma {g:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")) if g is not None else \
+            f" {len(entry['params'])} parameters" + (f", MAPE {per[fam]['mape']:.2f}%" if fam in per else "")
+        print(f"  {fam:<16}{what}")
     ov = doc["metrics"]["in_sample"]["overall"]
     print(f"  in-sample R2 {ov['r2']:.4f}  MAPE {ov['mape']:.2f}%")
     if "holdout" in doc["metrics"]:
@@ -79,7 +87,8 @@ def cmd_optimize(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from nemo_mlsl.analysis import fit_and_report
 
-    rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed)
+    rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
+                         drop_zero_shares=a.drop_zero_shares)
     print(f"wrote {', '.join(rep.files)} to {a.out}")
     return 0
 
@@ -89,11 +98,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         s = sub.add_parser(name, help=help_)
         s.set_defaults(func=cmd_fit if name == "fit" else cmd_report)
         s.add_argument("--runs", required=True, help="results.jsonl or a study directory")
-        s.add_argument("--law", default="joint_family")
+        s.add_argument("--law", default="joint_family", help="a registered law (name or name:arg), or 'auto': every "
+                       "applicable law cross-validated, the lowest held-out error chosen")
         s.add_argument("--out", required=True)
         s.add_argument("--bootstrap", type=int, default=200)
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--dedupe", action="store_true")
+        s.add_argument("--drop-zero-shares", action="store_true",
+                       help="for a law that cannot represent a family with no share of its own (family_power, joint_family): "
+                            "fit each family on the runs that train on it")
         if name == "fit":
             s.add_argument("--holdout", choices=["largest-N", "largest-D", "mixtures"])
             s.add_argument("--objective", default="normalized", choices=["normalized", "raw"])

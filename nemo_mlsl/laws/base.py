@@ -24,10 +24,15 @@ from nemo_mlsl.observations import FamilyData, Observations
 
 @dataclass(frozen=True)
 class Param:
+    """A bounded parameter and its start values. Parameters with the same ``tie`` take their start values
+    together (one row per index of their common grid), so a law with one weight per family adds one grid
+    axis, not one per family."""
+
     name: str
     lower: float
     upper: float
     grid: tuple[float, ...]
+    tie: str | None = None
 
 
 class Law(ABC):
@@ -35,6 +40,13 @@ class Law(ABC):
 
     name: str = "law"
     formula: str = ""
+    #: Whether the law can represent a family with no share of its own (p_i = 0 in some runs). He et al.'s
+    #: p^-γ is infinite there; laws with transfer from the other families (or none in p) are finite.
+    zero_shares: bool = False
+    #: Whether the predicted loss depends on the mixture at all (an optimum over the simplex is defined).
+    mixture_aware: bool = True
+    #: Whether each family's loss depends on its own share alone (c_i(N, D)·p_i^-γ_i): the KKT closed form applies.
+    separable: bool = False
 
     def __init__(self, arg: str | None = None):
         self.arg = arg
@@ -61,8 +73,8 @@ class Law(ABC):
         return self.fixed
 
     def targets(self, obs: Observations) -> list[str]:
-        """What gets one fit each: the families, by default."""
-        return list(obs.families)
+        """What gets one fit each: the families with losses, by default (shares alone are features)."""
+        return list(obs.evaluated)
 
     def data_for(self, obs: Observations, target: str) -> FamilyData:
         """The runs and losses one target is fitted on."""
@@ -83,6 +95,26 @@ class Law(ABC):
         pts = np.concatenate([theta + np.diag(eps), theta - np.diag(eps)])
         vals = self.log_predict(pts, data)
         return ((vals[:k] - vals[k:]) / (2 * eps[:, None])).T
+
+    def start_grid(self, data: FamilyData) -> np.ndarray:
+        """Candidate starting points ``[m, k]`` scored in one vectorized call; the product of the parameters' grids."""
+        return grid_product(self.params(data))
+
+    def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
+        """d log L / d P (every family's share), ``[n, F]``; central differences unless a law knows better.
+        The optimizer's gradient over the simplex."""
+        F = data.P.shape[1]
+        out = np.zeros((len(data.loss), F))
+        for j in range(F):
+            cols = []
+            for step in (1e-6, -1e-6):
+                P = data.P.copy()
+                P[:, j] = P[:, j] + step
+                p = P[:, data.index] if data.index >= 0 else data.p
+                cols.append(self.log_predict(theta, FamilyData(data.family, data.index, data.N, data.D, p, P, data.U,
+                                                               data.loss, data.families)))
+            out[:, j] = (cols[0] - cols[1]) / 2e-6
+        return out
 
     def requirements(self) -> dict[str, int]:
         """Minimum runs and distinct values of p, N, D this law needs to be identifiable."""
@@ -105,19 +137,64 @@ class Law(ABC):
         return None
 
     def check(self, data: FamilyData) -> None:
+        if np.any(data.p < 0) or np.any(data.p > 1):
+            bad = float(data.p[(data.p < 0) | (data.p > 1)][0])
+            raise FitError(f"family {data.family!r} has a run with ratio {bad}: a share is a number in [0, 1]")
+        zero = int(np.sum(data.p <= 0))
+        if zero and not self.zero_shares:
+            raise FitError(zero_share_message(self.name, data.family, zero, len(data.p)))
         reason = self.unidentifiable(data)
         if reason:
             raise FitError(reason)
-        if np.any(data.p <= 0) or np.any(data.p > 1):
-            bad = float(data.p[(data.p <= 0) | (data.p > 1)][0])
-            raise FitError(
-                f"family {data.family!r} has a run with ratio {bad}: laws in p need ratios in (0, 1]; "
-                "drop runs that did not train on the family, or give it a floor ratio"
-            )
+
+
+def zero_share_laws() -> list[str]:
+    """Registered mixture-aware laws that can represent a family with no share of its own."""
+    from nemo_mlsl.registry import LAWS
+
+    out = []
+    for name in LAWS.names():
+        try:
+            cls = LAWS.get(name)
+            if getattr(cls, "zero_shares", False) and getattr(cls, "mixture_aware", True):
+                out.append(name)
+        except Exception:  # a broken third-party entry point must not hide this message
+            continue
+    return out
+
+
+def zero_share_message(law: str, family: str, zeros: int, runs: int) -> str:
+    """The named error of a law that cannot take runs in which ``family`` has no share of its own."""
+    others = ", ".join(repr(n) for n in zero_share_laws())
+    return (f"law {law!r} cannot fit family {family!r}: {zeros} of its {runs} runs give it a share of 0, and "
+            f"the law's p^-gamma is infinite at p = 0 (it has no term for what a family learns from the others). "
+            f"Fit a law that takes zero shares ({others}), or drop those {zeros} runs (`mlsl fit --drop-zero-shares`, fit(..., drop_zero_shares=True))")
 
 
 def grid_product(params: Sequence[Param]) -> np.ndarray:
-    """Cartesian product of every parameter's grid: ``[m, k]``."""
-    mesh = np.meshgrid(*[np.asarray(p.grid, dtype=float) for p in params], indexing="ij")
-    return np.stack([m.ravel() for m in mesh], axis=1)
+    """Cartesian product of the parameters' grids, ``[m, k]``: one axis per untied parameter with more than one
+    start value and one per ``tie`` group (tied grids must have equal lengths); single values are broadcast,
+    so hundreds of parameters with one start each (one L* per setting) add no axis."""
+    axes: dict[str, list[int]] = {}
+    for i, p in enumerate(params):
+        if len(p.grid) > 1 or p.tie:
+            axes.setdefault(p.tie or f"#{i}", []).append(i)
+    rows = 1
+    sizes = []
+    for key, members in axes.items():
+        n = {len(params[i].grid) for i in members}
+        if len(n) != 1:
+            raise ValueError(f"tied parameters {[params[i].name for i in members]} need grids of one length")
+        sizes.append(n.pop())
+        rows *= sizes[-1]
+    out = np.empty((rows, len(params)))
+    for i, p in enumerate(params):
+        out[:, i] = p.grid[0]
+    if not axes:
+        return out
+    idx = np.unravel_index(np.arange(rows), sizes)  # C order, as np.meshgrid(indexing='ij') gave
+    for a, members in enumerate(axes.values()):
+        for i in members:
+            out[:, i] = np.asarray(params[i].grid, dtype=float)[idx[a]]
+    return out
 

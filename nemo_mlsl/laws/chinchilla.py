@@ -42,6 +42,10 @@ def scale_jacobian(theta: np.ndarray, data: FamilyData) -> np.ndarray:
 class ChinchillaLaw(Law):
     name = "chinchilla"
     formula = "L(N,D) = E + A/N^α + B/D^β"
+    # Mixture-blind: per family it is fitted on the runs at p_i = 1 only, and ``:total`` on the loss of the
+    # training mix, so a zero share never enters a prediction (those runs are simply not used per family).
+    zero_shares = True
+    mixture_aware = False
 
     def __init__(self, arg: str | None = None):
         super().__init__(arg)
@@ -50,12 +54,18 @@ class ChinchillaLaw(Law):
         self.target = arg or "family"
 
     def targets(self, obs: Observations) -> list[str]:
-        return ["total"] if self.target == "total" else list(obs.families)
+        return ["total"] if self.target == "total" else list(obs.evaluated)
 
     def data_for(self, obs: Observations, target: str) -> FamilyData:
         if self.target == "total":
-            ones = np.ones(len(obs))
-            return FamilyData("total", -1, obs.N, obs.D, ones, obs.P, obs.U, (obs.P * obs.L).sum(axis=1), obs.families)
+            # The loss on the training mix, Σ_i p_i L_i, needs a loss for every family the run trains on.
+            whole = np.all(np.isfinite(obs.L) | (obs.P <= 0), axis=1)
+            if not whole.any():
+                raise FitError("law 'chinchilla:total' fits the loss on the training mix, Σ p_i L_i, and no run has a loss "
+                               "for every family it trains on; use 'chinchilla' per family or a mixture law")
+            sub = obs.subset(np.flatnonzero(whole))
+            total = np.where(sub.P > 0, sub.P * np.nan_to_num(sub.L), 0.0).sum(axis=1)
+            return FamilyData("total", -1, sub.N, sub.D, np.ones(len(sub)), sub.P, sub.U, total, sub.families)
         data = FamilyData.of(obs, target)
         keep = np.isclose(data.p, 1.0)
         if keep.sum() == 0:

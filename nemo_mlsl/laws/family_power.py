@@ -35,6 +35,7 @@ def match_setting(fitted: list[tuple[float, float]], N: float, D: float) -> int 
 class FamilyPowerLaw(Law):
     name = "family_power"
     formula = "L_i(p) = L*_i · p^(-γ_i)"
+    separable = True
 
     def layout(self, data: FamilyData) -> dict[str, Any]:
         return {"settings": [[n, d] for n, d in settings(data)]}
@@ -50,19 +51,30 @@ class FamilyPowerLaw(Law):
             out.append(Param(setting_name(n, d), lo, hi, (float(np.log(data.loss.mean())),)))
         return out
 
+    def start_grid(self, data: FamilyData) -> np.ndarray:
+        """γ from its grid; each L* starts at its setting's mean of log L + γ·log p (one row per γ, however many settings)."""
+        grid = super().start_grid(data)
+        s = self._setting_index(data)
+        logs, logp = np.log(data.loss), np.log(np.maximum(data.p, 1e-12))
+        for row in grid:
+            adj = logs + row[0] * logp
+            row[1:] = [adj[s == i].mean() if np.any(s == i) else row[1 + i] for i in range(len(row) - 1)]
+        return grid
+
     def _setting_index(self, data: FamilyData) -> np.ndarray:
         fitted = self._settings()
-        out = []
-        for n, d in zip(data.N.tolist(), data.D.tolist()):
-            i = match_setting(fitted, n, d)
-            if i is None:
-                known = ", ".join(f"(N={a:.6g}, D={b:.6g})" for a, b in fitted)
-                raise FitError(
-                    f"law 'family_power' has one L* per (N, D) setting it was fitted on ({known}) and cannot predict at "
-                    f"N={n:.6g}, D={d:.6g}; fit 'joint_family' to extrapolate in N and D"
-                )
-            out.append(i)
-        return np.array(out, dtype=int)
+        ref = np.array(fitted, dtype=float).reshape(-1, 2)
+        # One vectorized comparison ([n, settings]): this runs at every objective evaluation.
+        hit = np.isclose(data.N[:, None], ref[None, :, 0], rtol=1e-9) & np.isclose(data.D[:, None], ref[None, :, 1], rtol=1e-9)
+        missing = ~hit.any(axis=1)
+        if missing.any():
+            n, d = float(data.N[missing][0]), float(data.D[missing][0])
+            known = ", ".join(f"(N={a:.6g}, D={b:.6g})" for a, b in fitted)
+            raise FitError(
+                f"law 'family_power' has one L* per (N, D) setting it was fitted on ({known}) and cannot predict at "
+                f"N={n:.6g}, D={d:.6g}; fit 'joint_family' to extrapolate in N and D"
+            )
+        return hit.argmax(axis=1)
 
     def has_every_setting(self, data: FamilyData) -> bool:
         return len(set(self._setting_index(data).tolist())) == len(self._settings())

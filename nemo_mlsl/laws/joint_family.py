@@ -15,6 +15,7 @@ from nemo_mlsl.observations import FamilyData
 class JointFamilyLaw(Law):
     name = "joint_family"
     formula = "L_i(N,D,p_i) = (E_i + A_i/N^α_i + B_i/D^β_i) · p_i^(-γ_i)"
+    separable = True
 
     def params(self, data: FamilyData) -> list[Param]:
         return scale_params(data) + [Param("gamma", -0.5, 2.0, (0.0, 0.1, 0.3))]
@@ -26,6 +27,12 @@ class JointFamilyLaw(Law):
 
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         return np.column_stack([scale_jacobian(theta, data), -np.log(data.p)])
+
+    def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
+        """d log L_i / d p_j = -γ_i / p_i for j = i, else 0 (the family's own share alone)."""
+        out = np.zeros((len(data.p), data.P.shape[1]))
+        out[:, data.index] = -float(np.asarray(theta)[5]) / data.p
+        return out
 
     def requirements(self) -> dict[str, int]:
         return {"runs": 8, "p": 2, "N": 2, "D": 2}

@@ -179,6 +179,8 @@ class StudyConfig:
         from nemo_mlsl.fitting import make_law
         from nemo_mlsl.optimize import study_law_problem
 
+        if self.law == "auto":
+            return  # selected by cross-validation among the laws a study can take, once phase 1 has run (nemo_mlsl.selection)
         try:
             law = make_law(self.law)
         except ConfigError as err:

@@ -100,8 +100,11 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     ind = summarize(ind_tests)
     resid = {}
     for f in fams:
+        j = obs.family_index(f)
+        has = np.isfinite(obs.L[:, j])  # a run may have no loss on f: its residual is NaN, skipped below
         data = rep.lawfit.law.data_for(obs, f)
-        resid[f] = np.log(data.loss) - rep.lawfit.fits[f].log_predict(data)
+        resid[f] = np.full(len(obs), np.nan)
+        resid[f][has] = np.log(data.loss) - rep.lawfit.fits[f].log_predict(data)
     rcorr = residual_correlations(obs, resid)
 
     files = []
@@ -113,7 +116,8 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
 
     total_flops = sum(float(r.get("flops", 0)) for r in records)
     total_wall = sum(float(r.get("wall_time_s", 0)) for r in records)
-    gam = {f: (fit_doc["families"][f]["params"]["gamma"], fit_doc["families"][f]["ci"].get("gamma")) for f in fams}
+    # γ is He et al.'s exponent; laws without it (cross-family, ATLAS) report none.
+    gam = {f: (fit_doc["families"][f]["params"].get("gamma"), fit_doc["families"][f]["ci"].get("gamma")) for f in fams}
     summary = {
         "study": cfg.name, "runs": len(records), "gamma": {f: g for f, (g, _) in gam.items()},
         "gamma_ci": {f: ci for f, (_, ci) in gam.items()}, "optimal_ratios": opt["ratios"], "optimal_ci": opt.get("ci"),
@@ -169,8 +173,10 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     sig = s["seed_noise"]["sigma"]
     L = [f"# Study `{cfg.name}`", ""]
     L += ["## Headline", ""]
-    L += ["- **γ per family** (95% bootstrap CI): " + "; ".join(
-        f"{f} {s['gamma'][f]:.3f}" + (f" [{s['gamma_ci'][f][0]:.3f}, {s['gamma_ci'][f][1]:.3f}]" if s["gamma_ci"][f] else "") for f in fams)]
+    if any(g is not None for g in s["gamma"].values()):
+        L += ["- **γ per family** (95% bootstrap CI): " + "; ".join(
+            f"{f} {s['gamma'][f]:.3f}" + (f" [{s['gamma_ci'][f][0]:.3f}, {s['gamma_ci'][f][1]:.3f}]" if s["gamma_ci"][f] else "")
+            for f in fams if s["gamma"][f] is not None)]
     L += [f"- **Optimal ratios** ({cfg.objective.type} objective, at N={s['N_confirm']:,.0f}, D={s['D_confirm']:,.0f}): " + ", ".join(
         f"{f} {p:.3f}" + (f" [{s['optimal_ci'][f][0]:.3f}, {s['optimal_ci'][f][1]:.3f}]" if s.get("optimal_ci") else "")
         for f, p in s["optimal_ratios"].items())]

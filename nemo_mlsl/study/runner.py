@@ -17,8 +17,11 @@ from nemo_mlsl.analysis import fit_and_report
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture, data_caps
+from nemo_mlsl.optimize import study_law_problem
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
+from nemo_mlsl.registry import LAWS
+from nemo_mlsl.selection import AUTO
 from nemo_mlsl.study import plan as planning
 from nemo_mlsl.study.backend import Backend, InlineLauncher, Launcher, RunSpec
 from nemo_mlsl.study.config import StudyConfig
@@ -125,7 +128,9 @@ class Study:
         rep = fit_and_report(fit_records, out / "fit", law=self.cfg.law, bootstrap=self.cfg.bootstrap, seed=self.cfg.seed,
                              N=N, D=D, objective=self.cfg.objective.type, weights=self.cfg.objective.weights,
                              min_ratio=self.cfg.objective.min_ratio, tokens=fam_tokens, caps=caps,
-                             title=f"Study {self.cfg.name}: fit")
+                             title=f"Study {self.cfg.name}: fit", candidates=study_laws())
+        if "selection" in rep.doc:
+            bar.write(f"law selection chose {rep.doc['law']} (held-out table in {out / 'fit' / 'report.md'})")
         if not runs2:
             mixtures, skipped = phase2_mixtures(self.cfg, rep.optimal["ratios"], fam_tokens, float(D), caps)
             for name, why in skipped.items():
@@ -163,11 +168,19 @@ class Study:
                 on_done=after_each, log=bar.write, what=f"phase {phase}")
 
 
+def study_laws() -> list[str]:
+    """The registered laws a study can take (its optimum at the confirmation rung): ``law: auto`` chooses among them."""
+    return [name for name in LAWS.names() if study_law_problem(name) is None]
+
+
 def run_specs(runs: Sequence[planning.PlannedRun], out: Path, manifest: Manifest, *, law: str | None = "joint_family",
               within: str = "natural", overrides: Mapping[str, Sequence[str]] | None = None) -> list[RunSpec]:
-    """RunSpecs under a study directory: runs/<id>, tb/, fit_live/, results.jsonl."""
+    """RunSpecs under a study directory: runs/<id>, tb/, fit_live/, results.jsonl. With ``law: auto`` the runs are
+    recorded without a live refit: the law is selected once, on phase 1's runs (a selection per run would cost more
+    than the run)."""
+    live = None if law == AUTO else law
     return [RunSpec(run=r, data=str(manifest.root), out=str(out / "runs" / r.run_id), store=str(out / "results.jsonl"),
-                    tb_root=str(out / "tb"), report_dir=str(out / "fit_live"), law=law, within=within,
+                    tb_root=str(out / "tb"), report_dir=str(out / "fit_live"), law=live, within=within,
                     overrides=tuple((overrides or {}).get(r.run_id, ())),
                     tags={"purpose": r.purpose, "phase": r.phase, "mixture": r.mixture}) for r in runs]
 

@@ -1,0 +1,263 @@
+"""Law selection: every applicable law cross-validated on held-out mixtures and on extrapolation in N and D.
+
+Splits: ``mixtures`` (K seeded folds over the distinct mixtures: the replicate seeds of a mixture, and the
+same mixture at other N and D, are always held out together), ``largest-N`` and ``largest-D`` (train below the largest value, test at it; only
+where the runs have more than one value). A law that cannot take the runs (zero shares under p^-γ, too few
+distinct values, a target other than the families' losses) is skipped with its reason.
+
+Criterion, in order: (1) the fewest splits whose held-out runs the law, once fitted, cannot predict (one L*
+per fitted (N, D) setting cannot predict a new N); a split whose training runs cannot identify the law (two
+values of D leave one to extrapolate from) is not counted against it; (2) the lowest mean held-out MAPE over
+the splits every law still in the running could be scored on (each split's MAPE pooled over its folds,
+families and runs; over each law's own splits if they share none); (3) the fewest parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nemo_mlsl.errors import ConfigError, FitError, MLSLError
+from nemo_mlsl.fitting import LawFit, fit, make_law, regression_metrics
+from nemo_mlsl.observations import Observations
+from nemo_mlsl.registry import LAWS
+
+DEFAULT_FOLDS = 5
+AUTO = "auto"  # the law name that asks for selection (`mlsl fit --law auto`, a study's `law: auto`)
+
+
+def mixture_groups(obs: Observations) -> np.ndarray:
+    """A group id per run: runs with the same mixture (shares rounded to 1e-6) share one."""
+    keys = [tuple(np.round(row, 6)) for row in obs.P]
+    index = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return np.array([index[k] for k in keys], dtype=int)
+
+
+def mixture_folds(obs: Observations, k: int = DEFAULT_FOLDS, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K (train, test) index pairs over whole mixtures, seeded; K is capped at the number of mixtures."""
+    groups = mixture_groups(obs)
+    n = int(groups.max()) + 1 if len(groups) else 0
+    if n < 2:
+        raise FitError(f"held-out mixtures need at least 2 distinct mixtures; the runs have {n}")
+    k = max(2, min(int(k), n))
+    fold_of = np.empty(n, dtype=int)
+    fold_of[np.random.default_rng(seed).permutation(n)] = np.arange(n) % k
+    run_fold = fold_of[groups]
+    return [(np.flatnonzero(run_fold != f), np.flatnonzero(run_fold == f)) for f in range(k)]
+
+
+def splits_for(obs: Observations, k: int = DEFAULT_FOLDS, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Every split the runs allow: mixture folds, and extrapolation to the largest N and D where they vary."""
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    if len(np.unique(mixture_groups(obs))) >= 2:
+        out["mixtures"] = mixture_folds(obs, k, seed)
+    for name, values in (("largest-N", obs.N), ("largest-D", obs.D)):
+        if len(np.unique(values)) > 1:
+            test = values == values.max()
+            out[name] = [(np.flatnonzero(~test), np.flatnonzero(test))]
+    if not out:
+        raise FitError("the runs allow no held-out split: they need at least 2 distinct mixtures, N or D")
+    return out
+
+
+def why_not(spec: str, obs: Observations) -> str | None:
+    """Why law ``spec`` cannot take these runs (compared on every run's family losses), or None."""
+    try:
+        law = make_law(spec)
+        targets = law.targets(obs)
+        if sorted(targets) != sorted(obs.evaluated):
+            return f"it fits {targets}, not each evaluated family's loss"
+        for t in targets:
+            data = law.data_for(obs, t)
+            have = int(np.isfinite(obs.L[:, obs.family_index(t)]).sum())
+            if len(data.loss) < have:
+                return f"it fits only {len(data.loss)} of the {have} runs with a loss for {t!r}"
+            law.bound_to(data).check(data)
+    except MLSLError as err:
+        return str(err)
+    return None
+
+
+@dataclass
+class LawScore:
+    """One law's cross-validation: per split the pooled held-out metrics, or why it could not be scored."""
+
+    spec: str
+    skipped: str | None = None
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fit_s: float = float("nan")
+    n_params: int = 0
+
+    @property
+    def scored(self) -> dict[str, dict[str, Any]]:
+        return {s: m for s, m in self.splits.items() if "error" not in m}
+
+    @property
+    def mean_mape(self) -> float:
+        return self.mape_over(self.scored)
+
+    def mape_over(self, splits) -> float:
+        vals = [self.splits[s]["mape"] for s in splits if s in self.scored]
+        return float(np.mean(vals)) if vals else float("inf")
+
+    @property
+    def unpredicted(self) -> int:
+        """Splits fitted but not predicted (not those whose training runs cannot identify the law)."""
+        return sum(1 for m in self.splits.values() if m.get("stage") == "predict")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"law": self.spec, "skipped": self.skipped, "splits": self.splits,
+                "mean_heldout_mape": None if math.isinf(self.mean_mape) else self.mean_mape,
+                "fit_s": None if math.isnan(self.fit_s) else self.fit_s, "n_params": self.n_params}
+
+
+CRITERION = ("fewest splits fitted but not predicted, then lowest mean held-out MAPE (%) over the splits every "
+             "remaining law was scored on (each pooled over folds, families and runs), then fewest parameters")
+
+
+def choose(scores: Sequence[LawScore]) -> tuple[str, list[str]]:
+    """The chosen law and the splits its MAPE was compared on (see the module docstring)."""
+    ranked = [s for s in scores if not s.skipped and s.scored]
+    least = min(s.unpredicted for s in ranked)
+    ranked = [s for s in ranked if s.unpredicted == least]
+    common = [x for x in ranked[0].scored if all(x in s.scored for s in ranked)]
+    best = min(ranked, key=lambda s: (s.mape_over(common or list(s.scored)), s.n_params))
+    return best.spec, common
+
+
+@dataclass
+class Selection:
+    scores: list[LawScore]
+    chosen: str
+    split_names: list[str]
+    compared_on: list[str]
+    folds: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "criterion": CRITERION, "splits": self.split_names, "compared_on": self.compared_on,
+                "folds": self.folds, "seed": self.seed, "laws": [s.to_dict() for s in self.scores]}
+
+
+def score_split(spec: str, obs: Observations, pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int,
+                times: list[float], n_params: list[int]) -> dict[str, Any]:
+    """Fit on each training part, predict its test part; metrics pooled over folds (overall and per family)."""
+    obs_all: dict[str, list[np.ndarray]] = {}
+    pred_all: dict[str, list[np.ndarray]] = {}
+    for train, test in pairs:
+        t0 = time.perf_counter()
+        try:
+            lf = fit(spec, obs.subset(train), seed=seed)
+        except MLSLError as err:
+            raise SplitError(str(err), "fit") from None
+        times.append(time.perf_counter() - t0)
+        n_params.append(sum(len(f.names) for f in lf.fits.values()))
+        try:
+            predicted = heldout_predictions(lf, obs.subset(test))
+        except MLSLError as err:
+            raise SplitError(str(err), "predict") from None
+        for target, (o, p) in predicted.items():
+            obs_all.setdefault(target, []).append(o)
+            pred_all.setdefault(target, []).append(p)
+    per = {t: regression_metrics(np.concatenate(obs_all[t]), np.concatenate(pred_all[t])) for t in obs_all}
+    overall = regression_metrics(np.concatenate([np.concatenate(v) for v in obs_all.values()]),
+                                 np.concatenate([np.concatenate(v) for v in pred_all.values()]))
+    return {**overall, "families": per}
+
+
+class SplitError(FitError):
+    """A split a law could not be scored on; ``stage`` is "fit" (its training runs) or "predict" (its test runs)."""
+
+    def __init__(self, message: str, stage: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+def heldout_predictions(lf: LawFit, test: Observations) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(observed, predicted) losses of every target on ``test``, runs with an observed loss only."""
+    out = {}
+    for target, tf in lf.fits.items():
+        if target in test.families and not np.isfinite(test.L[:, test.family_index(target)]).any():
+            continue  # no held-out run was evaluated on this family
+        data = lf.law.data_for(test, target)
+        with np.errstate(all="ignore"):
+            pred = np.exp(tf.log_predict(data))
+        keep = np.isfinite(data.loss)
+        if not np.all(np.isfinite(pred[keep])):
+            raise FitError(f"law {lf.spec!r} predicts a non-finite loss for {target!r} on held-out runs")
+        out[target] = (data.loss[keep], pred[keep])
+    return out
+
+
+def default_laws() -> list[str]:
+    """Every registered law, with its default argument."""
+    return LAWS.names()
+
+
+def select_law(obs: Observations, laws: Sequence[str] | None = None, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
+               log: Any = None) -> Selection:
+    """Cross-validate ``laws`` (default: every registered law) and choose one (see the module docstring)."""
+    specs = list(dict.fromkeys(laws or default_laws()))
+    if folds < 2:
+        raise ConfigError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    for spec in specs:
+        make_law(spec)  # an unknown name is a user error, not a skipped law
+    splits = splits_for(obs, folds, seed)
+    scores = []
+    for spec in specs:
+        score = LawScore(spec, skipped=why_not(spec, obs))
+        if not score.skipped:
+            times: list[float] = []
+            n_params: list[int] = []
+            for name, pairs in splits.items():
+                try:
+                    score.splits[name] = score_split(spec, obs, pairs, seed, times, n_params)
+                except SplitError as err:
+                    score.splits[name] = {"error": str(err), "stage": err.stage}
+            score.fit_s = float(np.mean(times)) if times else float("nan")
+            score.n_params = n_params[0] if n_params else 0
+        if log:
+            log(f"  {spec}: " + (f"skipped ({score.skipped})" if score.skipped else f"mean held-out MAPE {score.mean_mape:.3f}%"))
+        scores.append(score)
+    ranked = [s for s in scores if not s.skipped and s.scored]
+    if not ranked:
+        reasons = "; ".join(f"{s.spec}: {s.skipped or next(iter(s.splits.values()))['error']}" for s in scores)
+        raise FitError(f"no law could be cross-validated on these runs ({reasons})")
+    chosen, common = choose(ranked)
+    return Selection(scores, chosen, list(splits), common, len(splits["mixtures"]) if "mixtures" in splits else 0, seed)
+
+
+def _cell(m: Mapping[str, Any] | None) -> str:
+    if m is None:
+        return "–"
+    if "error" in m:
+        return "cannot predict" if m.get("stage") == "predict" else "not fitted"
+    return f"{m['mape']:.3f} / {m['r2']:.3f}"
+
+
+def selection_markdown(sel: Mapping[str, Any]) -> list[str]:
+    """The selection table (from ``Selection.to_dict()``) as markdown lines."""
+    splits = sel["splits"]
+    head = " | ".join(f"{s} MAPE % / R²" for s in splits)
+    lines = [f"## Law selection: `{sel['chosen']}` chosen", "",
+             f"Held-out splits: {', '.join(splits)}" + (f" (mixtures: {sel['folds']} folds, seed {sel['seed']}, "
+                                                      "replicate seeds of a mixture held out together)" if sel["folds"] else "")
+             + f". Criterion: {sel['criterion']}" + (f" (here: {', '.join(sel['compared_on'])})" if sel.get("compared_on") else "")
+             + ".", "",
+             f"| law | {head} | mean MAPE % | fit s | params |", "|" + "---|" * (len(splits) + 4)]
+    notes = []
+    for s in sel["laws"]:
+        if s["skipped"]:
+            notes.append(f"- `{s['law']}` skipped: {s['skipped']}")
+            continue
+        cells = " | ".join(_cell(s["splits"].get(x)) for x in splits)
+        mean = "–" if s["mean_heldout_mape"] is None else f"{s['mean_heldout_mape']:.3f}"
+        fit_s = "–" if s["fit_s"] is None else f"{s['fit_s']:.2f}"
+        mark = " **(chosen)**" if s["law"] == sel["chosen"] else ""
+        lines.append(f"| `{s['law']}`{mark} | {cells} | {mean} | {fit_s} | {s['n_params']} |")
+        notes += [f"- `{s['law']}` on {x}: {m['error']}" for x, m in s["splits"].items() if "error" in m]
+    return lines + ([""] + notes if notes else []) + [""]

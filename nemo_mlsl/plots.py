@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -27,6 +28,34 @@ def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
     return fig, axes.ravel()
 
 
+def readable_log_axis(axis: matplotlib.axis.Axis) -> None:
+    """Plain-number tick labels on a log axis. Losses span less than a decade, where a log axis may have no major
+    tick (so no label at all): there, evenly spaced round ticks instead; over a few decades, 1-2-5 ticks.
+    Call after plotting (it reads the data range)."""
+    lo, hi = axis.get_view_interval()
+    if lo > 0 and hi / lo < 10:
+        axis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+        axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    elif lo > 0 and hi / lo < 1000:
+        axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _lay_out(fig: plt.Figure) -> None:
+    """``tight_layout``, or, where the labels cannot fit that way (matplotlib then warns "Tight layout not applied"
+    and leaves the axes as they were), fixed margins instead: the figure is written either way, without the warning
+    in the user's terminal. Any other warning passes through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.tight_layout()
+    for w in caught:
+        if "Tight layout not applied" in str(w.message):
+            fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9, wspace=0.35, hspace=0.45)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def save(fig: plt.Figure, path: Path) -> Path:
     """Lay out, write as PNG (110 dpi) and close; the directory is created, a bad path is a named error."""
     try:
@@ -34,7 +63,7 @@ def save(fig: plt.Figure, path: Path) -> Path:
     except ConfigError:
         plt.close(fig)
         raise
-    fig.tight_layout()
+    _lay_out(fig)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -89,8 +118,8 @@ def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
         else:
             ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        readable_log_axis(ax.xaxis)
+        readable_log_axis(ax.yaxis)
         g = lf.fits[t].params.get("gamma")
         ax.set_title(f"{t}" + (f"  γ={g:.3f}" if g is not None else ""))
         ax.set_xlabel("sampling ratio p" + (" (symlog: 0 included)" if zeros else ""))

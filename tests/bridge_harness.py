@@ -26,27 +26,48 @@ def stub_token_loss(tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class StubGPT(torch.nn.Module):
-    """Stands in for megatron-core's GPTModel at the model call only: returns per-token losses, from
-    ``stub_token_loss`` or, with ``sample_loss``, one planted value per sample (looked up by the ``dataset_id`` of
-    the batch the recording iterator handed out last: the batch being forwarded)."""
+    """Stands in for megatron-core's GPTModel at the model call only, one pipeline stage of it.
+
+    Like a real pipeline, the first stage sees only tokens and sends hidden states ``[seq, batch, hidden]`` on
+    (the tokens, encoded exactly in two channels), and the last stage sees only labels and the hidden states it
+    received, and returns per-token losses: from ``stub_token_loss`` or, with ``sample_loss``, one planted value per
+    sample (looked up by the ``dataset_id`` of the batch the recording iterator handed out last: the batch being
+    forwarded; one stage only)."""
 
     def __init__(self, config: Any, sample_loss=None, recording: "_Recording | None" = None):
         super().__init__()
+        from megatron.core import parallel_state
         from megatron.core.enums import ModelType
 
         self.config = config
         self.model_type = ModelType.encoder_or_decoder
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.sample_loss, self.recording = sample_loss, recording
+        self.first = parallel_state.is_pipeline_first_stage()
+        self.last = parallel_state.is_pipeline_last_stage()
+        self.input_tensor: torch.Tensor | None = None
 
     def set_input_tensor(self, tensor: Any) -> None:
-        """Megatron hands a pipeline stage its input here; this stand-in is the only stage, so it has none."""
+        """Megatron hands a later pipeline stage what the stage before it sent."""
+        self.input_tensor = tensor[0] if isinstance(tensor, (list, tuple)) else tensor
 
-    def forward(self, input_ids, position_ids, attention_mask, labels, **kwargs):
+    def forward(self, input_ids, position_ids, attention_mask, labels=None, **kwargs):
+        if self.first:
+            tokens = input_ids
+        else:
+            assert input_ids is None, "a later pipeline stage is given no tokens"
+            hidden = self.input_tensor.float()
+            tokens = (hidden[..., 0] * 16 + hidden[..., 1]).round().long().t().contiguous()  # [batch, seq]
+        if not self.last:
+            assert labels is None, "an earlier pipeline stage is given no labels"
+            hidden = torch.zeros(tokens.shape[1], tokens.shape[0], self.config.hidden_size, dtype=self.config.pipeline_dtype
+                                 or torch.float32)
+            hidden[..., 0], hidden[..., 1] = (tokens // 16).t(), (tokens % 16).t()
+            return hidden
         if self.sample_loss is None:
-            return stub_token_loss(input_ids, labels)
-        ids = self.recording.batches[-1].get("dataset_id", torch.zeros(input_ids.shape[0], dtype=torch.long))
-        return self.sample_loss(ids.long())[:, None].expand(input_ids.shape).float().contiguous()
+            return stub_token_loss(tokens, labels)
+        ids = self.recording.batches[-1].get("dataset_id", torch.zeros(tokens.shape[0], dtype=torch.long))
+        return self.sample_loss(ids.long())[:, None].expand(tokens.shape).float().contiguous()
 
 
 class _CudaOnCpu(TorchFunctionMode):
@@ -74,11 +95,27 @@ def cuda_on_cpu():
 
 
 class _Recording:
-    """Passes Bridge's batches through, keeping a copy of each (the direct computation's input)."""
+    """Passes the batches the forward step reads in evaluation through, keeping a copy of each (the direct
+    computation's input), and how many each evaluation read (``evaluations``)."""
 
-    def __init__(self, source):
+    def __init__(self, source=None):
         self.source = source
         self.batches: list[dict[str, torch.Tensor]] = []
+        self.evaluations: list[int] = []
+
+    def watch(self, validation) -> None:
+        """Record what the forward step's ``FixedValidation`` hands out, and where each evaluation starts it."""
+        stream, start = validation.iterator, validation.start
+
+        def iterator(state, model):
+            self.source = stream(state, model)
+            return self
+
+        def started(state, model):
+            self.evaluations.append(len(self.batches))
+            start(state, model)
+
+        validation.iterator, validation.start = iterator, started
 
     def __iter__(self):
         return self
@@ -102,10 +139,12 @@ def direct_sums(batches: list[dict[str, torch.Tensor]], n_languages: int) -> np.
     return out
 
 
-def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=None) -> dict[str, Any]:
-    """Build the run (``mlsl_bridge.train.build_run``), then one Bridge evaluation at the last step on this process's
-    data-parallel shard. torch.distributed must be initialised (gloo). Writes this rank's batches and results
-    to ``out/rank<k>.json`` and returns them. ``planted(built)`` gives a per-sample loss function of ``dataset_id``."""
+def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=None, evaluations: int = 1) -> dict[str, Any]:
+    """Build the run (``mlsl_bridge.train.build_run``), then ``evaluations`` Bridge evaluations (the last at the last
+    step) on this process's data-parallel shard and pipeline stage. torch.distributed and megatron's parallel
+    state must be initialised (gloo). Writes this rank's batches (those the forward step read in evaluation) and
+    results to ``out/rank<k>.json`` and returns them. ``planted(built)`` gives a per-sample loss function of
+    ``dataset_id``."""
     from megatron.bridge.data.loaders import build_train_valid_test_data_iterators
     from megatron.bridge.data.utils import get_dataset_provider
     from megatron.bridge.training.callbacks import CallbackManager
@@ -127,33 +166,43 @@ def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=N
         state.cfg = cfg
         _, valid, _ = build_train_valid_test_data_iterators(cfg, state.train_state, get_dataset_provider(cfg.dataset),
                                                             parallel_state.get_data_parallel_group())
-        recording = _Recording(valid)
+        if cfg.model.pipeline_dtype is None:
+            cfg.model.pipeline_dtype = torch.float32
+        recording = _Recording()
+        assert built.callback.validation is built.forward_step.validation  # build_run links the two
+        recording.watch(built.forward_step.validation)
         manager = CallbackManager()
         manager.add(built.callback)
-        state.train_state.step = cfg.train.train_iters if final else 1
         model = StubGPT(cfg.model, planted(built) if planted else None, recording)
-        total, _, _ = evaluate(state, built.forward_step, recording, [model], None, cfg.model, callback_manager=manager)
+        for k in range(evaluations):  # Bridge's own validation stream goes in, as in its training loop
+            state.train_state.step = cfg.train.train_iters - (evaluations - 1 - k) if final else 1 + k
+            total, _, _ = evaluate(state, built.forward_step, valid, [model], None, cfg.model, callback_manager=manager)
+        recording.evaluations.append(len(recording.batches))
         if state.tensorboard_logger is not None:
             state.tensorboard_logger.flush()
     rank = torch.distributed.get_rank()
     result = {"rank": rank, "total": {k: float(v) for k, v in total.items()}, "last": built.callback.last,
               "record": built.callback.record, "languages": built.forward_step.languages,
               "family_of": built.callback.family_of, "bytes_per_token": built.callback.bytes_per_token,
-              "batches": [{k: v.tolist() for k, v in b.items()} for b in recording.batches]}
+              "batches": [{k: v.tolist() for k, v in b.items()} for b in recording.batches],
+              "evaluations": recording.evaluations, "stage": [parallel_state.get_pipeline_model_parallel_rank(),
+                                                            parallel_state.get_data_parallel_rank()]}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
     return result
 
 
-def dp_worker(rank: int, world: int, port: int, request: Any, out: str) -> None:
-    """One data-parallel rank (``torch.multiprocessing.spawn`` target)."""
+def dp_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int = 1, evaluations: int = 1) -> None:
+    """One rank of DP x PP (``torch.multiprocessing.spawn`` target); ``request`` and ``out`` may be lists (runs one
+    after the other in this process)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     from megatron.core import parallel_state
 
-    parallel_state.initialize_model_parallel(1, 1)
+    parallel_state.initialize_model_parallel(1, pp)
     try:
-        evaluate_run(request, out)
+        for req, dest in zip(*((request, out) if isinstance(request, list) else ([request], [out]))):
+            evaluate_run(req, dest, evaluations=evaluations)
     finally:
         parallel_state.destroy_model_parallel()
         torch.distributed.destroy_process_group()

@@ -160,7 +160,7 @@ def test_language_sums_reduced_by_bridge_over_two_data_parallel_ranks_equal_a_di
     from mlsl_bridge.forward_step import language_sums
 
     store = tmp_path / "study" / "results.jsonl"
-    # a batch of 20 over 6 languages: unequal numbers of samples per language, so token weighting matters
+    # the fixed set (4 samples x 6 languages) in global batches of 20: the second batch is 16 loss-masked padding samples
     over = ["train.global_batch_size=20", "train.micro_batch_size=2", "train.val_samples_per_language=4"]
     req = _request(synth_data, tmp_path, store=str(store), law=None, extra_record={"purpose": "design"},
                    tb_root=str(tmp_path / "tb"), overrides=over)
@@ -172,7 +172,7 @@ def test_language_sums_reduced_by_bridge_over_two_data_parallel_ranks_equal_a_di
     batches = ranks[0]["batches"] + ranks[1]["batches"]
     assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 2 * 5  # eval_iters 2 x (20 / (2 x DP 2)) microbatches
     direct = direct_sums(batches, len(langs))
-    assert (direct[:, 1] > 0).all() and len(set(direct[:, 1])) > 1
+    assert direct[:, 1].tolist() == [4 * 128] * len(langs)  # every language's 4 samples, no padding counted
     want = family_metrics(direct, langs, family_of, bpt)
     for res in ranks:  # both ranks sit on the last (only) pipeline stage: both see the all-reduced entries
         sums = language_sums(res["total"], langs)
@@ -205,8 +205,8 @@ def test_language_sums_reduced_by_bridge_over_two_data_parallel_ranks_equal_a_di
     assert math.isclose(acc.Scalars("val_family/jade/loss")[-1].value, want["families"]["jade"]["loss"], rel_tol=1e-5)
 
 
-def test_one_validation_language_needs_no_dataset_id(tmp_path, lopsided_data):
-    """A one-language validation blend is a plain GPTDataset (no dataset_id): everything is language 0."""
+def test_one_validation_language(tmp_path, lopsided_data):
+    """A one-language validation set: every sample is language 0, and its loss is the token-weighted mean."""
     import shutil
 
     from mlsl_bridge.forward_step import language_sums
@@ -223,10 +223,78 @@ def test_one_validation_language_needs_no_dataset_id(tmp_path, lopsided_data):
     torch.multiprocessing.spawn(dp_worker, args=(1, _free_port(), req, str(tmp_path / "ranks")), nprocs=1, join=True)
     res = load_ranks(tmp_path / "ranks", 1)[0]
     direct = direct_sums(res["batches"], 1)
-    assert "dataset_id" not in res["batches"][0]
+    assert all(int(b["dataset_id"].max()) == 0 for b in res["batches"])
     got = language_sums(res["total"], [keep])
     assert math.isclose(got[0, 0] / got[0, 1], direct[0, 0] / direct[0, 1], rel_tol=1e-5)
     assert math.isclose(res["last"]["families"][fam]["loss"], direct[0, 0] / direct[0, 1], rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("dp", [1, 2])
+def test_pipeline_parallel_evaluation_through_bridge_equals_a_direct_computation(synth_data, tmp_path, dp):
+    """PP = 2 (x DP = dp) through Bridge's evaluate() and megatron's pipeline schedule over gloo: the first stage reads
+    tokens and sends hidden states, the last reads labels and loss mask and computes the loss. Only the last stage
+    reports per-language entries, Bridge reduces them over its data-parallel ranks, and every family and language
+    loss equals a direct float64 computation from the batches the last stage consumed."""
+    from mlsl_bridge.forward_step import language_sums
+
+    over = ["model.num_layers=2", f"parallel.pipeline_model_parallel_size=2", f"parallel.gpus_per_node={2 * dp}",
+            "train.global_batch_size=20", "train.micro_batch_size=2", "train.val_samples_per_language=4"]
+    store = tmp_path / "results.jsonl"
+    req = _request(synth_data, tmp_path, overrides=over, store=str(store), law=None)
+    out = tmp_path / "ranks"
+    world = 2 * dp
+    torch.multiprocessing.spawn(dp_worker, args=(world, _free_port(), req, str(out), 2), nprocs=world, join=True)
+    ranks = load_ranks(out, world)
+    last = [r for r in ranks if r["stage"][0] == 1]
+    first = [r for r in ranks if r["stage"][0] == 0]
+    assert len(last) == len(first) == dp
+    langs, family_of, bpt = ranks[0]["languages"], ranks[0]["family_of"], ranks[0]["bytes_per_token"]
+    direct = direct_sums([b for r in last for b in r["batches"]], len(langs))
+    assert direct[:, 1].tolist() == [4 * 128] * len(langs)
+    # both stages of a data-parallel rank read the same microbatches (the first for tokens, the last for labels)
+    for r in first:
+        twin = next(x for x in last if x["stage"][1] == r["stage"][1])
+        assert [b["tokens"].tolist() for b in r["batches"]] == [b["tokens"].tolist() for b in twin["batches"]]
+        assert language_sums(r["total"], langs) is None and r["last"] is None  # no loss on the first stage
+    want = family_metrics(direct, langs, family_of, bpt)
+    for r in last:
+        got = family_metrics(language_sums(r["total"], langs), langs, family_of, bpt)
+        for kind in ("families", "languages"):
+            for name, m in want[kind].items():
+                assert math.isclose(got[kind][name]["loss"], m["loss"], rel_tol=1e-5), (kind, name)
+                assert math.isclose(r["last"][kind][name]["bpb"], m["bpb"], rel_tol=1e-5), (kind, name)
+        assert math.isclose(r["total"]["lm loss"], direct[:, 0].sum() / direct[:, 1].sum(), rel_tol=1e-5)
+    records = [json.loads(line) for line in store.read_text().splitlines()]
+    assert len(records) == 1 and math.isclose(records[0]["family_loss"]["amber"], want["families"]["amber"]["loss"], rel_tol=1e-5)
+
+
+def test_runs_of_different_length_and_seed_validate_on_the_same_fixed_samples(synth_data, tmp_path):
+    """Two runs (3 and 40 steps, seeds 1 and 5), each evaluated three times through Bridge's evaluate() with Bridge's
+    own validation stream handed in: every evaluation of both runs reads the study's fixed validation set from its
+    first sample, padded to whole global batches with loss-masked samples, as the core builds it."""
+    from nemo_mlsl.data.blend import ValidationWindow, validation_set
+
+    over = ["train.global_batch_size=16", "train.micro_batch_size=4", "train.val_samples_per_language=5", "train.val_every=2"]
+    runs = ((3, 1), (40, 5))
+    reqs = [_request(synth_data, tmp_path, overrides=over, max_steps=steps, seed=seed, out=str(tmp_path / f"run{steps}"))
+            for steps, seed in runs]
+    outs = [str(tmp_path / f"ranks{steps}") for steps, _ in runs]
+    torch.multiprocessing.spawn(dp_worker, args=(1, _free_port(), reqs, outs, 1, 3), nprocs=1, join=True)
+    windows = []
+    for out in outs:
+        res = load_ranks(out, 1)[0]
+        bounds = res["evaluations"]
+        assert len(bounds) == 4 and bounds[-1] == 3 * 8  # 3 evaluations x 2 global batches x 4 microbatches
+        windows += [res["batches"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def key(batches):
+        return [(int(b["dataset_id"][i]), b["tokens"][i].tolist(), float(b["loss_mask"][i].sum()))
+                for b in batches for i in range(len(b["tokens"]))]
+
+    fixed = ValidationWindow(validation_set(Manifest.load(synth_data), 5, 128), 16)
+    want = [(int(s["dataset_id"]), s["tokens"].tolist(), float(s["loss_mask"].sum())) for s in (fixed[i] for i in range(32))]
+    assert all(key(w) == want for w in windows)
+    assert [m for _, _, m in want[30:]] == [0.0, 0.0] and min(m for _, _, m in want[:30]) > 0
 
 
 def test_training_steps_are_bridges_own(synth_data, tmp_path):

@@ -25,7 +25,9 @@ from nemo_mlsl.cli.parser import subcommands
 ROOT = Path(__file__).resolve().parents[1]
 FAMS = "amber=0.4,cobalt=0.3,jade=0.3"
 # Numbers for which 0 is a meaningful value (a seed, "no bootstrap", no cross-family transfer in the corpus).
-ZERO_OK = {"seed", "bootstrap", "transfer"}
+ZERO_OK = {"seed", "bootstrap", "transfer", "richness_spread", "size_spread"}
+# Numbers that may be negative too (a log2 ratio whose sign says which end is larger).
+SIGNED = {"richness_spread", "size_spread"}
 # Options whose string value names something new (an output, an id), so any name is valid.
 FREE = {"out", "plot", "run_id", "tb_root", "report_dir", "log_dir", "store", "tag", "text_field", "eod_token", "overrides", "name"}
 
@@ -115,7 +117,7 @@ def bad_values(action: argparse.Action, current, i: dict) -> list[tuple[str, obj
     if action.choices is not None:
         return [("unknown choice", "nosuch")]
     if action.type in (int, float):
-        out = [("non-numeric", "abc"), ("negative", "-1")]
+        out = [("non-numeric", "abc")] + ([] if action.dest in SIGNED else [("negative", "-1")])
         if action.type is float:
             out.append(("nan", "nan"))
         if action.dest not in ZERO_OK:

@@ -52,3 +52,28 @@ def test_transfer_borrows_from_the_partner_family_only(tmp_path):
 def test_bad_config(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         generate(SynthConfig(**kw), tmp_path)
+
+
+def test_size_spread_plants_family_sizes(tmp_path):
+    """size_spread s: family f has docs · 2^(-s·(f/(F-1) - 1/2)) documents (times each language's factor in 0.5–1.5)."""
+    def docs(cfg, out):
+        fams = generate(cfg, out)
+        return {f: sum(len((out / f"{c}.jsonl").read_text().splitlines()) for c in codes) for f, codes in fams.items()}
+
+    even = docs(SynthConfig(families=3, languages_per_family=2, docs=160, seed=1), tmp_path / "even")
+    skew = docs(SynthConfig(families=3, languages_per_family=2, docs=160, seed=1, size_spread=4.0), tmp_path / "skew")
+    for f, scale in zip(["amber", "cobalt", "jade"], [4.0, 1.0, 0.25]):
+        assert skew[f] == pytest.approx(even[f] * scale, rel=0.1), (f, skew[f], even[f])
+    with pytest.raises(ConfigError, match="size_spread"):
+        generate(SynthConfig(size_spread=9.0), tmp_path / "bad")
+
+
+def test_synth_cli_takes_the_spreads(tmp_path):
+    from conftest import run_cli
+
+    run_cli("synth", "--out", tmp_path / "c", "--families", "2", "--languages-per-family", "1", "--docs", "40",
+            "--size-spread", "2", "--richness-spread", "0")
+    meta = json.loads((tmp_path / "c" / "synth.json").read_text())["config"]
+    assert meta["size_spread"] == 2.0 and meta["richness_spread"] == 0.0
+    lines = [len((tmp_path / "c" / f"{c}.jsonl").read_text().splitlines()) for c in ("qaa", "qab")]
+    assert lines[0] > 2 * lines[1]

@@ -13,7 +13,8 @@ def cmd_synth(a: argparse.Namespace) -> int:
     from nemo_mlsl.data.synth import SynthConfig, generate
 
     fams = generate(SynthConfig(families=a.families, languages_per_family=a.languages_per_family, docs=a.docs,
-                                transfer=a.transfer, seed=a.seed), a.out)
+                                transfer=a.transfer, seed=a.seed, richness_spread=a.richness_spread,
+                                size_spread=a.size_spread), a.out)
     print(f"wrote {sum(map(len, fams.values()))} languages in {len(fams)} families to {a.out} (families.yaml beside them)")
     return 0
 
@@ -78,6 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--docs", type=int, default=400)
     s.add_argument("--transfer", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--richness-spread", type=float, default=1.0,
+                   help="log2 of the last family's lexicon size over the first's (0: all alike)")
+    s.add_argument("--size-spread", type=float, default=0.0,
+                   help="log2 of the first family's documents over the last's (the default study uses 4: 16x)")
 
     s = sub.add_parser("prepare", help="text (or existing Megatron indexed data) -> tokenizer + indexed datasets + manifest")
     s.set_defaults(func=cmd_prepare)

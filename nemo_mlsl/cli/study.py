@@ -21,6 +21,7 @@ def study_launcher(executor, out: Path, title: str):
 
 def cmd_study(a: argparse.Namespace) -> int:
     from nemo_mlsl.study.config import load_study, with_executor
+    from nemo_mlsl.study.report import gain_lines
     from nemo_mlsl.study.runner import Study, run_specs
 
     cfg = with_executor(load_study(a.config, quick=a.quick), type=a.executor, max_parallel=a.max_parallel)
@@ -36,6 +37,9 @@ def cmd_study(a: argparse.Namespace) -> int:
               "is planned after the fit")
         for r in runs:
             print(f"  {r.run_id:<44} {r.rung:<9} N={r.N:>10,} D={r.tokens:>10,} " + " ".join(f"{f}={p:.3f}" for f, p in r.ratios.items()))
+        power_lines, _ = study.dry_run_power(plan)
+        print()
+        print("\n".join(power_lines))
         spec = run_specs(runs[:1], out, plan["manifest"], law=cfg.law, within=cfg.within)[0]
         print(f"\nfirst run ({spec.run_id}):")
         print(trainer.describe(spec))
@@ -52,8 +56,8 @@ def cmd_study(a: argparse.Namespace) -> int:
         print(f"largest rung {s['confirm_rung']} at the optimum, predicted vs observed loss:")
         for f in c["observed"]:
             print(f"  {f:<10} predicted {c['predicted'][f]:.4f}  observed {c['observed'][f]:.4f}  |error| {c['abs_error'][f]:.4f}")
-    for name, g in s["gains"].items():
-        print(f"gain over {name} (its total loss minus the optimum's): {g['difference']:+.4f} ({100 * g['relative']:+.2f}%): {g['verdict']}")
+    for line in gain_lines(s):
+        print(line)
     return 0
 
 

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--within", default="natural")
     s.add_argument("--max-steps", type=int)
     s.add_argument("--tokens", type=float)
-    s.add_argument("--seed", type=int, default=1234)
+    s.add_argument("--seed", type=non_negative_int, default=1234)
     s.add_argument("--resume", action="store_true")
     s.add_argument("--init-from", help="finetune: start from this run directory's (or .ckpt file's) weights, with a fresh "
                                        "optimizer and schedule; tokens are counted from the start of the finetuning")

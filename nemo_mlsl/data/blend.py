@@ -3,7 +3,11 @@
 Family ratios × within-family weights give one weight per language prefix for the training split.
 Validation is a single blend over every language's validation split with the same number of
 samples per language, independent of the training ratios, so a trainer keeps one validation
-dataloader; ``dataset_id`` of each sample indexes ``validation_languages``.
+dataloader; ``dataset_id`` of each sample indexes ``validation_languages``. It is one fixed set
+(``validation_set``): sized by samples per language, never by the run's length or evaluation count,
+shuffled with ``VALIDATION_SEED``, never the run's seed, and read from its first sample at every
+evaluation (``ValidationWindow``), so every run of a study, on every backend, is scored on the same
+samples in the same order.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from nemo_mlsl.mixtures import check_epochs, language_weights, parse_ratios, val
 from nemo_mlsl.typed_config import check_non_negative, check_positive
 
 DEFAULT_MAX_EPOCHS = 4.0
+VALIDATION_SEED = 1234  # the validation set's shuffle: the same for every run, whatever the run's own seed
 
 
 class _SpecialTokens:
-    """The tokenizer facts megatron's GPTDataset needs (EOD and pad ids), hashable into its cache key."""
+    """The tokenizer facts megatron's GPTDataset needs (EOD and pad ids, vocabulary size), hashable into its cache key."""
 
-    def __init__(self, eod: int, pad: int, kind: str, sha256: str):
+    def __init__(self, eod: int, pad: int, kind: str, sha256: str, vocab_size: int | None = None):
         self.eod = eod
         self.pad = pad
+        self.vocab_size = vocab_size
         self.unique_identifiers = {"class": kind, "model": sha256[:16], "eod": eod, "pad": pad}
 
 
@@ -115,51 +121,133 @@ class FamilyBlend:
                           "'natural' never repeats a language more than its family)")
         return epochs
 
-    def _gpt_config(self, cache: Path | None, blend_per_split: list) -> Any:
-        from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
-
-        m = self.manifest
-        return GPTDatasetConfig(
-            random_seed=self.config.seed, sequence_length=self.config.seq_length, blend_per_split=blend_per_split,
-            path_to_cache=str(cache) if cache else None,
-            tokenizer=_SpecialTokens(m.eod_id, m.pad_id, m.tokenizer_kind, m.tokenizer_sha256),
-            reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
-            mid_level_dataset_surplus=0.005,
-        )
-
     def build(self, train_samples: int, val_samples_per_language: int, cache_dir: str | Path | None = None) -> "BuiltBlend":
-        """Build train and validation datasets (megatron caches its indices under ``cache_dir``)."""
+        """Build the training blend (the run's seed) and the study's fixed validation set (``validation_set``);
+        megatron caches its indices under ``cache_dir``."""
         from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
         from megatron.core.datasets.gpt_dataset import GPTDataset
 
         if train_samples < 1 or val_samples_per_language < 1:
             raise ConfigError("train_samples and val_samples_per_language must be >= 1")
         epochs = self.check_epochs(train_samples)
-        # Always our own cache directory: without one, megatron writes its sample indices under each dataset's
-        # prefix, i.e. beside a user's existing .bin/.idx files. (Its blended dataset caches only under
-        # torch.distributed: a single process gets a one-member process group for the build.)
-        cache = Path(cache_dir) if cache_dir else self.manifest.root / ".cache"
-        cache.mkdir(parents=True, exist_ok=True)
-        m = self.manifest
+        cache = _cache_dir(self.manifest, cache_dir)
         parts = self.train_parts
         train = ([prefix for _, prefix, _ in parts], [w for _, _, w in parts])
-        val_langs = self.validation_languages
-        val = ([m.prefix(l, "validation") for l in val_langs], [1.0] * len(val_langs))
-        n_val = val_samples_per_language * len(val_langs)
-        # Without torch.distributed megatron builds indices in memory and says so at WARNING for every build.
-        logging.getLogger("megatron.core.datasets").setLevel(logging.ERROR)
-        # One builder at a time per cache: megatron writes its index files unlocked, and a concurrent reader of the
-        # same data directory (two runs of a study, two test workers) could load a half-written index.
-        with warnings.catch_warnings(), one_process_group(), FileLock(str(cache / ".build.lock")):
-            warnings.simplefilter("ignore")
-            train_ds, val_ds, _ = BlendedMegatronDatasetBuilder(
-                GPTDataset, [train_samples, n_val, None], lambda: True, self._gpt_config(cache, [train, val, None])
+        with _quiet_build(cache):
+            train_ds, _, _ = BlendedMegatronDatasetBuilder(
+                GPTDataset, [train_samples, None, None], lambda: True,
+                _gpt_config(self.manifest, self.config.seed, self.config.seq_length, cache, [train, None, None])
             ).build()
         if not hasattr(train_ds, "dataset_index"):
             train_ds = _Tagged(train_ds)
-        if not hasattr(val_ds, "dataset_index"):
-            val_ds = _Tagged(val_ds)
+        val_ds = validation_set(self.manifest, val_samples_per_language, self.config.seq_length, cache)
         return BuiltBlend(self, train_ds, val_ds, epochs, train_samples)
+
+
+def _cache_dir(manifest: Manifest, cache_dir: str | Path | None) -> Path:
+    """Always our own cache directory: without one, megatron writes its sample indices under each dataset's prefix,
+    i.e. beside a user's existing .bin/.idx files."""
+    cache = Path(cache_dir) if cache_dir else manifest.root / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+@contextlib.contextmanager
+def _quiet_build(cache: Path):
+    """Megatron's blended dataset caches only under torch.distributed (a single process gets a one-member group);
+    without it megatron says so at WARNING for every build. One builder at a time per cache: megatron writes its
+    index files unlocked, and a concurrent reader of the same data directory (two runs of a study, two test
+    workers) could load a half-written index. Within a multi-rank job megatron's builder orders the ranks itself
+    (rank 0 first, then a barrier), and a file lock held across that barrier would deadlock."""
+    import torch.distributed as dist
+
+    logging.getLogger("megatron.core.datasets").setLevel(logging.ERROR)
+    in_job = dist.is_initialized() and dist.get_world_size() > 1
+    with warnings.catch_warnings(), one_process_group(), (contextlib.nullcontext() if in_job else
+                                                         FileLock(str(cache / ".build.lock"))):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _gpt_config(m: Manifest, seed: int, seq_length: int, cache: Path | None, blend_per_split: list) -> Any:
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+    return GPTDatasetConfig(
+        random_seed=seed, sequence_length=seq_length, blend_per_split=blend_per_split,
+        path_to_cache=str(cache) if cache else None,
+        tokenizer=_SpecialTokens(m.eod_id, m.pad_id, m.tokenizer_kind, m.tokenizer_sha256, m.vocab_size),
+        reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
+        mid_level_dataset_surplus=0.005,
+    )
+
+
+def validation_set(manifest: Manifest, samples_per_language: int, seq_length: int, cache_dir: str | Path | None = None) -> Any:
+    """The study's fixed validation set: ``samples_per_language`` x languages samples of megatron's blend over every
+    language's validation split (equal weights, ``dataset_id`` = index in ``manifest.languages``), shuffled with
+    ``VALIDATION_SEED``. It depends on the data, the count and the sequence length only: never on a run's length,
+    evaluation count, batch size or seed, so every run and every backend scores the same samples in the same order."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+    if samples_per_language < 1:
+        raise ConfigError(f"val_samples_per_language must be >= 1, got {samples_per_language}")
+    langs = list(manifest.languages)
+    val = ([manifest.prefix(l, "validation") for l in langs], [1.0] * len(langs))
+    cache = _cache_dir(manifest, cache_dir)
+    with _quiet_build(cache):
+        _, val_ds, _ = BlendedMegatronDatasetBuilder(
+            GPTDataset, [None, samples_per_language * len(langs), None], lambda: True,
+            _gpt_config(manifest, VALIDATION_SEED, seq_length, cache, [None, val, None])
+        ).build()
+    val_ds = val_ds if hasattr(val_ds, "dataset_index") else _Tagged(val_ds)
+    return _Prefix(val_ds, samples_per_language * len(langs))
+
+
+class _Prefix:
+    """The first ``n`` samples of a megatron blend (its surplus samples are not part of the set)."""
+
+    def __init__(self, dataset: Any, n: int):
+        self.dataset, self.n = dataset, n
+        self.dataset_index = np.asarray(dataset.dataset_index[:n])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: int) -> dict:
+        if not 0 <= idx < self.n:
+            raise IndexError(idx)
+        return self.dataset[idx]
+
+
+def validation_batches(samples: int, global_batch_size: int) -> int:
+    """Global batches one evaluation reads to cover a validation set of ``samples`` (NeMo's ``limit_val_batches``,
+    Megatron-Bridge's ``eval_iters``)."""
+    return max(1, -(-int(samples) // int(global_batch_size)))
+
+
+class ValidationWindow:
+    """What one evaluation reads: the fixed validation set from its first sample, padded to whole global batches.
+
+    Sample ``i`` of the window is sample ``i`` of the set; past the set's end (the last global batch's remainder)
+    it repeats the set's first samples with a zero loss mask, so they add no loss and no tokens: every evaluation
+    scores exactly the set. Trainers that read validation as one stream (Megatron-Bridge) restart it per evaluation."""
+
+    def __init__(self, fixed: Any, global_batch_size: int):
+        self.fixed = fixed
+        self.samples = len(fixed)
+        self.length = validation_batches(self.samples, global_batch_size) * int(global_batch_size)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, idx: int) -> dict:
+        if not 0 <= idx < self.length:
+            raise IndexError(idx)
+        if idx < self.samples:
+            return self.fixed[idx]
+        sample = dict(self.fixed[idx % self.samples])
+        sample["loss_mask"] = sample["loss_mask"] * 0  # padding: no loss, no tokens
+        return sample
 
 
 def blended_counts(weights: Sequence[float], samples: int) -> np.ndarray:

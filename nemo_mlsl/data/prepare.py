@@ -35,6 +35,7 @@ from nemo_mlsl.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tok
 from nemo_mlsl.data.tokenizer_training import tokenizer_sample, train_tokenizer
 from nemo_mlsl.errors import ConfigError, DataError
 from nemo_mlsl.families import FamilyMap
+from nemo_mlsl.terminal import interactive
 from nemo_mlsl.typed_config import check_non_negative
 
 
@@ -96,14 +97,19 @@ def _up_to_date(out: Path, fp: str) -> Manifest | None:
     raise ConfigError(f"{out} already holds prepared data from other inputs or options; pass --force to rebuild")
 
 
+def _bars(cfg: PrepareConfig) -> bool:
+    """Progress bars redraw their line in place: on a terminal only (piped, their redraws would run into each other)."""
+    return cfg.progress and interactive()
+
+
 def _train_tokenizer(files: dict, counts: dict, fmap: dict, splits: dict, stage: Path, cfg: PrepareConfig,
                      log: Callable[[str], None]) -> Tokenizer:
     """A tokenizer trained on a bounded sample of the training documents."""
-    with tqdm(total=len(files), desc="tokenizer sample", unit="lang", disable=not cfg.progress) as bar:
+    with tqdm(total=len(files), desc="tokenizer sample", unit="lang", disable=not _bars(cfg)) as bar:
         lines = tokenizer_sample(files, counts, fmap, splits, seed=cfg.seed, chars_per_family=cfg.tokenizer_chars_per_family,
                                  text_field=cfg.text_field, bar=bar.update)
     model = train_tokenizer(lines, stage / "tokenizer", vocab_size=cfg.vocab_size, character_coverage=cfg.character_coverage,
-                            threads=cfg.workers, progress=cfg.progress, log=log)
+                            threads=cfg.workers, progress=_bars(cfg), log=log)
     return SentencePieceTokenizer(model)
 
 
@@ -113,7 +119,7 @@ def _encode(files: dict, plans: dict, counts: dict, splits: dict, tokenizer: Tok
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {(code, split): BinWriter(stage / split / code, dtype) for code in files for split in SPLITS}
     total_bytes = sum(p.stat().st_size for fs in files.values() for p in fs)
-    bar = tqdm(total=total_bytes, desc="encode", unit="B", unit_scale=True, disable=not cfg.progress)
+    bar = tqdm(total=total_bytes, desc="encode", unit="B", unit_scale=True, disable=not _bars(cfg))
     pool = get_context("fork").Pool(cfg.workers, initializer=init_worker, initargs=(tokenizer.kind, installed)) \
         if cfg.workers > 1 else None
     if pool is None:
@@ -147,7 +153,7 @@ def prepare(cfg: PrepareConfig, log: Callable[[str], None] | None = None) -> Man
         return current
 
     with staged_directory(out) as stage:
-        plans = {p: chunk_plan(p) for fs in tqdm(list(files.values()), desc="count", unit="lang", disable=not cfg.progress)
+        plans = {p: chunk_plan(p) for fs in tqdm(list(files.values()), desc="count", unit="lang", disable=not _bars(cfg))
                  for p in fs if splittable(p)}
         counts = {code: sum(sum(n for _, _, n in plans[p]) if p in plans else count_documents(p, cfg.text_field) for p in fs)
                   for code, fs in sorted(files.items())}

@@ -55,6 +55,7 @@ class SynthConfig:
     adjectives: int = 60
     classes: int = 3
     richness_spread: float = 1.0
+    size_spread: float = 0.0  # log2 of the first family's documents over the last family's (0: all alike)
 
     def validate(self) -> None:
         if not 1 <= self.families <= len(SCRIPTS):
@@ -63,6 +64,11 @@ class SynthConfig:
             raise ConfigError(f"--languages-per-family must be >= 1, got {self.languages_per_family}")
         if self.docs < 10:
             raise ConfigError(f"--docs must be >= 10 (train/validation/test splits need documents), got {self.docs}")
+        if not -8.0 <= self.richness_spread <= 8.0:
+            raise ConfigError(f"--richness-spread must be in [-8, 8] (log2 of the last family's vocabulary richness over the "
+                              f"first's; 0: all alike), got {self.richness_spread}")
+        if not -8.0 <= self.size_spread <= 8.0:
+            raise ConfigError(f"size_spread must be in [-8, 8] (log2 of the first family's documents over the last's), got {self.size_spread}")
         if not 0.0 <= self.transfer <= 1.0:
             raise ConfigError(f"--transfer must be in [0, 1], got {self.transfer}")
         check_non_negative(self.seed, "--seed")
@@ -100,6 +106,17 @@ class _Lexicon:
                 seen.add(w)
                 words.append(w)
         return words
+
+
+def _position(cfg: SynthConfig, f: int) -> float:
+    """Family ``f``'s place from -0.5 (first) to +0.5 (last)."""
+    return (f / (cfg.families - 1) if cfg.families > 1 else 0.5) - 0.5
+
+
+def _size_scale(cfg: SynthConfig, f: int) -> float:
+    """Family ``f``'s document count relative to ``docs``: 2^(-size_spread·position), so the first family is the largest
+    for a positive spread (natural sampling then favours it)."""
+    return 2.0 ** (-cfg.size_spread * _position(cfg, f))
 
 
 def _zipf(n: int, s: float = 1.1) -> np.ndarray:
@@ -146,7 +163,7 @@ def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
     lexicons = []
     for f in range(cfg.families):
         # Families differ in richness (lexicon size), so they differ in how much more data helps them.
-        scale = 2.0 ** (cfg.richness_spread * ((f / (cfg.families - 1) if cfg.families > 1 else 0.5) - 0.5))
+        scale = 2.0 ** (cfg.richness_spread * _position(cfg, f))
         lexicons.append(_Lexicon(np.random.default_rng([cfg.seed, f]), SCRIPTS[f], cfg, scale))
     families: dict[str, list[str]] = {}
     code_index = 0
@@ -161,7 +178,7 @@ def generate(cfg: SynthConfig, out: str | Path) -> dict[str, list[str]]:
             code_index += 1
             lang_rng = np.random.default_rng([cfg.seed, f, j])
             changes = {} if j == 0 else _sound_changes(lang_rng, SCRIPTS[f], 4)
-            n_docs = max(10, int(round(cfg.docs * float(root.uniform(0.5, 1.5)))))
+            n_docs = max(10, int(round(cfg.docs * _size_scale(cfg, f) * float(root.uniform(0.5, 1.5)))))
             with open(out / f"{code}.jsonl", "w", encoding="utf-8") as fh:
                 for _ in range(n_docs):
                     topic = _zipf(len(lex.nouns))[lang_rng.permutation(len(lex.nouns))]

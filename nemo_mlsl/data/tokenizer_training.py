@@ -18,6 +18,7 @@ from nemo_mlsl.data.documents import parse_items, raw_items
 from nemo_mlsl.data.inputs import kind_of
 from nemo_mlsl.data.splits import language_seed
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.terminal import interactive
 
 BYTE_FALLBACK_MIN_VOCAB = 320  # 256 byte pieces, 4 special ones and room for characters and merges
 
@@ -97,7 +98,9 @@ def train_tokenizer(lines: list[str], prefix: Path, *, vocab_size: int, characte
         sample = fh.name
     done = threading.Event()
     started = time.time()
-    ticker = tqdm(total=None, desc="tokenizer", unit="s", bar_format="{desc}: training, {elapsed} elapsed", disable=not progress)
+    # a ticker redraws its line in place: on a terminal only (piped, its redraws would run into each other)
+    ticker = tqdm(total=None, desc="tokenizer", unit="s", bar_format="{desc}: training, {elapsed} elapsed",
+                  disable=not (progress and interactive()))
 
     def tick() -> None:
         while not done.wait(1.0):

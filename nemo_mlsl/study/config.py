@@ -107,6 +107,12 @@ class StudyConfig:
     seed: int = 0
     source: str = ""
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    # Power of the confirmation (nemo_mlsl/study/power.py): paired seeds per confirmed mixture, or as many as a
+    # FLOPs budget for the confirmation runs allows; the seed noise if known in advance; the gain hoped for.
+    confirm_seeds: int | None = None  # None: 1, or as many as confirm_budget allows
+    confirm_budget: float | None = None
+    seed_noise: float | None = None
+    expected_gain: float | None = None
 
     def validate(self) -> None:
         """Everything the run would refuse, refused now (so ``--dry-run`` refuses it too): corpus, ladder, token
@@ -135,6 +141,17 @@ class StudyConfig:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         self._validate_law()
         self.executor.validate()
+        self.validate_power()
+
+    def validate_power(self) -> None:
+        if self.confirm_seeds is not None and self.confirm_seeds < 1:
+            raise ConfigError(f"confirm_seeds must be >= 1 (paired seeds per confirmed mixture), got {self.confirm_seeds}")
+        if self.confirm_budget is not None and not self.confirm_budget > 0:
+            raise ConfigError(f"confirm_budget must be > 0 training FLOPs (or null: confirm_seeds decides), got {self.confirm_budget}")
+        if self.seed_noise is not None and not 0 < self.seed_noise < 1:
+            raise ConfigError(f"seed_noise must be in (0, 1): the std of log loss between seeds, e.g. 0.015; got {self.seed_noise}")
+        if self.expected_gain is not None and not 0 < self.expected_gain < 1:
+            raise ConfigError(f"expected_gain must be in (0, 1): a relative gain, e.g. 0.02 for 2%; got {self.expected_gain}")
 
     def _validate_ladder(self) -> None:
         from nemo_mlsl.recipes import load
@@ -209,12 +226,29 @@ def with_executor(cfg: StudyConfig, **changes: Any) -> StudyConfig:
 
 SHAPE = "the shape of studies/default.yaml"
 TOP_LEVEL = ("name", "corpus", "ladder", "tokens", "confirm_tokens", "design", "baselines", "objective", "law", "bootstrap",
-             "within", "seed", "executor", "quick")
+             "within", "seed", "executor", "confirm_seeds", "confirm_budget", "seed_noise", "expected_gain", "quick")
 
 
 def _value(d: Mapping[str, Any], key: str, hint: Any, default: Any, where: str) -> Any:
     """``d[key]`` (or ``default``) as ``hint``, a named error otherwise."""
     return coerce(d.get(key, default), hint, f"{where}: {key}")
+
+
+def _optional_float(d: Mapping[str, Any], key: str) -> float | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number or null, got {value!r}") from None
+
+
+def _int_field(d: Mapping[str, Any], key: str) -> int | None:
+    value = d.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    return value
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -271,6 +305,8 @@ def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
         law=_value(d, "law", str, "joint_family", where), bootstrap=_value(d, "bootstrap", int, 100, where),
         within=_value(d, "within", str, "natural", where), seed=_value(d, "seed", int, 0, where), source=str(path),
         executor=typed(ExecutorConfig, _mapping(d.get("executor"), f"{where}: executor"), f"{where}: executor"),
+        confirm_seeds=_int_field(d, "confirm_seeds"), confirm_budget=_optional_float(d, "confirm_budget"),
+        seed_noise=_optional_float(d, "seed_noise"), expected_gain=_optional_float(d, "expected_gain"),
     )
     try:
         cfg.validate()

@@ -61,21 +61,43 @@ def phase1(cfg: StudyConfig, families: Sequence[str], n_params: Mapping[str, int
     return sorted(runs, key=lambda p: (order[p.rung], p.tokens, p.purpose != "design", p.run_id))
 
 
-def phase2(cfg: StudyConfig, mixtures: Mapping[str, Mapping[str, float]], n_params: Mapping[str, int]) -> list[PlannedRun]:
-    """The largest rung at the optimal and baseline mixtures, and the next-smaller rung at the same (the naive predictor)."""
+def confirm_seeds(cfg: StudyConfig, n_params: Mapping[str, int], mixtures: int) -> int:
+    """Paired seeds per confirmed mixture: ``confirm_seeds``, or as many as ``confirm_budget`` (training FLOPs,
+    6·N·D per run) buys for ``mixtures`` mixtures at the largest rung; with both, the smaller."""
+    seeds = cfg.confirm_seeds or (None if cfg.confirm_budget else 1)
+    if cfg.confirm_budget:
+        per_seed = 6.0 * n_params[cfg.confirm_rung] * cfg.confirm_tokens * mixtures
+        afford = int(cfg.confirm_budget // per_seed)
+        if afford < 1:
+            raise ConfigError(f"confirm_budget {cfg.confirm_budget:.3g} FLOPs buys no seed: one seed of {mixtures} mixtures at "
+                              f"{cfg.confirm_rung} and D={cfg.confirm_tokens:,} costs {per_seed:.3g}; raise it or drop it")
+        seeds = min(afford, seeds) if seeds else afford
+    return int(seeds)
+
+
+def phase2(cfg: StudyConfig, mixtures: Mapping[str, Mapping[str, float]], n_params: Mapping[str, int],
+           seeds: int | None = None) -> list[PlannedRun]:
+    """The largest rung at the optimal and baseline mixtures with ``seeds`` paired seeds (every mixture the same
+    seeds, so seed effects cancel in the differences), and the next-smaller rung at the same mixtures, one seed
+    (the naive predictor)."""
     naive_rung = max(cfg.fit_rungs, key=lambda r: n_params[r])
+    seeds = confirm_seeds(cfg, n_params, len(mixtures)) if seeds is None else seeds
     runs = []
-    for rung, purpose in ((naive_rung, "naive"), (cfg.confirm_rung, "confirm")):
-        for name, r in mixtures.items():
-            slug = name.replace(":", "").replace(".", "p")
-            runs.append(PlannedRun(f"{purpose}-{rung}-{_tok(cfg.confirm_tokens)}-{slug}", purpose, rung, cfg.confirm_tokens, dict(r),
-                                   cfg.seed, n_params[rung], phase=2, mixture=name))
+    for rung, purpose, n_seeds in ((naive_rung, "naive", 1), (cfg.confirm_rung, "confirm", seeds)):
+        for k in range(n_seeds):
+            for name, r in mixtures.items():
+                slug = name.replace(":", "").replace(".", "p")
+                rid = f"{purpose}-{rung}-{_tok(cfg.confirm_tokens)}-{slug}" + (f"-seed{cfg.seed + k}" if k else "")
+                runs.append(PlannedRun(rid, purpose, rung, cfg.confirm_tokens, dict(r), cfg.seed + k, n_params[rung], phase=2, mixture=name))
     return runs
 
 
-def phase2_size(cfg: StudyConfig) -> int:
-    """Runs phase 2 will have (optimum + baselines, at two rungs), known before its mixtures are."""
-    return 2 * (1 + len(cfg.baselines))
+def phase2_size(cfg: StudyConfig, n_params: Mapping[str, int] | None = None) -> int:
+    """Runs phase 2 will have (optimum + baselines: one naive run each, and the paired confirmation seeds),
+    known before its mixtures are."""
+    mixtures = 1 + len(cfg.baselines)
+    seeds = confirm_seeds(cfg, n_params, mixtures) if n_params else (cfg.confirm_seeds or 1)
+    return mixtures * (1 + seeds)
 
 
 def save(path: Path, cfg: StudyConfig, runs: Sequence[PlannedRun], extra: Mapping[str, Any] | None = None) -> None:

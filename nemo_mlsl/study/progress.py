@@ -7,9 +7,12 @@ from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
+from nemo_mlsl.terminal import interactive
+
 
 class StudyProgress:
-    """A tqdm bar over the study's runs (or, with ``show=False``, one log line per finished run)."""
+    """A tqdm bar over the study's runs on a terminal; otherwise (``show=False``, or output piped to a file or log)
+    one log line per finished run, so lines never run into each other."""
 
     def __init__(self, total: int, show: bool, log: Callable[[str], None], initial: int = 0):
         self.bar = None
@@ -17,7 +20,7 @@ class StudyProgress:
         self.initial = initial  # recorded before this session (--resume)
         self.count = 0
         self.started = time.time()
-        if show:
+        if show and interactive():
             self.bar = tqdm(total=total, initial=initial, desc="study", unit="run", dynamic_ncols=True)
 
     @property

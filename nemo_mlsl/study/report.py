@@ -18,6 +18,7 @@ from nemo_mlsl.data.manifest import Manifest, write_json_atomic
 from nemo_mlsl.independence import controlled_test, residual_correlations, seed_noise, summarize
 from nemo_mlsl.observations import Observations
 from nemo_mlsl.optimize import predicted_losses, unit_losses
+from nemo_mlsl.study import power
 from nemo_mlsl.study.plan import FIT_PURPOSES
 
 
@@ -44,14 +45,12 @@ def _progress(out: Path, cfg, runs, records, elapsed: float) -> dict[str, Any]:
 
 
 def gain(baseline: float, optimal: float, sigma: float | None) -> dict[str, Any]:
-    """The optimum's gain over a baseline (difference of their observed total losses) and its verdict: ``sigma`` is
-    the relative seed noise of one run's loss, so the difference of two runs has sd √2·σ·(their mean total)."""
+    """The optimum's gain over a baseline from one run each (difference of their observed total losses) and its
+    verdict: ``sigma`` is the relative seed noise of one run's loss, so the difference of two runs has sd √2·σ·(their
+    mean total). Several paired seeds: ``_gains``."""
     diff = baseline - optimal
-    sd = math.sqrt(2) * sigma * 0.5 * (baseline + optimal) if sigma else None
-    verdict = ("unknown (no seed repeats)" if sd is None else
-               "optimal better, beyond noise" if diff > 2 * sd else
-               "baseline better, beyond noise" if diff < -2 * sd else "within noise")
-    return {"difference": diff, "noise_sd": sd, "verdict": verdict, "relative": diff / baseline}
+    sd = power.unpaired_sd(sigma, 0.5 * (baseline + optimal)) if sigma else None
+    return {"difference": diff, "noise_sd": sd, "verdict": power.verdict(diff, sd, power.Z_VERDICT), "relative": diff / baseline}
 
 
 def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], rep, manifest: Manifest, *,
@@ -69,30 +68,25 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     N, D = float(opt["N"]), float(opt["D"])
     z = unit_losses(fit_doc, N, D)
 
-    confirm = {r["mixture"]: r for r in records if r.get("purpose") == "confirm"}
+    confirm: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("purpose") == "confirm":
+            confirm.setdefault(r["mixture"], {})[int(r.get("seed", 0))] = r
     naive = {r["mixture"]: r for r in records if r.get("purpose") == "naive"}
     rows, comp = [], {}
-    for name, rec in confirm.items():
+    for name, by_seed in confirm.items():
+        rec = next(iter(by_seed.values()))
         pred = predicted_losses(fit_doc, rec["ratios"], N, D)
-        obs_l = rec["family_loss"]
+        obs_l = {f: float(np.mean([r["family_loss"][f] for r in by_seed.values()])) for f in fams}
         nv = naive.get(name, {}).get("family_loss", {})
-        total_obs = sum(obs_l[f] / z[f] for f in fams) if cfg.objective.type == "normalized" else sum(obs_l.values())
-        total_pred = sum(pred[f] / z[f] for f in fams) if cfg.objective.type == "normalized" else sum(pred.values())
         comp[name] = {
-            "ratios": rec["ratios"], "observed": obs_l, "predicted": pred, "naive": nv,
+            "ratios": rec["ratios"], "observed": obs_l, "predicted": pred, "naive": nv, "seeds": sorted(by_seed),
+            "totals_by_seed": {str(k): power.total(r["family_loss"], z, cfg.objective.type) for k, r in sorted(by_seed.items())},
             "abs_error": {f: abs(pred[f] - obs_l[f]) for f in fams},
             "naive_abs_error": {f: abs(nv[f] - obs_l[f]) for f in fams if f in nv},
-            "total_observed": total_obs, "total_predicted": total_pred,
+            "total_observed": power.total(obs_l, z, cfg.objective.type), "total_predicted": power.total(pred, z, cfg.objective.type),
         }
-        for f in fams:
-            within = sigma is not None and abs(math.log(pred[f] / obs_l[f])) <= 2 * sigma
-            rows.append([name, f, f"{rec['ratios'][f]:.3f}", f"{pred[f]:.4f}", f"{obs_l[f]:.4f}", f"{abs(pred[f] - obs_l[f]):.4f}",
-                         f"{nv[f]:.4f}" if f in nv else "–", f"{abs(nv[f] - obs_l[f]):.4f}" if f in nv else "–",
-                         "yes" if within else ("no" if sigma else "?")])
-    gains = {}
-    if "optimal" in comp:
-        gains = {name: gain(c["total_observed"], comp["optimal"]["total_observed"], sigma)
-                 for name, c in comp.items() if name != "optimal"}
+    gains = _gains(comp, sigma)
     law_mae = float(np.mean([e for c in comp.values() for e in c["abs_error"].values()])) if comp else None
     naive_mae = float(np.mean([e for c in comp.values() for e in c["naive_abs_error"].values()])) if naive else None
 
@@ -112,6 +106,8 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
         files.append(plots.ratio_bars({"optimal": opt["ratios"], **opt["baselines"]}, out / "optimal_vs_baselines.png",
                                       opt.get("ci"), "optimal ratios (95% bootstrap CI) vs baselines").name)
         files.append(_plot_confirmation(comp, fams, out / "confirmation.png", sigma).name)
+        if gains:
+            files.insert(0, _plot_gains(gains, out / "gains.png").name)
     files.append(_plot_realized(records, fams, out / "realized_vs_target.png").name)
 
     total_flops = sum(float(r.get("flops", 0)) for r in records)
@@ -131,6 +127,89 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     write_json_atomic(out / "summary.json", summary)
     (out / "report.md").write_text(_markdown(cfg, summary, fit_doc, manifest, files, ind_tests, rcorr))
     return summary
+
+
+def _gains(comp: Mapping[str, Any], sigma: float | None) -> dict[str, Any]:
+    """Optimum vs each baseline over their paired seeds: mean difference, its noise, the verdict, and the power.
+
+    The noise of one seed's difference is the pooled std of the paired differences when there are >= 2 seeds
+    (a t threshold at the 2σ level for its few degrees of freedom), else √2·σ of the total (σ: the study's
+    seed repeats; the 2σ threshold)."""
+    if "optimal" not in comp:
+        return {}
+    opt = comp["optimal"]
+    paired = {}
+    for name, c in comp.items():
+        if name != "optimal":
+            seeds = [k for k in c["totals_by_seed"] if k in opt["totals_by_seed"]]
+            paired[name] = [c["totals_by_seed"][k] - opt["totals_by_seed"][k] for k in seeds]
+    sd_p, dof_p = power.pooled_paired_sd(paired)
+    gains = {}
+    for name, d in paired.items():
+        c = comp[name]
+        n = len(d)
+        diff = float(np.mean(d)) if d else c["total_observed"] - opt["total_observed"]
+        level = 0.5 * (c["total_observed"] + opt["total_observed"])
+        if sd_p is not None and sd_p > 0:
+            sd, dof, source = sd_p, dof_p, f"paired differences of {n} seeds ({dof_p} dof)"
+        elif sigma:
+            sd, dof, source = power.unpaired_sd(sigma, level), None, "√2·σ of the total (seed repeats)"
+        else:
+            sd, dof, source = None, None, "none"
+        n = max(n, 1)
+        se = sd / np.sqrt(n) if sd is not None else None
+        k = power.threshold(dof)
+        pred_abs = c["total_predicted"] - opt["total_predicted"]
+        g: dict[str, Any] = {"difference": diff, "noise_sd": se, "verdict": power.verdict(diff, se, k),
+                             "relative": diff / c["total_observed"], "seeds": n, "threshold": k, "noise_source": source,
+                             "predicted": pred_abs, "predicted_relative": pred_abs / c["total_predicted"]}
+        if sd is not None:
+            det = power.detectable_gain(sd, n, dof=dof)
+            g.update({"interval": [diff - k * se, diff + k * se], "band_relative": k * se / c["total_observed"],
+                      "detectable": det, "detectable_relative": det / c["total_observed"],
+                      "seeds_needed": power.seeds_needed(pred_abs, sd), "sd_per_seed": sd})
+        gains[name] = g
+    return gains
+
+
+def gain_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The terminal's headline per baseline: predicted and observed gain, its 2σ band, the detectable gain, the verdict."""
+    out = []
+    for name, g in summary["gains"].items():
+        band = (f" ± {100 * g['band_relative']:.2f}% (2σ, {g['seeds']} paired seed(s)); detectable {100 * g['detectable_relative']:.2f}%"
+                if g.get("noise_sd") else f" ({g['seeds']} seed(s), no noise estimate)")
+        out.append(f"gain over {name}: observed {100 * g['relative']:+.2f}%{band}; predicted {100 * g['predicted_relative']:+.2f}%: "
+                   f"{g['verdict']}")
+    return out
+
+
+def _plot_gains(gains: Mapping[str, Any], path: Path) -> Path:
+    """The headline: observed gain over each baseline (%) with its 2σ interval, the noise band around 0, the
+    gain the confirmation can detect and the law's predicted gain."""
+    import matplotlib.pyplot as plt
+
+    names = list(gains)
+    fig, ax = plt.subplots(figsize=(6.4, 1.9 + 0.7 * len(names)))
+    for i, name in enumerate(names):
+        g = gains[name]
+        if g.get("noise_sd"):
+            half = 100 * g["band_relative"]
+            ax.fill_between([-half, half], i - 0.35, i + 0.35, color="grey", alpha=0.25, lw=0, label="noise band (±2σ)" if i == 0 else None)
+            ax.errorbar([100 * g["relative"]], [i], xerr=[[half], [half]], fmt="o", color="C0", capsize=4,
+                        label="observed gain, 2σ interval" if i == 0 else None)
+            det = 100 * g["detectable_relative"]
+            ax.plot([det, det], [i - 0.35, i + 0.35], color="C3", ls="--", lw=1.5, label="detectable gain" if i == 0 else None)
+        else:
+            ax.plot([100 * g["relative"]], [i], "o", color="C0", label="observed gain (no noise estimate)" if i == 0 else None)
+        ax.plot([100 * g["predicted_relative"]], [i], "x", color="C2", ms=8, label="predicted by the law" if i == 0 else None)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(names)), [f"vs {n}" for n in names])
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.invert_yaxis()
+    ax.set_xlabel("gain of the optimum: baseline's total loss minus the optimum's (%)")
+    ax.set_title("optimum vs baselines at the largest rung")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    return plots.save(fig, path)
 
 
 def _plot_confirmation(comp: Mapping[str, Any], fams: Sequence[str], path: Path, sigma: float | None) -> Path:
@@ -191,9 +270,11 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
               f"{s['naive_mean_abs_error']:.4f})" if s["naive_mean_abs_error"] is not None else "") + "."]
     for name, g in s["gains"].items():
         c, o = s["comparison"][name]["total_observed"], s["comparison"]["optimal"]["total_observed"]
-        L += [f"- **Optimal vs {name}**: observed total {cfg.objective.type} loss {o:.4f} vs {c:.4f} ({name} minus optimal: "
-              f"{g['difference']:+.4f}, {100 * g['relative']:+.2f}%)"
-              + (f"; seed noise of the difference {g['noise_sd']:.4f}" if g["noise_sd"] else "") + f": **{g['verdict']}**."]
+        band = (f" ± {100 * g['band_relative']:.2f}% (2σ of the paired difference, {g['noise_source']}); detectable gain "
+                f"{100 * g['detectable_relative']:.2f}%" if g.get("noise_sd") else "")
+        L += [f"- **Optimal vs {name}** ({g['seeds']} paired seed(s)): predicted gain {100 * g['predicted_relative']:+.2f}%, observed "
+              f"{100 * g['relative']:+.2f}%{band}: **{g['verdict']}** (observed total {cfg.objective.type} loss {o:.4f} vs {c:.4f}; "
+              f"{name} minus optimal {g['difference']:+.4f})."]
     L += [f"- **Seed noise**: σ = {100 * sig:.2f}% of loss (std of log loss between seeds, {s['seed_noise']['groups']} repeated points)."
           if sig else "- **Seed noise**: not measured (no repeated design points)."]
     L += ["- **Independence hypothesis**: " + ("holds within noise in every controlled test." if s["independence"]["passed"] else
@@ -207,6 +288,15 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     L += ["## Fit", "", f"See [fit/report.md](fit/report.md) for the full table and figures. In-sample R² "
           f"{fit_doc['metrics']['in_sample']['overall']['r2']:.4f}, MAPE {fit_doc['metrics']['in_sample']['overall']['mape']:.2f}%.", ""]
     L += ["## Confirmation at the largest rung", ""]
+    if s["gains"]:
+        L += ["Every mixture ran with the same seeds (paired: a seed's effect cancels in the differences). A gain is beyond "
+              "noise when it exceeds 2σ of the paired difference (a t quantile of the same level when σ comes from few "
+              f"paired seeds); the detectable gain is the one called beyond noise with {100 * power.POWER:.0f}% probability.", ""]
+        L += _table(["baseline", "seeds", "predicted gain", "observed gain", "2σ band", "detectable gain", "seeds needed", "verdict"],
+                    [[n, g["seeds"], f"{100 * g['predicted_relative']:+.2f}%", f"{100 * g['relative']:+.2f}%",
+                      f"±{100 * g['band_relative']:.2f}%" if g.get("noise_sd") else "–",
+                      f"{100 * g['detectable_relative']:.2f}%" if g.get("noise_sd") else "–",
+                      g.get("seeds_needed") or "–", g["verdict"]] for n, g in s["gains"].items()]) + [""]
     for name, why in s.get("skipped_baselines", {}).items():
         L += [f"- Baseline `{name}` was not trained: {why}."]
     if s.get("skipped_baselines"):

@@ -23,6 +23,7 @@ from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.registry import LAWS
 from nemo_mlsl.selection import AUTO
 from nemo_mlsl.study import plan as planning
+from nemo_mlsl.study import power
 from nemo_mlsl.study.backend import Backend, InlineLauncher, Launcher, RunSpec
 from nemo_mlsl.study.config import StudyConfig
 from nemo_mlsl.study.design import _rounded
@@ -117,7 +118,7 @@ class Study:
         plan_path = out / "plan.json"
         planning.save(plan_path, self.cfg, runs1 + runs2)
         recorded = self.store.run_ids() & {r.run_id for r in runs1 + runs2}
-        bar = StudyProgress(len(runs1) + (len(runs2) or planning.phase2_size(self.cfg)), self.progress, self.log, len(recorded))
+        bar = StudyProgress(len(runs1) + (len(runs2) or planning.phase2_size(self.cfg, nparams)), self.progress, self.log, len(recorded))
         self._execute(runs1, manifest, bar, phase=1)
         records = self.store.read(dedupe=True)
         fit_records = [r for r in records if r.get("purpose") in FIT_PURPOSES]
@@ -135,13 +136,64 @@ class Study:
             mixtures, skipped = phase2_mixtures(self.cfg, rep.optimal["ratios"], fam_tokens, float(D), caps)
             for name, why in skipped.items():
                 bar.write(f"baseline {name} is not trained: {why}")
-            bar.total = len(runs1) + 2 * len(mixtures)
-            runs2 = planning.phase2(self.cfg, mixtures, nparams)
-            planning.save(plan_path, self.cfg, runs1 + runs2, {"optimal": rep.optimal, "skipped_baselines": skipped})
+            seeds = planning.confirm_seeds(self.cfg, nparams, len(mixtures))
+            lines = self.power_check(fit_records, power.predicted_gains(rep.doc, mixtures, N, D, self.cfg.objective.type), seeds)
+            bar.write(f"confirmation power ({seeds} paired seed(s) per mixture at {self.cfg.confirm_rung}):")
+            for line in power.describe(lines):
+                bar.write(line)
+            runs2 = planning.phase2(self.cfg, mixtures, nparams, seeds)
+            bar.total = len(runs1) + len(runs2)
+            planning.save(plan_path, self.cfg, runs1 + runs2, {"optimal": rep.optimal, "skipped_baselines": skipped,
+                                                                "power": [p.to_dict() for p in lines]})
         self._execute(runs2, manifest, bar, phase=2)
         bar.close()
         return write_study_report(out, self.cfg, runs1 + runs2, self.store.read(dedupe=True), rep, manifest,
                                   elapsed=time.time() - self.started)
+
+    def noise(self, fit_records: Sequence[Mapping[str, Any]]) -> tuple[float, str]:
+        """σ for planning the confirmation: measured by the phase-1 seed repeats, else ``seed_noise``, else assumed."""
+        from nemo_mlsl.independence import seed_noise
+        from nemo_mlsl.observations import Observations
+
+        sigma = seed_noise(Observations.from_records(list(fit_records)))["sigma"] if fit_records else None
+        if sigma:
+            return float(sigma), "measured"
+        if self.cfg.seed_noise:
+            return float(self.cfg.seed_noise), "given"
+        return power.ASSUMED_SIGMA, "assumed"
+
+    def power_check(self, fit_records: Sequence[Mapping[str, Any]], predicted: Mapping[str, float | None],
+                    seeds: int) -> list[power.PowerLine]:
+        """Predicted vs detectable gain over every baseline, before the confirmation spends its compute."""
+        sigma, source = self.noise(fit_records)
+        return power.power_lines(predicted, sigma, source, seeds, list(predicted))
+
+    def dry_run_power(self, plan: Mapping[str, Any]) -> tuple[list[str], list[power.PowerLine]]:
+        """The dry run's power statement: from a fit already in ``out`` (a resumed study), else ``expected_gain``."""
+        nparams, manifest = plan["n_params"], plan["manifest"]
+        records = [r for r in self.store.read(dedupe=True) if r.get("purpose") in FIT_PURPOSES] if self.store.path.exists() else []
+        fit_path = self.out / "fit" / "fit.json"
+        N, D = nparams[self.cfg.confirm_rung], self.cfg.confirm_tokens
+        if fit_path.exists():
+            import json
+
+            fit_doc = json.loads(fit_path.read_text())
+            mixtures, _ = phase2_mixtures(self.cfg, fit_doc["optimal"]["ratios"], manifest.family_tokens("train"), float(D),
+                                          self.phase2_caps(manifest, nparams))
+            predicted: dict[str, float | None] = dict(power.predicted_gains(fit_doc, mixtures, N, D, self.cfg.objective.type))
+            whence = f"predicted by the fit in {fit_path}"
+        else:
+            mixtures = {"optimal": {}, **{b: {} for b in self.cfg.baselines}}
+            predicted = {b: self.cfg.expected_gain for b in self.cfg.baselines}
+            whence = ("expected_gain from the config (the fit after phase 1 predicts the real ones)" if self.cfg.expected_gain
+                      else "not known before phase 1 fits the law (set expected_gain to check one now)")
+        seeds = planning.confirm_seeds(self.cfg, nparams, len(mixtures))
+        lines = self.power_check(records, predicted, seeds)
+        sigma, source = self.noise(records)
+        head = [f"confirmation power: {seeds} paired seed(s) per mixture at {self.cfg.confirm_rung}, D={D:,}; seed noise "
+                f"σ = {100 * sigma:.2f}% of loss ({source}); gains {whence}; beyond noise = beyond 2σ of the paired difference, "
+                f"detectable = called so with {100 * power.POWER:.0f}% probability"]
+        return head + power.describe(lines), lines
 
     def phase2_caps(self, manifest: Manifest, nparams: Mapping[str, int]) -> dict[str, float]:
         """Data caps of the phase-2 mixtures: no language past the recipe's epoch cap in the tokens the phase-2

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from mlsl_bridge.compat import ensure_importable
 from mlsl_bridge.forward_step import language_sums
+from mlsl_bridge.validation import FixedValidation
 from nemo_mlsl.data.blend import blended_counts
 from nemo_mlsl.live_fit import LiveFit
 from nemo_mlsl.metrics import family_metrics, mixture_summary
@@ -75,7 +76,8 @@ class TrainingMixture:
 class FamilyValidationCallback(Callback):
     def __init__(self, languages: Sequence[str], family_of: Mapping[str, str], bytes_per_token: Mapping[str, float],
                  make_record: BridgeRunRecord | None = None, live_fit: LiveFit | None = None,
-                 hparams: Mapping[str, Any] | None = None, mixture: TrainingMixture | None = None):
+                 hparams: Mapping[str, Any] | None = None, mixture: TrainingMixture | None = None,
+                 validation: FixedValidation | None = None):
         self.languages = list(languages)
         self.family_of = dict(family_of)
         self.bytes_per_token = dict(bytes_per_token)
@@ -83,6 +85,7 @@ class FamilyValidationCallback(Callback):
         self.live_fit = live_fit
         self.hparams = dict(hparams or {})
         self.mixture = mixture
+        self.validation = validation  # the forward step's FixedValidation: every evaluation from sample 0
         self.last: dict[str, Any] | None = None
         self.record: dict[str, Any] | None = None
 
@@ -93,6 +96,13 @@ class FamilyValidationCallback(Callback):
 
             writer.add_custom_scalars(custom_scalars_layout())
             write_hparams(writer, self.hparams)
+
+    def on_eval_start(self, context) -> None:
+        if self.validation is not None:
+            self.validation.start(context.state, context.model)
+
+    def on_test_start(self, context) -> None:
+        self.on_eval_start(context)
 
     def on_eval_end(self, context) -> None:
         sums = language_sums(context.total_loss_dict or {}, self.languages)

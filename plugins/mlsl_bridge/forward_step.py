@@ -12,6 +12,10 @@ parallel ranks on the last pipeline stage and divides: the first becomes the lan
 second its share of the tokens, and ``language_sums`` turns the pair back into ``[loss_sum, tokens]`` up to
 one common factor, which is all token-weighted family losses and bits per byte need. Training steps are
 Bridge's own, untouched.
+
+Only the last pipeline stage computes the loss (Bridge loads labels and the loss mask there only), so only it
+gains the entries; the other stages pass Bridge's output through. In evaluation the batches come from the
+study's fixed validation set (``mlsl_bridge.validation.FixedValidation``), not from Bridge's validation stream.
 """
 
 from __future__ import annotations
@@ -85,26 +89,46 @@ def _loss_mask_of(loss_fn: Any) -> torch.Tensor:
     return args[0]
 
 
+def computes_loss(model: Any) -> bool:
+    """Whether this model chunk is where Bridge computes the loss: the last pipeline stage (and, with virtual
+    pipeline stages, the last chunk), as Bridge's ``get_batch`` decides where labels and loss mask are loaded."""
+    from megatron.bridge.training.utils.flop_utils import get_model_chunk_vp_stage
+    from megatron.bridge.training.utils.pg_utils import get_pg_collection
+    from megatron.core.pipeline_parallel.utils import is_pp_last_stage, is_vp_last_stage
+    from megatron.core.utils import get_model_config
+
+    if not is_pp_last_stage(get_pg_collection(model).pp):
+        return False
+    vp_stage = get_model_chunk_vp_stage(model)
+    return vp_stage is None or is_vp_last_stage(vp_stage=vp_stage,
+                                                vp_size=get_model_config(model).virtual_pipeline_model_parallel_size)
+
+
 class FamilyForwardStep:
     """``gpt_step.forward_step`` with per-language entries in evaluation; pass it to ``pretrain()``.
 
-    ``languages`` are the validation blend's languages in ``dataset_id`` order. A blend of one language is a
-    plain ``GPTDataset`` whose samples carry no ``dataset_id``: every sample is language 0 then."""
+    ``languages`` are the validation blend's languages in ``dataset_id`` order. With ``validation`` (a
+    ``FixedValidation``), evaluation reads the study's fixed validation set instead of Bridge's stream. A sample
+    without a ``dataset_id`` (a one-language blend of Bridge's own) is language 0."""
 
-    def __init__(self, languages: Sequence[str]):
+    def __init__(self, languages: Sequence[str], validation: Any = None):
         self.languages = list(languages)
+        self.validation = validation
 
     def __call__(self, state, data_iterator, model, return_schedule_plan: bool = False):
         from megatron.bridge.training.gpt_step import forward_step
 
+        evaluating = not model.training and not return_schedule_plan
+        if evaluating and self.validation is not None:
+            data_iterator = self.validation.iterator(state, model)
         tap = _Tap(data_iterator) if data_iterator is not None else None
         output, loss_fn = forward_step(state, tap if tap is not None else data_iterator, model, return_schedule_plan)
-        if model.training or return_schedule_plan or tap is None:
-            return output, loss_fn
+        if not evaluating or tap is None or not computes_loss(model):
+            return output, loss_fn  # training, or a stage without labels and loss mask: Bridge's own
         ids = tap.dataset_id
         if ids is None:
             if len(self.languages) != 1:
-                return output, loss_fn  # a stage that read no batch (middle of the pipeline) computes no loss
+                raise ValueError("a validation batch without dataset_id on a blend of several languages")
             ids = torch.zeros(output.shape[0], dtype=torch.long)
         return output, partial(_with_language_entries, loss_fn, _loss_mask_of(loss_fn), ids, self.languages)
 

@@ -9,7 +9,6 @@ tokenizer, the recipe's schedule, TensorBoard and the parallel layout. Builds an
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -129,7 +128,7 @@ def bridge_run(
                                                  DistributedInitConfig, GPTDatasetConfig, LoggerConfig, MockGPTDatasetConfig,
                                                  OptimizerConfig, RNGConfig, TrainingConfig, ValidationConfig)
 
-    from nemo_mlsl.data.blend import blend_paths
+    from nemo_mlsl.data.blend import blend_paths, validation_batches
 
     recipe = load(rung, overrides, num_nodes=num_nodes, gpus_per_node=num_gpus_per_node)
     p, t = recipe.parallel, recipe.train
@@ -165,7 +164,7 @@ def bridge_run(
         train=TrainingConfig(train_iters=steps, global_batch_size=t.global_batch_size, micro_batch_size=t.micro_batch_size,
                              manual_gc=True, manual_gc_interval=100),
         validation=ValidationConfig(eval_interval=eval_every,
-                                    eval_iters=max(1, math.ceil(t.val_samples_per_language * n_val / t.global_batch_size))),
+                                    eval_iters=validation_batches(t.val_samples_per_language * n_val, t.global_batch_size)),
         optimizer=OptimizerConfig(optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay, bf16=True,
                                   adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=1e-8,
                                   use_distributed_optimizer=True, overlap_param_gather=True, clip_grad=t.grad_clip),

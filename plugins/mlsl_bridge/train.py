@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from mlsl_bridge.callback import BridgeRunRecord, FamilyValidationCallback, TrainingMixture
 from mlsl_bridge.forward_step import FamilyForwardStep
 from mlsl_bridge.recipe import BridgeRun, bridge_run
+from mlsl_bridge.validation import FixedValidation
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.placement import single_process_env
 from nemo_mlsl.live_fit import LiveFit
@@ -55,7 +56,8 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
         raise ConfigError("a Bridge run needs the prepared data directory (--data DIR)")
     steps = None
     if req.tokens is not None or req.max_steps is not None:
-        steps = load(req.recipe, req.overrides).train.run_steps(req.max_steps, req.tokens)
+        recipe = load(req.recipe, req.overrides, num_nodes=req.num_nodes, gpus_per_node=req.gpus_per_node)
+        steps = recipe.train.run_steps(req.max_steps, req.tokens)  # the layout checked for the run's GPUs
     run = bridge_run(req.recipe, req.data, req.ratios, within=req.within, num_nodes=req.num_nodes,
                      num_gpus_per_node=req.gpus_per_node, dir=req.out, name=req.run_id, overrides=req.overrides, seed=req.seed,
                      max_steps=steps, validate=False, check_epochs=req.check_epochs,
@@ -76,9 +78,11 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
     t = recipe.train
     mixture = TrainingMixture(blend["train_languages"], blend["paths"]["train"][0::2], blend["family_of"], blend["train_tokens"],
                               t.seq_length, t.global_batch_size)
+    validation = FixedValidation(req.data, t.val_samples_per_language, t.seq_length)
     callback = FamilyValidationCallback(blend["validation_languages"], blend["family_of"], blend["bytes_per_token"],
-                                        make_record=make_record, live_fit=live, hparams=hparams, mixture=mixture)
-    return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"]), callback)
+                                        make_record=make_record, live_fit=live, hparams=hparams, mixture=mixture,
+                                        validation=validation)
+    return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"], validation), callback)
 
 
 def train(req: BridgeRequest) -> dict[str, Any] | None:

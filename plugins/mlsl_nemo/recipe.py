@@ -6,7 +6,6 @@ machine without GPUs; ``nemo_run`` executes it on one.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 from nemo_mlsl.errors import ConfigError
@@ -85,14 +84,14 @@ def pretrain_recipe(
     from megatron.core.optimizer import OptimizerConfig
     from nemo import lightning as nl
     from nemo.collections import llm
-    from nemo.collections.llm.gpt.data.pre_training import PreTrainingDataModule
     from nemo.collections.llm.recipes.log.default import default_resume
     from nemo.collections.llm.recipes.precision.mixed_precision import bf16_mixed
     from nemo.lightning.pytorch.optim import CosineAnnealingScheduler, MegatronOptimizerModule, WarmupHoldAnnealScheduler
 
     from mlsl_lightning.callbacks.scaling_law_fit import ScalingLawFitCallback
+    from mlsl_nemo.data_module import FamilyPreTrainingDataModule
     from mlsl_nemo.callback import NeMoFamilyValidationCallback, NeMoHparamsCallback, NeMoMixtureMonitorCallback
-    from nemo_mlsl.data.blend import blend_paths
+    from nemo_mlsl.data.blend import blend_paths, validation_batches
     from mlsl_nemo.record import NeMoRunRecord
 
     if not data:
@@ -106,7 +105,7 @@ def pretrain_recipe(
                         seq_length=t.seq_length,
                         max_epochs=t.max_data_epochs)
     n_val = len(blend["validation_languages"])
-    limit_val = max(1, math.ceil(t.val_samples_per_language * n_val / t.global_batch_size))
+    limit_val = validation_batches(t.val_samples_per_language * n_val, t.global_batch_size)  # the fixed set, whole
     counts = recipe.params(blend["vocab_size"])
     run_name = name or recipe.name
     tokens_per_step = t.global_batch_size * t.seq_length
@@ -140,9 +139,10 @@ def pretrain_recipe(
         plugins=bf16_mixed(), callbacks=callbacks, strategy=strategy, num_sanity_val_steps=0,
     )
     data_module = run.Config(
-        PreTrainingDataModule, paths=blend["paths"], seq_length=t.seq_length, global_batch_size=t.global_batch_size,
+        FamilyPreTrainingDataModule, paths=blend["paths"], seq_length=t.seq_length, global_batch_size=t.global_batch_size,
         micro_batch_size=t.micro_batch_size, tokenizer=nemo_tokenizer(blend["tokenizer_kind"], blend["tokenizer_model"]),
-        split=None, seed=seed, num_workers=2, index_mapping_dir=blend["cache_dir"],
+        split=None, seed=seed, num_workers=2, index_mapping_dir=blend["cache_dir"], data_dir=str(data),
+        val_samples_per_language=t.val_samples_per_language,
     )
     warm = min(0.5, t.warmup_steps / steps)
     if t.schedule == "cosine":

@@ -1,0 +1,260 @@
+"""Power of the confirmation: the closed forms against known values, and whole studies on planted laws (a stand-in
+backend writes the records a planted joint law gives, with a seed effect shared by paired runs) whose verdicts
+must match the planted truth: "within noise" where the optimum equals a baseline, "beyond noise" where it differs."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.results import ResultsStore
+from nemo_mlsl.study import power
+from nemo_mlsl.study.config import load_study
+
+Z95 = 1.959963984540054
+
+
+# --- closed forms -----------------------------------------------------------------------------------------------
+
+def test_seeds_needed_matches_published_paired_t_sample_sizes():
+    # two-sided paired t-test at 5%: effect size d = 0.5 needs 34 pairs for 80% power, d = 0.8 needs 15 (Cohen 1988; G*Power)
+    assert power.seeds_needed(0.5, 1.0, 0.8, z=Z95) == 34
+    assert power.seeds_needed(0.8, 1.0, 0.8, z=Z95) == 15
+    # the normal approximation: n = ((z + z_power)·sd/gain)², 31.4 -> 32
+    assert power.seeds_needed(0.5, 1.0, 0.8, z=Z95, t_test=False) == 32
+    assert power.seeds_needed(0.0, 1.0) is None and power.seeds_needed(-1.0, 1.0) is None
+
+
+def test_detectable_gain_is_the_inverse_of_seeds_needed():
+    sd = 0.03
+    for n in (1, 2, 4, 9, 25):
+        g = power.detectable_gain(sd, n)
+        assert g == pytest.approx((2 + 0.8416212335729143) * sd / math.sqrt(n))
+        assert power.seeds_needed(g * 1.0001, sd, t_test=False) == n
+    # at 50% power the detectable gain is the 2σ threshold itself
+    assert power.detectable_gain(1.0, 4, power=0.5) == pytest.approx(1.0)
+
+
+def test_threshold_is_two_sigma_with_known_noise_and_a_t_quantile_otherwise():
+    assert power.threshold(None) == 2.0 and power.level() == pytest.approx(0.9545, abs=1e-4)
+    assert power.threshold(4) > power.threshold(30) > 2.0
+    assert power.threshold(10**6) == pytest.approx(2.0, abs=1e-4)
+
+
+def test_detectable_gain_by_simulation():
+    """The gain called detectable is called beyond noise in ~80% of simulated paired studies."""
+    rng = np.random.default_rng(0)
+    sd, n = 0.01, 5
+    g = power.detectable_gain(sd, n)
+    means = g + rng.normal(0, sd, size=(20000, n)).mean(axis=1)
+    hit = np.mean([power.verdict(m, sd / math.sqrt(n), 2.0) == "optimal better, beyond noise" for m in means])
+    assert hit == pytest.approx(0.8, abs=0.015)
+
+
+def test_pooled_paired_sd_pools_around_each_baselines_own_mean():
+    sd, dof = power.pooled_paired_sd({"a": [1.0, 3.0], "b": [10.0, 12.0, 14.0], "c": [5.0]})
+    assert dof == 3 and sd == pytest.approx(math.sqrt((2 + 8) / 3))
+
+
+def test_power_lines_say_when_a_predicted_gain_is_not_detectable():
+    lines = power.power_lines({"uniform": 0.001, "natural": 0.05}, 0.015, "given", 2, ["uniform", "natural"])
+    by = {p.baseline: p for p in lines}
+    assert by["natural"].detectable and by["natural"].verdict == "detectable"
+    assert by["uniform"].detectable is False and "NOT detectable" in by["uniform"].verdict
+    sd = power.unpaired_sd(0.015)
+    assert by["uniform"].seeds_needed == power.seeds_needed(0.001, sd) > 2
+
+
+# --- config and plan ----------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    d = yaml.safe_load((ROOT / "studies" / "default.yaml").read_text())
+    d.update(changes)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+@pytest.mark.parametrize("field,value,words", [("confirm_seeds", 0, "confirm_seeds must be >= 1"),
+                                               ("confirm_seeds", 2.5, "confirm_seeds must be a whole number"),
+                                               ("confirm_budget", -1, "confirm_budget must be > 0"),
+                                               ("seed_noise", 2, "seed_noise must be in (0, 1)"),
+                                               ("expected_gain", "lots", "expected_gain must be a number")])
+def test_power_settings_are_validated(tmp_path, field, value, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        load_study(_config(tmp_path, **{field: value}))
+
+
+def test_confirmation_runs_are_paired_and_budgeted(tmp_path):
+    from nemo_mlsl.study.plan import confirm_seeds, phase2, phase2_size
+
+    nparams = {"cpu_15k": 13_408, "cpu_60k": 60_144, "cpu_250k": 261_680}
+    cfg = load_study(_config(tmp_path, confirm_seeds=3))
+    mixtures = {"optimal": {"a": 0.5, "b": 0.5}, "uniform": {"a": 0.5, "b": 0.5}, "natural": {"a": 0.8, "b": 0.2}}
+    runs = phase2(cfg, mixtures, nparams)
+    confirm = [r for r in runs if r.purpose == "confirm"]
+    assert len(confirm) == 9 and len([r for r in runs if r.purpose == "naive"]) == 3
+    for m in mixtures:  # every mixture the same seeds
+        assert sorted(r.seed for r in confirm if r.mixture == m) == [cfg.seed, cfg.seed + 1, cfg.seed + 2]
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert phase2_size(cfg, nparams) == (1 + len(cfg.baselines)) * 4
+    per_seed = 6.0 * nparams["cpu_250k"] * cfg.confirm_tokens * 3
+    budget = load_study(_config(tmp_path, confirm_budget=5.5 * per_seed, confirm_seeds=None))
+    assert confirm_seeds(budget, nparams, 3) == 5  # as many as the budget buys
+    both = load_study(_config(tmp_path, confirm_budget=5.5 * per_seed, confirm_seeds=2))
+    assert confirm_seeds(both, nparams, 3) == 2
+    with pytest.raises(ConfigError, match="confirm_budget .* buys no seed"):
+        confirm_seeds(load_study(_config(tmp_path, confirm_budget=0.5 * per_seed)), nparams, 3)
+
+
+# --- whole studies on a planted law -------------------------------------------------------------------------------
+
+TRUTH = {"E": 1.2, "A": 40.0, "alpha": 0.3, "B": 300.0, "beta": 0.35}
+SEED_SIGMA, RUN_SIGMA = 0.01, 0.0015  # a seed's effect (shared by paired runs) and each run's own noise, in log loss
+
+
+def _normal(*key) -> float:
+    u = int(hashlib.sha256("/".join(map(str, key)).encode()).hexdigest()[:12], 16) / 16**12
+    from scipy.stats import norm
+
+    return float(norm.ppf(min(max(u, 1e-9), 1 - 1e-9)))
+
+
+def planted_loss(family: str, N: float, D: float, p: float, seed: int, run_id: str, gamma: dict[str, float]) -> float:
+    c = TRUTH["E"] + TRUTH["A"] / N ** TRUTH["alpha"] + TRUTH["B"] / D ** TRUTH["beta"]
+    noise = SEED_SIGMA * _normal("seed", seed, family) + RUN_SIGMA * _normal("run", run_id, family)
+    return float(c * p ** -gamma[family] * math.exp(noise))
+
+
+class PlantedBackend:
+    """Trains nothing: each run's record is the planted law's loss at its (N, D, ratios, seed)."""
+
+    name = "planted"
+
+    def __init__(self, gamma: dict[str, float]):
+        self.gamma = gamma
+
+    def train(self, spec) -> None:
+        r = spec.run
+        loss = {f: planted_loss(f, r.N, r.tokens, p, r.seed, r.run_id, self.gamma) for f, p in r.ratios.items()}
+        ResultsStore(spec.store).append({"run_id": r.run_id, "N": r.N, "D": r.tokens, "ratios": r.ratios, "seed": r.seed,
+                                         "family_loss": loss, "realized_ratios": r.ratios, "flops": 6.0 * r.N * r.tokens,
+                                         "wall_time_s": 0.0, **spec.tags})
+
+    def describe(self, spec) -> str:
+        return f"planted {spec.run_id}"
+
+
+@pytest.fixture(scope="module")
+def skewed_corpus(tmp_path_factory) -> Path:
+    """3 families, the first with 8x the documents of the last: natural sampling favours it."""
+    from nemo_mlsl.data.prepare import PrepareConfig, prepare
+    from nemo_mlsl.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("skewed")
+    generate(SynthConfig(families=3, languages_per_family=1, docs=120, size_spread=3.0, seed=1), root / "raw")
+    prepare(PrepareConfig(inputs=[str(root / "raw")], out=str(root / "data"), families_yaml=str(root / "raw" / "families.yaml"),
+                          vocab_size=256, workers=1, progress=False))
+    return root / "data"
+
+
+def _planted_study(tmp_path: Path, corpus: Path, gamma: dict[str, float], seeds: int):
+    from nemo_mlsl.study.runner import Study
+
+    cfg = {"name": "planted", "corpus": {"prepared": str(corpus)}, "ladder": {"fit": ["cpu_15k", "cpu_60k"], "confirm": "cpu_250k"},
+           "tokens": [10000, 20000], "confirm_tokens": 20000,
+           "design": {"mixtures": 5, "floor": 0.05, "independence": {"ratio": 0.3, "mixtures": 3, "floor": 0.15},
+                      "repeats": {"seeds": 1, "points": 3}},
+           "baselines": ["uniform", "natural"], "objective": {"type": "normalized", "min_ratio": 0.02}, "bootstrap": 20,
+           "confirm_seeds": seeds}
+    path = tmp_path / "planted.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log: list[str] = []
+    study = Study(load_study(path), tmp_path / "out", PlantedBackend(gamma), progress=False, log=log.append)
+    return study.run(), log, study
+
+
+def _true_gain(gamma: dict[str, float], ratios: dict[str, float], optimum: dict[str, float]) -> float:
+    """Relative gain of the optimum under the planted law's normalized objective (Σ p^-γ; the level cancels)."""
+    t = lambda r: sum(r[f] ** -gamma[f] for f in gamma)  # noqa: E731
+    return (t(ratios) - t(optimum)) / t(ratios)
+
+
+def test_planted_law_verdicts_match_the_truth(tmp_path, skewed_corpus):
+    """Equal γ: the optimum is uniform sampling, so the report must say "within noise" against uniform; natural
+    sampling (8:1 family sizes) is truly worse by more than the detectable gain: "beyond noise"."""
+    gamma = {"amber": 0.12, "cobalt": 0.12, "jade": 0.12}
+    s, log, study = _planted_study(tmp_path, skewed_corpus, gamma, seeds=3)
+    opt = s["optimal_ratios"]
+    assert all(abs(p - 1 / 3) < 0.03 for p in opt.values()), opt
+    g = s["gains"]
+    assert g["uniform"]["seeds"] == g["natural"]["seeds"] == 3
+    ideal = {f: 1 / 3 for f in gamma}
+    truth = {name: _true_gain(gamma, s["comparison"][name]["ratios"], ideal) for name in g}
+    assert truth["uniform"] == pytest.approx(0.0, abs=1e-9)
+    assert truth["natural"] > 2 * g["natural"]["detectable_relative"]  # the planted difference is well beyond what it detects
+    assert g["uniform"]["verdict"] == "within noise", g["uniform"]
+    assert g["natural"]["verdict"] == "optimal better, beyond noise", g["natural"]
+    # paired seeds: the shared seed effect cancels, so the paired noise is far below the unpaired √2·σ
+    assert g["natural"]["sd_per_seed"] < 0.5 * power.unpaired_sd(s["seed_noise"]["sigma"], s["comparison"]["optimal"]["total_observed"])
+    # the observed gain's interval covers the planted one, and the predicted gain is close to it
+    lo, hi = (x / s["comparison"]["natural"]["total_observed"] for x in g["natural"]["interval"])
+    assert lo <= truth["natural"] <= hi
+    assert g["natural"]["predicted_relative"] == pytest.approx(truth["natural"], abs=0.005)
+    assert any("confirmation power" in line for line in log)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "detectable gain" in md and "**within noise**" in md and "**optimal better, beyond noise**" in md
+    assert (tmp_path / "out" / "gains.png").exists()
+    from nemo_mlsl.study.report import gain_lines
+
+    # a dry run of the finished study states the power from its fit and measured noise
+    dry, pl = study.dry_run_power(study.run(dry_run=True))
+    assert "predicted by the fit" in dry[0] and "(measured)" in dry[0]
+    for p in pl:
+        assert p.predicted_gain == pytest.approx(g[p.baseline]["predicted_relative"], abs=1e-9)
+
+    lines = gain_lines(s)
+    assert lines[0].startswith("gain over uniform: observed") and lines[0].endswith("within noise")
+    assert f"detectable {100 * g['natural']['detectable_relative']:.2f}%" in lines[1] and "3 paired seed(s)" in lines[1]
+
+
+def test_planted_law_with_distinct_gammas_is_detected_against_both(tmp_path, skewed_corpus):
+    """γ rising from the largest family to the smallest: uniform and natural are both truly worse than the optimum;
+    each verdict is "beyond noise" exactly when the planted gain exceeds the detectable gain."""
+    gamma = {"amber": 0.04, "cobalt": 0.15, "jade": 0.3}
+    s, _, _ = _planted_study(tmp_path, skewed_corpus, gamma, seeds=3)
+    ideal = {f: gamma[f] / sum(gamma.values()) for f in gamma}  # argmin Σ p^-γ ≈ p ∝ γ for small γ; checked below
+    for name, g in s["gains"].items():
+        truth = _true_gain(gamma, s["comparison"][name]["ratios"], s["optimal_ratios"])
+        assert truth > 0
+        if truth > 1.5 * g["detectable_relative"]:
+            assert g["verdict"] == "optimal better, beyond noise", (name, truth, g)
+    assert s["gains"]["natural"]["verdict"] == "optimal better, beyond noise"
+    assert _true_gain(gamma, ideal, s["optimal_ratios"]) < 0.002  # the fitted optimum is (nearly) the planted one
+
+
+def test_dry_run_states_power_up_front(tmp_path, skewed_corpus):
+    """Before any run: the detectable gain from the given noise and seeds, and a warning when the expected gain is below it."""
+    from nemo_mlsl.study.runner import Study
+
+    cfg = {"name": "dry", "corpus": {"prepared": str(skewed_corpus)}, "ladder": {"fit": ["cpu_15k", "cpu_60k"], "confirm": "cpu_250k"},
+           "tokens": [10000, 20000], "confirm_tokens": 20000, "baselines": ["uniform"], "confirm_seeds": 2,
+           "seed_noise": 0.02, "expected_gain": 0.01}
+    path = tmp_path / "dry.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    study = Study(load_study(path), tmp_path / "out", PlantedBackend({}), progress=False)
+    lines, pl = study.dry_run_power(study.run(dry_run=True))
+    det = power.detectable_gain(power.unpaired_sd(0.02), 2)
+    assert pl[0].detectable_gain == pytest.approx(det) and pl[0].sigma_source == "given"
+    assert pl[0].detectable is False and pl[0].seeds_needed == power.seeds_needed(0.01, power.unpaired_sd(0.02))
+    text = "\n".join(lines)
+    assert "NOT detectable with 2 seed(s)" in text and f"{100 * det:.2f}%" in text and "σ = 2.00%" in text

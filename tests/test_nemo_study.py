@@ -109,8 +109,6 @@ def test_a_short_family_is_capped_at_the_largest_rung_and_the_report_says_so(lop
     assert "**Binding at the optimum: amber**" in (tmp_path / "out" / "fit" / "report.md").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="main's FamilyPreTrainingDataModule: the fixed validation samples carry no attention_mask, "
-                   "which NeMo's local attention needs without TransformerEngine (remove this mark with the fix)")
 def test_inline_nemo_runs_of_two_batch_shapes_each_train_in_a_process_of_their_own(synth_data, tmp_path):
     """NeMoBackend.train on two rungs whose batch shapes differ (1 and 4 microbatches per step): NeMo's own llm.pretrain
     trains each, real model and all (the CPU in place of the GPU: tests/nemo_standin.py), in a process of its own; in

@@ -31,5 +31,23 @@ class FamilyPreTrainingDataModule(PreTrainingDataModule):
         super().build(trainer_max_steps, trainer_max_steps + 1, 1, 1)
         fixed = validation_set(Manifest.load(self.data_dir), self.val_samples_per_language, self.seq_length,
                                self.index_mapping_dir)
+        if self.create_attention_mask:  # NeMo asks for one where TransformerEngine is missing (megatron's local attention)
+            fixed = _CausalMask(fixed, self.seq_length)
         self._validation_ds = ValidationWindow(fixed, self.data_sampler.global_batch_size)
         self._test_ds = ValidationWindow(fixed, self.data_sampler.global_batch_size)
+
+
+class _CausalMask:
+    """The fixed validation samples with the causal ``attention_mask`` megatron's GPTDataset adds when asked to."""
+
+    def __init__(self, samples: Any, seq_length: int):
+        import torch
+
+        self.samples = samples
+        self.mask = torch.tril(torch.ones((seq_length, seq_length))).unsqueeze(0) < 0.5
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, idx: int) -> dict:
+        return {**self.samples[idx], "attention_mask": self.mask}

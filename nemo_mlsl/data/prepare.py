@@ -120,7 +120,9 @@ def _encode(files: dict, plans: dict, counts: dict, splits: dict, tokenizer: Tok
     writers = {(code, split): BinWriter(stage / split / code, dtype) for code in files for split in SPLITS}
     total_bytes = sum(p.stat().st_size for fs in files.values() for p in fs)
     bar = tqdm(total=total_bytes, desc="encode", unit="B", unit_scale=True, disable=not _bars(cfg))
-    pool = get_context("fork").Pool(cfg.workers, initializer=init_worker, initargs=(tokenizer.kind, installed)) \
+    # forkserver, not fork: a process with threads (tqdm's monitor, torch's pools, a test runner's) forks children that
+    # can wake holding a copy of a lock nobody will release; seen as a hang of two encode workers under pytest-xdist.
+    pool = get_context("forkserver").Pool(cfg.workers, initializer=init_worker, initargs=(tokenizer.kind, installed)) \
         if cfg.workers > 1 else None
     if pool is None:
         init_worker(tokenizer.kind, installed)

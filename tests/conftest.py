@@ -141,3 +141,12 @@ LONGEST_FIRST = ("test_slurm.py", "test_docs.py", "test_study.py", "test_nemo_st
 def pytest_collection_modifyitems(items) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Figures a test records with ``record_property("figure: NAME", value)`` (a margin in noise units, a case
+    count), printed at the end of the run: xdist workers' output is not shown, their reports' properties are."""
+    for rep in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []):
+        for key, value in getattr(rep, "user_properties", []):
+            if str(key).startswith("figure: "):
+                terminalreporter.write_line(f"{rep.nodeid}: {key[len('figure: '):]} = {value}")

@@ -115,7 +115,7 @@ def transfer_gap(mat):
 
 
 @pytest.mark.slow
-def test_transfer_study_on_the_synthetic_corpus(tmp_path):
+def test_transfer_study_on_the_synthetic_corpus(tmp_path, record_property):
     """design -> prepare -> run -> score on the synthetic corpus at --transfer 0, where a family's languages share
     script, lexicon and grammar and different families share nothing but the shape of the grammar: the sibling
     must transfer more than the stranger, by K_SIGMA sd of the seed noise. Two training seeds: each BTS entry is
@@ -124,6 +124,7 @@ def test_transfer_study_on_the_synthetic_corpus(tmp_path):
     fixed gap of 0.3 failed on an AVX-512 machine). A quick look at cpu_15k, 20k tokens: gap 0.115, 3.3 sd."""
     gap, noise = transfer_gap_and_noise(tmp_path)
     margin = gap / noise if noise > 0 else float("inf")
+    record_property("figure: within-minus-across BTS gap in sd of its seed noise", f"{margin:.1f} (gap {gap:.3f}, sd {noise:.4f})")
     assert gap > K_SIGMA * noise, f"within-minus-across BTS gap {gap:.3f} is only {margin:.1f} sd of its seed noise ({noise:.4f})"
 
 

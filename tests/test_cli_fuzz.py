@@ -192,7 +192,7 @@ def test_the_fuzz_reaches_every_command(inputs, tmp_path):
 
 
 @pytest.mark.slow  # ~250 commands in process: about a minute on 2 cores, most of it the first imports of torch and megatron
-def test_every_command_refuses_bad_input_by_name(inputs, tmp_path, capsys, monkeypatch):
+def test_every_command_refuses_bad_input_by_name(inputs, tmp_path, capsys, monkeypatch, record_property):
     import time
 
     monkeypatch.chdir(tmp_path)  # whatever a case writes by a relative name lands here, never in the checkout
@@ -209,6 +209,7 @@ def test_every_command_refuses_bad_input_by_name(inputs, tmp_path, capsys, monke
             failures.append(str(e).splitlines()[0] + " | " + (err.strip().splitlines() or [""])[-1][:300])
     with capsys.disabled():
         print(f"\n{len(all_cases)} cases; slowest: " + ", ".join(f"{n} {t:.1f}s" for t, n in sorted(took)[-5:]))
+    record_property("figure: bad-input cases, failures", f"{len(all_cases)}, {len(failures)}")
     assert not failures, f"{len(failures)} of {len(all_cases)} cases:\n" + "\n".join(failures)
 
 

@@ -40,7 +40,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
                                   force=a.force, character_coverage=a.character_coverage, text_field=a.text_field,
                                   progress=not a.no_progress))
     tok = m.family_tokens("train")
-    print(f"{m.root}: {len(m.languages)} languages, {len(tok)} families, vocab {m.vocab_size} ({m.tokenizer_kind})")
+    print(f"{a.out}: {len(m.languages)} languages, {len(tok)} families, vocab {m.vocab_size} ({m.tokenizer_kind})")
     for fam, n in tok.items():
         print(f"  {fam:<16} {n:>12,} train tokens  ({', '.join(m.families[fam])})")
     return 0

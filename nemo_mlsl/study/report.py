@@ -76,7 +76,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     rows, comp = [], {}
     for name, by_seed in confirm.items():
         rec = next(iter(by_seed.values()))
-        pred = predicted_losses(fit_doc, rec["ratios"], N, D)
+        pred = predicted_losses(fit_doc, rec["ratios"], float(rec["N"]), float(rec["D"]))  # the run's own N and D (whole steps)
         obs_l = {f: float(np.mean([r["family_loss"][f] for r in by_seed.values()])) for f in fams}
         nv = naive.get(name, {}).get("family_loss", {})
         comp[name] = {

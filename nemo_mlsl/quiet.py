@@ -33,6 +33,8 @@ KNOWN_LOG_MESSAGES = [
     ("nv_one_logger.api.config", r"OneLogger: Setting error_handling_strategy", "NeMo's telemetry, off"),
     ("nv_one_logger.training_telemetry.api.training_telemetry_provider", r"No exporters were provided",
      "NeMo's telemetry, off"),
+    ("megatron.core.datasets.blended_megatron_dataset_config", r"^Let (mock|split|split_matrix) = |^blend not provided for ",
+     "megatron deriving a dataset config's defaults (a dry run without --data uses its mock dataset, and says so itself)"),
     ("lightning.pytorch.utilities.rank_zero", r"^(GPU|TPU|HPU) available: |^💡 Tip: ",
      "Lightning's device report: the CPU path says which device it uses itself"),
     ("lightning.fabric.utilities.rank_zero", r"^(GPU|TPU|HPU) available: |^💡 Tip: ", "the same, from Lightning Fabric"),

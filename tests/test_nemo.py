@@ -177,7 +177,11 @@ def _reduction_worker(rank, world, init, out):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("world", [2, 4])
+# four gloo ranks take ~30 s each on 2 cores: in `make test` (CI), out of the edit loop (`make test-fast`)
+FOUR_RANKS = pytest.mark.slow
+
+
+@pytest.mark.parametrize("world", [2, pytest.param(4, marks=FOUR_RANKS)])
 def test_family_loss_reduction_over_data_parallel_ranks(tmp_path, world):
     from nemo_mlsl.distributed import microbatch_language_sums
 
@@ -348,7 +352,8 @@ def _microbatch(dp_rank, step, mb, n):
     return loss, mask, torch.tensor(rng.integers(0, n, 2))
 
 
-@pytest.mark.parametrize("world,pp,n", [(2, 1, 3), (4, 2, 3), (4, 2, 1)], ids=["DP2", "DP2xPP2", "DP2xPP2-one-language"])
+@pytest.mark.parametrize("world,pp,n", [(2, 1, 3), pytest.param(4, 2, 3, marks=FOUR_RANKS), pytest.param(4, 2, 1, marks=FOUR_RANKS)],
+                         ids=["DP2", "DP2xPP2", "DP2xPP2-one-language"])
 def test_family_callback_over_data_and_pipeline_parallel_ranks(tmp_path, world, pp, n):
     from nemo_mlsl.metrics import family_metrics
 

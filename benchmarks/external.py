@@ -24,11 +24,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from nemo_mlsl.errors import MLSLError
-from nemo_mlsl.fitting import fit, regression_metrics
+from nemo_mlsl.fitting.lawfit import fit, regression_metrics
 from nemo_mlsl.importers.csv_pair import CsvPairSpec, import_csv_pair
-from nemo_mlsl.observations import Observations
-from nemo_mlsl.predict import predict_runs
-from nemo_mlsl.selection import select_law
+from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.predict import predict_runs
+from nemo_mlsl.fitting.selection import select_law
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"1m": (1e6, 1e9), "60m": (6e7, 1e9), "1B": (1e9, 25e9)}  # (N, D) of each model size (the README's budgets)

@@ -17,10 +17,10 @@ from scipy.optimize import curve_fit
 
 from threadpoolctl import threadpool_limits
 
-from nemo_mlsl.fitting import fit, huber, make_law
+from nemo_mlsl.fitting.lawfit import fit, huber, make_law
 from nemo_mlsl.laws.base import grid_product
 from nemo_mlsl.laws.joint_family import JointFamilyLaw
-from nemo_mlsl.observations import FamilyData, Observations
+from nemo_mlsl.fitting.observations import FamilyData, Observations
 
 EVERY_LAW = ("family_power", "joint_family", "chinchilla:total", "atlas", "ye_mixing", "shukor_additive", "shukor_joint",
              "loglinear")

@@ -16,8 +16,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from nemo_mlsl.fitting import fit
-from nemo_mlsl.observations import Observations
+from nemo_mlsl.fitting.lawfit import fit
+from nemo_mlsl.fitting.observations import Observations
 
 DELTA = 1e-3
 GRID = {"e": np.linspace(-1.0, 1.0, 4), "a": np.linspace(0.0, 25.0, 4), "b": np.linspace(0.0, 25.0, 4),

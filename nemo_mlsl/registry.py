@@ -1,4 +1,5 @@
-"""Entry-point registries: built-in laws and mixtures are registered exactly like third-party ones."""
+"""Entry-point registries: built-in laws, mixtures and launchers are registered exactly like third-party ones
+(backends: ``nemo_mlsl.backends``)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,5 @@ class Registry:
 
 LAWS = Registry("nemo_mlsl.laws")
 MIXTURES = Registry("nemo_mlsl.mixtures")
+# Where a study's runs execute: a factory (ExecutorConfig, jobs directory, title) -> Launcher (nemo_mlsl.study.backend).
+LAUNCHERS = Registry("nemo_mlsl.launchers")

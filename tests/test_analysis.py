@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import assert_figure, run_cli
-from nemo_mlsl.analysis import fit_and_report
+from nemo_mlsl.fitting.report import fit_and_report
 from nemo_mlsl.results import ResultsStore
 from test_fitting import planted
 

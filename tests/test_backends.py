@@ -53,3 +53,22 @@ def test_an_entry_point_that_is_not_a_backend_is_refused():
             backend("not_a_backend")
     finally:
         BACKENDS._extra.pop("not_a_backend")
+
+
+def test_launchers_are_registered_and_the_core_reaches_plugins_only_through_registries():
+    import ast
+    from pathlib import Path
+
+    from nemo_mlsl.registry import LAUNCHERS
+    from nemo_mlsl.study.backend import InlineLauncher, launcher
+    from nemo_mlsl.study.config import ExecutorConfig
+
+    assert {"inline", "local", "slurm"} <= set(LAUNCHERS.names())
+    assert isinstance(launcher(ExecutorConfig(type="inline"), Path("jobs"), "t"), InlineLauncher)
+    core = Path(__file__).resolve().parents[1] / "nemo_mlsl"
+    offenders = []
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(core)}: {n}" for n in names if n.split(".")[0] in ("mlsl_lightning", "mlsl_nemo", "mlsl_bridge")]
+    assert not offenders, offenders

@@ -75,7 +75,7 @@ def test_the_shipped_study_configs_load():
 
 def test_a_study_law_needs_the_runs_its_design_gives(tmp_path, monkeypatch):
     """A law usable by a study still needs enough runs and distinct N, D and p from the design (its requirements())."""
-    import nemo_mlsl.optimize
+    import nemo_mlsl.fitting.optimize
     from nemo_mlsl.laws.joint_family import JointFamilyLaw
     from nemo_mlsl.registry import LAWS
 
@@ -86,7 +86,7 @@ def test_a_study_law_needs_the_runs_its_design_gives(tmp_path, monkeypatch):
             return {"runs": 500, "N": 2, "D": 2, "p": 2}
 
     monkeypatch.setitem(LAWS._extra, "hungry", Hungry)
-    monkeypatch.setattr(nemo_mlsl.optimize, "SEPARABLE_LAWS", (*nemo_mlsl.optimize.SEPARABLE_LAWS, "hungry"))
+    monkeypatch.setattr(nemo_mlsl.fitting.optimize, "SEPARABLE_LAWS", (*nemo_mlsl.fitting.optimize.SEPARABLE_LAWS, "hungry"))
     with pytest.raises(ConfigError, match=r"law 'hungry' needs at least 500 runs per family; this design gives 2\d "):
         load_study(study_with(tmp_path, law="hungry"))
 
@@ -162,7 +162,7 @@ def test_zero_or_negative_steps_are_refused_not_the_recipe_length(max_steps, tok
 def test_user_files_missing_empty_corrupt_or_of_the_wrong_shape(tmp_path):
     from nemo_mlsl.data.manifest import Manifest
     from nemo_mlsl.families import FamilyMap
-    from nemo_mlsl.fitting import load_fit_doc
+    from nemo_mlsl.fitting.lawfit import load_fit_doc
 
     (tmp_path / "bad.yaml").write_text("families: [a, b\n  c: :\n")
     with pytest.raises(ConfigError, match=r"families file '.*bad.yaml' is not valid YAML at line 2, column 4"):
@@ -200,7 +200,7 @@ def test_outputs_go_where_they_can(tmp_path):
     import matplotlib.pyplot as plt
 
     from nemo_mlsl.data.synth import SynthConfig, generate
-    from nemo_mlsl.plots import save
+    from nemo_mlsl.fitting.plots import save
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"--out '.*file': '.*file' is a file, not a directory; choose another --out"):

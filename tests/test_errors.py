@@ -93,9 +93,9 @@ def test_the_store_survives_pickling_and_deepcopy(tmp_path):
 def test_optimize_with_data_caps_puts_a_short_family_exactly_at_its_cap(tmp_path, lopsided_data):
     """The user path: `mlsl optimize --data DIR --D ... --max-epochs ...` on a fit of that data's families."""
     from nemo_mlsl.data.manifest import Manifest
-    from nemo_mlsl.fitting import fit
-    from nemo_mlsl.observations import Observations
-    from nemo_mlsl.optimize import optimal_from_fit
+    from nemo_mlsl.fitting.lawfit import fit
+    from nemo_mlsl.fitting.observations import Observations
+    from nemo_mlsl.fitting.optimize import optimal_from_fit
     from test_fitting import planted
 
     synth_data = lopsided_data

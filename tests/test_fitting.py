@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from nemo_mlsl.errors import ConfigError, FitError
-from nemo_mlsl.fitting import fit, fit_with_holdout, holdout_split
+from nemo_mlsl.fitting.lawfit import fit, fit_with_holdout, holdout_split
 from nemo_mlsl.laws.atlas import saturate
-from nemo_mlsl.observations import Observations
-from nemo_mlsl.optimize import RatioProblem, optimal_from_fit, solve_kkt
+from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.optimize import RatioProblem, optimal_from_fit, solve_kkt
 from nemo_mlsl.registry import LAWS
 
 
@@ -297,7 +297,7 @@ def test_too_few_fitted_replicates_carry_a_warning():
 def test_fit_json_round_trip_keeps_parameters_with_their_names():
     import json
 
-    from nemo_mlsl.fitting import LawFit
+    from nemo_mlsl.fitting.lawfit import LawFit
 
     recs, truth, fams = planted(families=3)
     lf = fit("joint_family", Observations.from_records(recs), bootstrap=8, seed=2)
@@ -318,7 +318,7 @@ def test_fit_json_round_trip_keeps_parameters_with_their_names():
 
 
 def test_a_fit_json_with_positional_replicates_is_refused():
-    from nemo_mlsl.fitting import LawFit
+    from nemo_mlsl.fitting.lawfit import LawFit
 
     recs, _, _ = planted(families=2)
     doc = fit("joint_family", Observations.from_records(recs), bootstrap=2).to_dict()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from nemo_mlsl.independence import controlled_test, residual_correlations, seed_noise, summarize
-from nemo_mlsl.observations import Observations
+from nemo_mlsl.fitting.independence import controlled_test, residual_correlations, seed_noise, summarize
+from nemo_mlsl.fitting.observations import Observations
 
 
 def records(coupling: float, noise: float = 0.01, seed: int = 0):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from nemo_mlsl.errors import ConfigError, FitError
-from nemo_mlsl.fitting import LawFit, fit
-from nemo_mlsl.observations import FamilyData, Observations
+from nemo_mlsl.fitting.lawfit import LawFit, fit
+from nemo_mlsl.fitting.observations import FamilyData, Observations
 from nemo_mlsl.registry import LAWS
 
 FAMS = ("f0", "f1", "f2")
@@ -139,7 +139,7 @@ def test_atlas_takes_a_target_with_no_share_of_its_own():
 
 
 def test_atlas_report_on_several_families(tmp_path):
-    from nemo_mlsl.analysis import fit_and_report
+    from nemo_mlsl.fitting.report import fit_and_report
 
     rep = fit_and_report(atlas_records(), tmp_path, law="atlas:1", bootstrap=3, figures=("loss_vs_ratio", "predicted_vs_observed"))
     md = (tmp_path / "report.md").read_text()
@@ -197,8 +197,8 @@ def test_losses_for_a_subset_of_families_and_shares_of_families_never_evaluated(
 def test_report_plots_and_optimum_with_zero_shares(tmp_path):
     """fit_and_report on a cross-family law with zero shares: the figures (symlog axis), the table, an optimum."""
     from conftest import assert_figure
-    from nemo_mlsl.analysis import fit_and_report
-    from nemo_mlsl.independence import controlled_test, residual_correlations, seed_noise
+    from nemo_mlsl.fitting.report import fit_and_report
+    from nemo_mlsl.fitting.independence import controlled_test, residual_correlations, seed_noise
 
     recs = records(ye_loss, per=6)
     rep = fit_and_report(recs, tmp_path, law="ye_mixing", bootstrap=3, N=1e8, D=1e9)
@@ -214,7 +214,7 @@ def test_report_plots_and_optimum_with_zero_shares(tmp_path):
 
 
 def test_cross_family_fits_and_optima_are_deterministic():
-    from nemo_mlsl.optimize import optimal_from_fit
+    from nemo_mlsl.fitting.optimize import optimal_from_fit
 
     obs = Observations.from_records(records(ye_loss, per=4))
     a, b = fit("shukor_joint", obs, bootstrap=3, seed=5), fit("shukor_joint", obs, bootstrap=3, seed=5)
@@ -242,7 +242,7 @@ def test_cli_fit_atlas_on_several_families_and_zero_shares(tmp_path):
 @pytest.mark.parametrize("spec", ["atlas:1", "atlas:2", "ye_mixing", "shukor_additive", "shukor_joint", "loglinear"])
 def test_analytic_jacobians_match_central_differences(spec):
     """In the parameters and in the shares (the optimizer's gradient), on runs with zero shares and repetition."""
-    from nemo_mlsl.fitting import make_law
+    from nemo_mlsl.fitting.lawfit import make_law
     from nemo_mlsl.laws.base import Law
 
     recs = atlas_records()

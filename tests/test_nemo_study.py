@@ -83,7 +83,7 @@ def test_a_short_family_is_capped_at_the_largest_rung_and_the_report_says_so(lop
     """Little data in one family: the optimum sits at its data cap at the confirm D, the uniform baseline cannot be
     trained there (it would repeat that family past the recipe's max_data_epochs) and is left out with the reason."""
     from nemo_mlsl.data.manifest import Manifest
-    from nemo_mlsl.optimize import RatioProblem, solve_kkt
+    from nemo_mlsl.fitting.optimize import RatioProblem, solve_kkt
     from nemo_mlsl.recipes import load
     from nemo_standin import GAMMA
 

@@ -3,7 +3,7 @@ import pytest
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import data_caps
-from nemo_mlsl.optimize import RatioProblem, bounds_for, solve_general, solve_kkt
+from nemo_mlsl.fitting.optimize import RatioProblem, bounds_for, solve_general, solve_kkt
 
 
 def test_equal_gamma_closed_form():
@@ -80,9 +80,9 @@ def test_minimum_ratios_that_fill_the_simplex_up_to_rounding():
 
 
 def test_general_optimizer_agrees_with_kkt_on_a_separable_law():
-    from nemo_mlsl.fitting import fit
-    from nemo_mlsl.observations import Observations
-    from nemo_mlsl.optimize import optimal_from_fit, optimal_general
+    from nemo_mlsl.fitting.lawfit import fit
+    from nemo_mlsl.fitting.observations import Observations
+    from nemo_mlsl.fitting.optimize import optimal_from_fit, optimal_general
     from test_fitting import planted
 
     recs, _, fams = planted(families=3)
@@ -98,9 +98,9 @@ def test_general_optimizer_agrees_with_kkt_on_a_separable_law():
 
 def test_cross_family_optimum_matches_a_grid_search_and_can_drop_a_family():
     """Family f2 hurts every family's loss (positive t): the optimum gives it 0 unless a minimum ratio forbids it."""
-    from nemo_mlsl.fitting import fit
-    from nemo_mlsl.observations import Observations
-    from nemo_mlsl.optimize import optimal_from_fit, predicted_losses
+    from nemo_mlsl.fitting.lawfit import fit
+    from nemo_mlsl.fitting.observations import Observations
+    from nemo_mlsl.fitting.optimize import optimal_from_fit, predicted_losses
     from test_mixture_laws import YE, records
 
     t = YE["t"].copy()

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nemo_mlsl import plots  # noqa: E402
+from nemo_mlsl.fitting import plots# noqa: E402
 
 
 def _labels(axis) -> list[float]:
@@ -52,8 +52,8 @@ def test_save_lays_out_oversized_labels_without_a_warning(tmp_path):
 
 
 def test_loss_vs_ratio_labels_every_panels_loss_axis(tmp_path, monkeypatch):
-    from nemo_mlsl.fitting import fit
-    from nemo_mlsl.observations import Observations
+    from nemo_mlsl.fitting.lawfit import fit
+    from nemo_mlsl.fitting.observations import Observations
 
     rng = np.random.default_rng(0)
     gamma = {"amber": 0.05, "cobalt": 0.2}

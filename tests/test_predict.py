@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.fitting import LawFit, fit
-from nemo_mlsl.observations import Observations
-from nemo_mlsl.predict import prediction_metrics, predict_runs, query_record
+from nemo_mlsl.fitting.lawfit import LawFit, fit
+from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.predict import prediction_metrics, predict_runs, query_record
 from test_fitting import planted
 
 

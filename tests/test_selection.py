@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from nemo_mlsl.analysis import fit_and_report
-from nemo_mlsl.compare import compare_laws
+from nemo_mlsl.fitting.report import fit_and_report
+from nemo_mlsl.fitting.compare import compare_laws
 from nemo_mlsl.errors import FitError
-from nemo_mlsl.observations import Observations
+from nemo_mlsl.fitting.observations import Observations
 from nemo_mlsl.registry import LAWS
-from nemo_mlsl.selection import mixture_folds, select_law, splits_for
+from nemo_mlsl.fitting.selection import mixture_folds, select_law, splits_for
 from test_fitting import planted
 from test_mixture_laws import records as cross_records
 from test_mixture_laws import ye_loss

@@ -43,8 +43,8 @@ def test_quick_study_report_holds_the_headline(quick_study):
     assert sum(s["optimal_ratios"].values()) == pytest.approx(1.0, abs=1e-6) and set(s["optimal_ci"]) == set(fams)
     # Each number checked against a source the report does not compute it from: observed losses against the
     # results store, predictions against the law object evaluated on fit.json's parameters (not optimize's closed form).
-    from nemo_mlsl.fitting import make_law
-    from nemo_mlsl.observations import FamilyData, Observations
+    from nemo_mlsl.fitting.lawfit import make_law
+    from nemo_mlsl.fitting.observations import FamilyData, Observations
 
     fit_doc = read_json(out / "fit" / "fit.json")
     confirm = {r["mixture"]: r for r in ResultsStore(out).read() if r.get("purpose") == "confirm"}
@@ -154,8 +154,8 @@ def _independence_runs(tmp_path, transfer):
     from mlsl_lightning.study_backend import CPUBackend
     from nemo_mlsl.data.prepare import PrepareConfig, prepare
     from nemo_mlsl.data.synth import SynthConfig, generate
-    from nemo_mlsl.independence import controlled_test, seed_noise
-    from nemo_mlsl.observations import Observations
+    from nemo_mlsl.fitting.independence import controlled_test, seed_noise
+    from nemo_mlsl.fitting.observations import Observations
     from nemo_mlsl.study.design import independence_design
     from nemo_mlsl.study.plan import PlannedRun
     from nemo_mlsl.study.runner import execute

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from nemo_mlsl.errors import ConfigError, FitError
-from nemo_mlsl.fitting import huber
+from nemo_mlsl.fitting.lawfit import huber
 
 PAPER = {"phi": 0.11, "psi": -0.04, "alpha": 0.11 / 0.243, "beta": 0.04 / 0.272}
 

@@ -134,7 +134,7 @@ def heatmap(langs: Sequence[str], mat: np.ndarray, path, title: str = "Bilingual
     """A diverging heatmap of a (target x source) score matrix, values printed in the cells."""
     import matplotlib.pyplot as plt
 
-    from nemo_mlsl.plots import save
+    from nemo_mlsl.fitting.plots import save
 
     cols = list(columns) if columns is not None else list(langs)
     finite = np.abs(mat[np.isfinite(mat)])

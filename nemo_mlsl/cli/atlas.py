@@ -14,7 +14,7 @@ from nemo_mlsl.errors import ConfigError
 # What each `mlsl transfer` action reads; any other option given is refused by name.
 TRANSFER_OPTIONS = {
     "design": {"languages", "pairs", "rung", "tokens", "seeds", "vocab_size", "out"},
-    "run": {"runs", "data", "evals", "no_progress"},
+    "run": {"runs", "data", "evals", "no_progress", "backend"},
     "score": {"runs", "d_mono_fraction", "bootstrap", "families"},
     "fas": {"base", "finetuned", "out"},
     "show": {"out", "json", "published"},
@@ -76,9 +76,16 @@ def cmd_transfer(a: argparse.Namespace) -> int:
         d_mono = min(r.tokens for r in runs)
         over = {r.run_id: ["train.schedule=constant",
                            f"train.val_every={max(1, load(r.rung).train.steps_for(d_mono) // a.evals)}"] for r in runs}
-        from mlsl_lightning.study_backend import CPUBackend
+        from nemo_mlsl.backends import backend
 
-        execute(runs, study, Manifest.load(a.data), CPUBackend(progress=not a.no_progress), law=None, overrides=over)
+        trained: list[str] = []
+
+        def done(spec) -> None:
+            trained.append(spec.run_id)
+            if not a.no_progress:
+                print(f"  [{len(trained)}/{len(runs)}] {spec.run_id}", flush=True)
+
+        execute(runs, study, Manifest.load(a.data), backend(a.backend).study(1, 1), law=None, overrides=over, on_done=done)
         print(f"trained {len(runs)} runs; score them with: mlsl transfer score --runs {study}")
         return 0
     if a.action == "fas":
@@ -124,7 +131,7 @@ def cmd_plan_languages(a: argparse.Namespace) -> int:
 
         import matplotlib.pyplot as plt
 
-        from nemo_mlsl.plots import save
+        from nemo_mlsl.fitting.plots import save
 
         s = np.geomspace(max(1.0, m["N"] * 0.6), m["N"] * 4, 200)
         t = law.frontier(r, s)
@@ -212,6 +219,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--finetuned", nargs="+", help="fas: finetuning run directories, one source each")
     s.add_argument("--published", action="store_true")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--backend", default="cpu", help="run: what trains the runs (a 'nemo_mlsl.backends' entry point; default cpu)")
     s.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("plan-languages", help="how N, D and compute must grow with the number of languages (ATLAS §5)")

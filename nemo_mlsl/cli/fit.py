@@ -11,7 +11,7 @@ from nemo_mlsl.mixtures import check_spec
 
 
 def cmd_fit(a: argparse.Namespace) -> int:
-    from nemo_mlsl.analysis import fit_and_report
+    from nemo_mlsl.fitting.report import fit_and_report
 
     rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
                          holdout=a.holdout, objective=a.objective, drop_zero_shares=a.drop_zero_shares)
@@ -53,8 +53,8 @@ def _min_ratio(text: str | None) -> Any:
 
 def cmd_optimize(a: argparse.Namespace) -> int:
     from nemo_mlsl.data.blend import DEFAULT_MAX_EPOCHS
-    from nemo_mlsl.fitting import load_fit_doc
-    from nemo_mlsl.optimize import optimal_from_fit
+    from nemo_mlsl.fitting.lawfit import load_fit_doc
+    from nemo_mlsl.fitting.optimize import optimal_from_fit
 
     doc = load_fit_doc(a.fit)
     check_spec(a.within, "--within")
@@ -85,7 +85,7 @@ def cmd_optimize(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from nemo_mlsl.analysis import fit_and_report
+    from nemo_mlsl.fitting.report import fit_and_report
 
     rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
                          drop_zero_shares=a.drop_zero_shares)

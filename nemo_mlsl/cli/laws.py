@@ -9,7 +9,7 @@ from nemo_mlsl.errors import ConfigError
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from nemo_mlsl.compare import compare_laws
+    from nemo_mlsl.fitting.compare import compare_laws
 
     laws = [x.strip() for x in a.laws.split(",") if x.strip()] if a.laws else None
     doc = compare_laws(records(a.runs, a.dedupe), laws, a.out, folds=a.folds, seed=a.seed)
@@ -27,8 +27,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from nemo_mlsl.fitting import LawFit, load_fit_doc
-    from nemo_mlsl.predict import prediction_metrics, predict_runs, query_record
+    from nemo_mlsl.fitting.lawfit import LawFit, load_fit_doc
+    from nemo_mlsl.fitting.predict import prediction_metrics, predict_runs, query_record
 
     lf = LawFit.from_dict(load_fit_doc(a.fit))
     if a.runs:

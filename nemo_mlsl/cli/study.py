@@ -6,29 +6,21 @@ import argparse
 from pathlib import Path
 
 from nemo_mlsl.backends import BACKENDS, backend
-
-
-def study_launcher(executor, out: Path, title: str):
-    """Where the runs execute: in this process, or as jobs of a NeMo-Run executor (local or Slurm)."""
-    from nemo_mlsl.study.backend import InlineLauncher
-
-    if executor.type == "inline":
-        return InlineLauncher()
-    from mlsl_nemo.launcher import NeMoRunLauncher
-
-    return NeMoRunLauncher(executor, out / "jobs", title=title)  # (NeMo-Run mangles paths with a "nemo_run" component)
+from nemo_mlsl.registry import LAUNCHERS
 
 
 def cmd_study(a: argparse.Namespace) -> int:
     from nemo_mlsl.study.config import load_study, with_executor
     from nemo_mlsl.study.report import gain_lines
+    from nemo_mlsl.study.backend import launcher
     from nemo_mlsl.study.runner import Study, run_specs
 
     cfg = with_executor(load_study(a.config, quick=a.quick), type=a.executor, max_parallel=a.max_parallel)
     out = Path(a.out).resolve()  # jobs on other nodes and in other working directories see the same paths
     plugin = backend(a.backend)
     trainer = plugin.study(cfg.executor.gpus_per_run, cfg.executor.nodes_per_run)
-    study = Study(cfg, out, trainer, study_launcher(cfg.executor, out, f"mlsl-{cfg.name}"), progress=not a.no_progress)
+    # (out/jobs, not a path with a "nemo_run" component: NeMo-Run mangles those)
+    study = Study(cfg, out, trainer, launcher(cfg.executor, out / "jobs", f"mlsl-{cfg.name}"), progress=not a.no_progress)
     if a.dry_run:
         plan = study.run(dry_run=True)
         runs = plan["phase1"]
@@ -69,9 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--backend", choices=BACKENDS.names(), default="cpu",
                    help="what trains a run: the CPU Lightning path, NeMo 2 recipes or Megatron-Bridge (GPUs), or any "
                         "backend registered under the 'nemo_mlsl.backends' entry points")
-    s.add_argument("--executor", choices=["inline", "local", "slurm"],
+    s.add_argument("--executor", choices=LAUNCHERS.names(),
                    help="where runs execute: in this process one after the other (inline, the default), or as jobs of "
-                        "NeMo-Run's local or Slurm executor (overrides the study YAML's executor.type)")
+                        "NeMo-Run's local or Slurm executor, or a launcher registered under the 'nemo_mlsl.launchers' entry points "
+                        "(overrides the study YAML's executor.type)")
     s.add_argument("--max-parallel", type=int, help="at most this many runs in flight (executor.max_parallel)")
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--resume", action="store_true")

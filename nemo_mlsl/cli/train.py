@@ -10,7 +10,7 @@ from nemo_mlsl.cli.parser import non_negative_int, positive_int
 
 def cmd_train(a: argparse.Namespace) -> int:
     if a.law != "none":  # the refit after the run: an unknown law is refused before training, not after
-        from nemo_mlsl.fitting import make_law
+        from nemo_mlsl.fitting.lawfit import make_law
 
         make_law(a.law)
     plugin = backend(a.backend)

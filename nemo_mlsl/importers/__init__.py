@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.results import validate_record
-from nemo_mlsl.shares import normalize_shares
+from nemo_mlsl.fitting.shares import normalize_shares
 
 
 class MappingError(ConfigError):

@@ -21,7 +21,7 @@ import numpy as np
 
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.laws.base import Law, Param
-from nemo_mlsl.observations import FamilyData
+from nemo_mlsl.fitting.observations import FamilyData
 
 
 def saturate(D: np.ndarray, U: np.ndarray | float, lam: np.ndarray | float) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nemo_mlsl.errors import FitError
-from nemo_mlsl.observations import FamilyData, Observations
+from nemo_mlsl.fitting.observations import FamilyData, Observations
 
 
 @dataclass(frozen=True)

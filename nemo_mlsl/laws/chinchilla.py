@@ -10,7 +10,7 @@ import numpy as np
 
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.laws.base import Law, Param
-from nemo_mlsl.observations import FamilyData, Observations
+from nemo_mlsl.fitting.observations import FamilyData, Observations
 
 
 def scale_params(data: FamilyData) -> list[Param]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from nemo_mlsl.errors import FitError
 from nemo_mlsl.laws.base import Law
-from nemo_mlsl.observations import FamilyData
+from nemo_mlsl.fitting.observations import FamilyData
 
 
 class CrossFamilyLaw(Law):

@@ -13,7 +13,7 @@ import numpy as np
 
 from nemo_mlsl.errors import FitError
 from nemo_mlsl.laws.base import Law, Param
-from nemo_mlsl.observations import FamilyData
+from nemo_mlsl.fitting.observations import FamilyData
 
 
 def settings(data: FamilyData) -> list[tuple[float, float]]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from nemo_mlsl.laws.base import Law, Param
 from nemo_mlsl.laws.chinchilla import scale_jacobian, scale_params, scale_terms
-from nemo_mlsl.observations import FamilyData
+from nemo_mlsl.fitting.observations import FamilyData
 
 
 class JointFamilyLaw(Law):

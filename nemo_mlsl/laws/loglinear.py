@@ -12,7 +12,7 @@ import numpy as np
 
 from nemo_mlsl.laws.base import Param
 from nemo_mlsl.laws.cross import CrossFamilyLaw
-from nemo_mlsl.observations import FamilyData
+from nemo_mlsl.fitting.observations import FamilyData
 
 
 class LogLinearLaw(CrossFamilyLaw):

@@ -13,7 +13,7 @@ import numpy as np
 
 from nemo_mlsl.laws.base import Param
 from nemo_mlsl.laws.cross import CrossFamilyLaw, columns, powers
-from nemo_mlsl.observations import FamilyData
+from nemo_mlsl.fitting.observations import FamilyData
 
 
 class ShukorAdditiveLaw(CrossFamilyLaw):

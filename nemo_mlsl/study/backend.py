@@ -84,3 +84,16 @@ class InlineLauncher:
             spec.clean()
             backend.train(spec)
             on_done(spec)
+
+
+def inline_launcher(executor: Any, jobs_dir: Path, title: str) -> InlineLauncher:
+    """The ``inline`` entry of the ``nemo_mlsl.launchers`` registry."""
+    return InlineLauncher()
+
+
+def launcher(executor: Any, jobs_dir: Path, title: str) -> Launcher:
+    """The registered launcher for ``executor.type`` (``nemo_mlsl.launchers``: inline, NeMo-Run's local and slurm, or a
+    third-party one); its jobs keep their files under ``jobs_dir``."""
+    from nemo_mlsl.registry import LAUNCHERS
+
+    return LAUNCHERS.get(executor.type)(executor, Path(jobs_dir), title)

@@ -58,7 +58,6 @@ class ObjectiveConfig:
     min_ratio: float = 0.02
 
 
-EXECUTORS = ("inline", "local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,11 @@ class ExecutorConfig:
     env: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.type not in EXECUTORS:
-            raise ConfigError(f"executor.type must be one of {', '.join(EXECUTORS)}, got {self.type!r}")
+        from nemo_mlsl.registry import LAUNCHERS
+
+        if self.type not in LAUNCHERS.names():
+            raise ConfigError(f"executor.type must be one of {', '.join(LAUNCHERS.names())} (the 'nemo_mlsl.launchers' "
+                              f"entry points), got {self.type!r}")
         if self.max_parallel < 1:
             raise ConfigError(f"executor.max_parallel (--max-parallel) must be >= 1, got {self.max_parallel}")
         if self.gpus_per_run < 1 or self.nodes_per_run < 1:
@@ -193,11 +195,11 @@ class StudyConfig:
                 "p": d.mixtures}
 
     def _validate_law(self) -> None:
-        from nemo_mlsl.fitting import make_law
-        from nemo_mlsl.optimize import study_law_problem
+        from nemo_mlsl.fitting.lawfit import make_law
+        from nemo_mlsl.fitting.optimize import study_law_problem
 
         if self.law == "auto":
-            return  # selected by cross-validation among the laws a study can take, once phase 1 has run (nemo_mlsl.selection)
+            return  # selected by cross-validation among the laws a study can take, once phase 1 has run (nemo_mlsl.fitting.selection)
         try:
             law = make_law(self.law)
         except ConfigError as err:

@@ -151,7 +151,7 @@ def total(losses: Mapping[str, float], units: Mapping[str, float], objective: st
 def predicted_gains(fit_doc: Mapping[str, Any], mixtures: Mapping[str, Mapping[str, float]], N: float, D: float,
                     objective: str) -> dict[str, float]:
     """Relative gain (baseline − optimum)/baseline of the fitted law's total at (N, D), per non-optimal mixture."""
-    from nemo_mlsl.optimize import predicted_losses, unit_losses
+    from nemo_mlsl.fitting.optimize import predicted_losses, unit_losses
 
     z = unit_losses(fit_doc, N, D)
     tot = {name: total(predicted_losses(fit_doc, r, N, D), z, objective) for name, r in mixtures.items()}

@@ -13,11 +13,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nemo_mlsl import plots
+from nemo_mlsl.fitting import plots
 from nemo_mlsl.data.manifest import Manifest, write_json_atomic
-from nemo_mlsl.independence import controlled_test, residual_correlations, seed_noise, summarize
-from nemo_mlsl.observations import Observations
-from nemo_mlsl.optimize import predicted_losses, unit_losses
+from nemo_mlsl.fitting.independence import controlled_test, residual_correlations, seed_noise, summarize
+from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.optimize import predicted_losses, unit_losses
 from nemo_mlsl.study import power
 from nemo_mlsl.study.plan import FIT_PURPOSES
 

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from nemo_mlsl.analysis import fit_and_report
+from nemo_mlsl.fitting.report import fit_and_report
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture, data_caps
-from nemo_mlsl.optimize import study_law_problem
+from nemo_mlsl.fitting.optimize import study_law_problem
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.registry import LAWS
-from nemo_mlsl.selection import AUTO
+from nemo_mlsl.fitting.selection import AUTO
 from nemo_mlsl.study import plan as planning
 from nemo_mlsl.study import power
 from nemo_mlsl.study.backend import Backend, InlineLauncher, Launcher, RunSpec
@@ -152,8 +152,8 @@ class Study:
 
     def noise(self, fit_records: Sequence[Mapping[str, Any]]) -> tuple[float, str]:
         """σ for planning the confirmation: measured by the phase-1 seed repeats, else ``seed_noise``, else assumed."""
-        from nemo_mlsl.independence import seed_noise
-        from nemo_mlsl.observations import Observations
+        from nemo_mlsl.fitting.independence import seed_noise
+        from nemo_mlsl.fitting.observations import Observations
 
         sigma = seed_noise(Observations.from_records(list(fit_records)))["sigma"] if fit_records else None
         if sigma:

@@ -4,7 +4,7 @@ At every evaluation (``on_eval_end``, whose ``total_loss_dict`` holds Bridge's r
 per-language entries of ``FamilyForwardStep`` into family and language metrics and logs them with the names
 the other backends use (``val_family/<family>/{loss,bpb,ppl}``, ``val_language/<code>/...``, and the realized
 mixture ``mixture/<family>/{ratio,tokens,epochs}``) on Bridge's TensorBoard writer. At the final evaluation (step = ``train_iters``) the last rank appends the run's record
-to the study's results store and refits (``nemo_mlsl.live_fit``). ``on_train_end`` fires before that final
+to the study's results store and refits (``nemo_mlsl.fitting.live``). ``on_train_end`` fires before that final
 evaluation, so nothing is recorded there.
 """
 
@@ -17,7 +17,7 @@ from mlsl_bridge.compat import ensure_importable
 from mlsl_bridge.forward_step import language_sums
 from mlsl_bridge.validation import FixedValidation
 from nemo_mlsl.data.blend import blended_counts
-from nemo_mlsl.live_fit import LiveFit
+from nemo_mlsl.fitting.live import LiveFit
 from nemo_mlsl.metrics import family_metrics, mixture_summary
 
 ensure_importable()

@@ -15,7 +15,7 @@ from mlsl_bridge.recipe import BridgeRun, bridge_run
 from mlsl_bridge.validation import FixedValidation
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.placement import single_process_env
-from nemo_mlsl.live_fit import LiveFit
+from nemo_mlsl.fitting.live import LiveFit
 
 
 @dataclass

@@ -180,3 +180,8 @@ class _StoreWatcher(threading.Thread):
         self._stop_event.set()
         self.join()
         self._poll()
+
+
+def launcher(executor: ExecutorConfig, jobs_dir: Path, title: str) -> NeMoRunLauncher:
+    """The ``local`` and ``slurm`` entries of the ``nemo_mlsl.launchers`` registry."""
+    return NeMoRunLauncher(executor, jobs_dir, title=title)

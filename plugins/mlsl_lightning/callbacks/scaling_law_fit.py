@@ -1,6 +1,6 @@
 """``ScalingLawFitCallback``: at a run's final validation, append its record to the study's results
 store, refit the law once enough runs exist, rewrite the report, and log the fit to TensorBoard
-(``nemo_mlsl.live_fit``, shared with the Megatron-Bridge backend). It never fails the training run.
+(``nemo_mlsl.fitting.live``, shared with the Megatron-Bridge backend). It never fails the training run.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from nemo_mlsl.live_fit import LiveFit
+from nemo_mlsl.fitting.live import LiveFit
 
 
 class ScalingLawFitCallback(pl.Callback):

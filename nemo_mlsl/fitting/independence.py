@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from nemo_mlsl.observations import Observations
+from nemo_mlsl.fitting.observations import Observations
 
 
 def seed_noise(obs: Observations) -> dict[str, Any]:

@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from nemo_mlsl import plots
+from nemo_mlsl.fitting import plots
 from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.fitting import LawFit, fit, fit_with_holdout, holdout_split
+from nemo_mlsl.fitting.lawfit import LawFit, fit, fit_with_holdout, holdout_split
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
-from nemo_mlsl.observations import Observations
-from nemo_mlsl.optimize import optimal_from_fit, predicted_losses, settings_of, unit_losses
-from nemo_mlsl.selection import AUTO, select_law, selection_markdown
+from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.optimize import optimal_from_fit, predicted_losses, settings_of, unit_losses
+from nemo_mlsl.fitting.selection import AUTO, select_law, selection_markdown
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nemo_mlsl.errors import ConfigError, FitError, MLSLError
-from nemo_mlsl.fitting import LawFit, fit, make_law, regression_metrics
-from nemo_mlsl.observations import Observations
+from nemo_mlsl.fitting.lawfit import LawFit, fit, make_law, regression_metrics
+from nemo_mlsl.fitting.observations import Observations
 from nemo_mlsl.registry import LAWS
 
 DEFAULT_FOLDS = 5

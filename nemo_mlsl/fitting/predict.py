@@ -13,9 +13,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.fitting import LawFit, regression_metrics
-from nemo_mlsl.observations import Observations
-from nemo_mlsl.shares import normalize_shares
+from nemo_mlsl.fitting.lawfit import LawFit, regression_metrics
+from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.shares import normalize_shares
 
 PLACEHOLDER_LOSS = 1.0  # stands in for a loss the run does not report: predictions never read it
 

@@ -6,7 +6,7 @@ import math
 from typing import Mapping
 
 from nemo_mlsl.errors import ConfigError
-from nemo_mlsl.observations import RENORMALIZE_TOLERANCE as SUM_TOLERANCE  # one tolerance for records and imports
+from nemo_mlsl.fitting.observations import RENORMALIZE_TOLERANCE as SUM_TOLERANCE  # one tolerance for records and imports
 
 
 def normalize_shares(shares: Mapping[str, float], where: str) -> tuple[dict[str, float], str | None]:

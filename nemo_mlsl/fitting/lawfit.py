@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.laws.base import Law
-from nemo_mlsl.observations import FamilyData, Observations
+from nemo_mlsl.fitting.observations import FamilyData, Observations
 from nemo_mlsl.registry import LAWS
 from nemo_mlsl.typed_config import check_non_negative
 

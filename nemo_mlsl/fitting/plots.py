@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nemo_mlsl.fitting import LawFit  # noqa: E402
-from nemo_mlsl.observations import FamilyData, Observations  # noqa: E402
+from nemo_mlsl.fitting.lawfit import LawFit  # noqa: E402
+from nemo_mlsl.fitting.observations import FamilyData, Observations  # noqa: E402
 from nemo_mlsl.errors import ConfigError  # noqa: E402
 from nemo_mlsl.userfiles import output_file  # noqa: E402
 

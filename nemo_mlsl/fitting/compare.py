@@ -7,10 +7,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nemo_mlsl import plots
+from nemo_mlsl.fitting import plots
 from nemo_mlsl.data.manifest import write_json_atomic
-from nemo_mlsl.observations import Observations
-from nemo_mlsl.selection import DEFAULT_FOLDS, select_law, selection_markdown
+from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.selection import DEFAULT_FOLDS, select_law, selection_markdown
 
 
 def heldout_bars(sel: Mapping[str, Any], path: Path) -> Path:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nemo_mlsl.analysis import fit_and_report
+from nemo_mlsl.fitting.report import fit_and_report
 from nemo_mlsl.errors import FitError, MLSLError
 from nemo_mlsl.results import ResultsStore
 

@@ -331,7 +331,7 @@ class MixtureObjective:
 
     def losses(self, p: np.ndarray, thetas: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each target's loss at ``p`` and d L_t / d p, ``[T]`` and ``[T, F]``."""
-        from nemo_mlsl.observations import FamilyData
+        from nemo_mlsl.fitting.observations import FamilyData
 
         P = np.asarray(p, dtype=float)[None, :]
         L, G = np.zeros(len(self.targets)), np.zeros((len(self.targets), len(self.families)))
@@ -404,7 +404,7 @@ def optimal_general(
     """Optimal mixture for any mixture-aware law (cross-family terms allowed): SLSQP over the simplex from
     deterministic starts with the law's analytic share gradients; bootstrap intervals re-solve per replicate.
     A family may get 0 where the law can represent it and the bounds allow it."""
-    from nemo_mlsl.fitting import LawFit
+    from nemo_mlsl.fitting.lawfit import LawFit
 
     lf = LawFit.from_dict(fit_doc)
     if not lf.law.mixture_aware:
@@ -460,7 +460,7 @@ def optimal_general(
 
 def law_losses(fit_doc: Mapping, ratios: Mapping[str, float], N: float | None, D: float | None) -> dict[str, float]:
     """Every target's predicted loss at one mixture, for any law (through the fitted law itself)."""
-    from nemo_mlsl.fitting import LawFit
+    from nemo_mlsl.fitting.lawfit import LawFit
 
     lf = LawFit.from_dict(fit_doc)
     fams = mixture_families(fit_doc)

@@ -26,7 +26,7 @@ def saved():
 def test_a_query_gives_the_planted_loss_inside_its_interval(saved):
     lf, t, fams = saved
     N, D, p = 5e6, 5e8, {"f0": 0.3, "f1": 0.7}
-    preds = predict_runs(lf, [query_record(N, D, p, list(lf.fits))])
+    preds = predict_runs(lf, [query_record(N, D, p, lf)])
     assert [e["family"] for e in preds] == fams and all("observed" not in e for e in preds)
     for i, e in enumerate(preds):
         want = truth_loss(t, i, N, D, p[fams[i]])
@@ -56,9 +56,9 @@ def test_runs_with_observed_losses_are_scored_like_a_holdout(saved):
 
 def test_a_query_with_an_unknown_family_or_shares_off_by_more_than_one_percent_is_refused(saved):
     lf, _, _ = saved
-    with pytest.raises(ConfigError, match="'xx'.*does not know"):
-        query_record(1e6, 1e8, {"f0": 0.5, "xx": 0.5}, list(lf.fits))
+    with pytest.raises(ConfigError, match="'xx'.*mixture does not have"):
+        query_record(1e6, 1e8, {"f0": 0.5, "xx": 0.5}, lf)
     with pytest.raises(ConfigError, match="sum to 0.9"):
-        query_record(1e6, 1e8, {"f0": 0.5, "f1": 0.4}, list(lf.fits))
-    rec = query_record(1e6, 1e8, {"f0": 0.5, "f1": 0.496}, list(lf.fits))  # within 1%: renormalized
+        query_record(1e6, 1e8, {"f0": 0.5, "f1": 0.4}, lf)
+    rec = query_record(1e6, 1e8, {"f0": 0.5, "f1": 0.496}, lf)  # within 1%: renormalized
     assert sum(rec["ratios"].values()) == pytest.approx(1.0)

@@ -38,7 +38,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     else:
         if a.N is None or a.D is None or not a.ratios:
             raise ConfigError("say what to predict: --runs RUNS.jsonl, or --N, --D and --ratios fam=p,...")
-        runs = [query_record(a.N, a.D, ratios_arg(a.ratios), list(lf.fits))]
+        runs = [query_record(a.N, a.D, ratios_arg(a.ratios), lf)]
     preds = predict_runs(lf, runs, level=a.level)
     metrics = prediction_metrics(preds)
     if a.json:

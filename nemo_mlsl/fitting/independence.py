@@ -40,11 +40,11 @@ def controlled_test(obs: Observations, sigma: float | None, alpha: float = 0.05)
     ratio of 0 are skipped: He et al.'s hypothesis is about families that are trained on (at p = 0 a family's
     loss is all transfer, which the cross-family laws model), and runs without a loss on the family too."""
     out = []
-    logs = np.log(obs.L)
+    logs = np.log(obs.family_losses())  # each family's loss on itself, aligned with its share column
     for j, fam in enumerate(obs.families):
         groups: dict[tuple, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(list))
         for r in range(len(obs)):
-            if obs.P[r, j] <= 0 or not np.isfinite(obs.L[r, j]):
+            if obs.P[r, j] <= 0 or not np.isfinite(logs[r, j]):
                 continue
             groups[(obs.N[r], obs.D[r], round(float(obs.P[r, j]), 6))][tuple(np.round(obs.P[r], 6))].append(r)
         for (N, D, pf), mixtures in sorted(groups.items()):

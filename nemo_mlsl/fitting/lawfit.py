@@ -18,7 +18,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from nemo_mlsl.errors import ConfigError, FitError
-from nemo_mlsl.laws.base import Law
+from nemo_mlsl.laws.base import Law, not_a_family_message
 from nemo_mlsl.fitting.observations import FamilyData, Observations
 from nemo_mlsl.registry import LAWS
 from nemo_mlsl.typed_config import check_non_negative
@@ -159,12 +159,24 @@ class LawFit:
     bootstrap: int = 0
     seed: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    #: The families the mixture is over (the runs' share columns) and the unique tokens of those whose runs recorded
+    #: them (``family_tokens``: the repetition term of ATLAS): with the parameters, all a saved fit needs to predict.
+    mixture: tuple[str, ...] = ()
+    unique_tokens: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.obs is not None and not self.mixture:
+            self.mixture = tuple(self.obs.families)
+            self.unique_tokens = {f: float(u) for f, u in zip(self.obs.families, self.obs.U) if math.isfinite(u)}
+
+    def U(self, families: Sequence[str]) -> np.ndarray:
+        """Unique tokens of ``families`` as the fit knows them (inf: unknown, no repetition)."""
+        return np.array([self.unique_tokens.get(f, np.inf) for f in families])
 
     def predict(self, obs: Observations, target: str) -> np.ndarray:
         data = self.law.data_for(obs, target)
         return np.exp(self.fits[target].log_predict(data))
-
-    notes: list[str] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[str]:
@@ -182,21 +194,64 @@ class LawFit:
             "law": self.spec, "formula": self.law.formula, "bootstrap": self.bootstrap, "seed": self.seed,
             "n_runs": len(self.obs) if self.obs is not None else max((f.n_runs for f in self.fits.values()), default=0),
             "families": {t: f.to_dict() for t, f in self.fits.items()},
+            "mixture": list(self.mixture), "unique_tokens": dict(sorted(self.unique_tokens.items())),
             "metrics": self.metrics, "warnings": self.warnings,
         }
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> "LawFit":
-        """A fit read back from ``fit.json`` (predicts with the stored layout; no runs attached)."""
+        """A fit read back from ``fit.json`` (predicts with the stored layout; no runs attached). A document whose
+        parameters do not belong to its law (hand-edited, or another law's) is a named error, not a traceback later."""
         try:
             law = make_law(str(doc["law"]))
             fits = {t: TargetFit.from_dict(law, t, e) for t, e in doc["families"].items()}
-            return cls(law, str(doc["law"]), None, fits, int(doc.get("bootstrap", 0)), int(doc.get("seed", 0)),
-                       dict(doc.get("metrics") or {}))
+            tokens = {str(f): float(u) for f, u in (doc.get("unique_tokens") or {}).items()}
+            out = cls(law, str(doc["law"]), None, fits, int(doc.get("bootstrap", 0)), int(doc.get("seed", 0)),
+                      dict(doc.get("metrics") or {}), mixture=tuple(doc.get("mixture") or legacy_mixture(doc)),
+                      unique_tokens=tokens)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             if isinstance(err, ConfigError):
                 raise
             raise ConfigError(f"fit.json is not a fit written by `mlsl fit` ({type(err).__name__}: {err}); refit") from None
+        out.check_parameters()
+        return out
+
+    def check_parameters(self) -> None:
+        """Each target's parameters are the ones its law (bound to the stored layout) has, and it predicts a finite
+        loss at the uniform mixture of the fit's families (at the fitted sizes where the law knows only those)."""
+        fams = list(self.mixture)
+        for t, tf in self.fits.items():
+            try:
+                probe = _probe(tf, t, fams, self.U(fams))
+                names = [p.name for p in tf.law.params(probe)]
+                if names != list(tf.names):
+                    raise ValueError(f"the law has parameters {names[:6]}{' ...' if len(names) > 6 else ''}, the file "
+                                     f"{list(tf.names)[:6]}{' ...' if len(tf.names) > 6 else ''}")
+                with np.errstate(all="ignore"):
+                    tf.log_predict(probe)
+            except (KeyError, IndexError, TypeError, ValueError, FitError) as err:
+                detail = f"{type(err).__name__}: {err}" if not isinstance(err, (ValueError, FitError)) else str(err)
+                raise ConfigError(f"fit.json: the parameters of {t!r} do not belong to law {self.spec!r} ({detail}); the "
+                                  "file was edited or mixes two fits: refit with `mlsl fit`") from None
+
+
+def _probe(tf: TargetFit, target: str, families: Sequence[str], U: np.ndarray) -> FamilyData:
+    """One point to check a loaded target's parameters on: the uniform mixture, at a fitted (N, D) where the layout
+    names settings, else at N = 1e8, D = 1e10."""
+    settings = (tf.law.fixed or {}).get("settings")
+    N, D = (float(settings[0][0]), float(settings[0][1])) if settings else (1e8, 1e10)
+    P = np.full((1, len(families)), 1.0 / max(1, len(families)))
+    return FamilyData.at(target, families, [N], [D], P, U)
+
+
+def legacy_mixture(doc: Mapping[str, Any]) -> list[str]:
+    """The mixture's families of a fit.json written before they were stored: the fitted targets and every share a
+    fit used as a feature (then every target was a family, or a family with share 0)."""
+    fams = set(doc["families"])
+    for entry in doc["families"].values():
+        layout = entry.get("layout") or {}
+        fams |= set(layout.get("families") or []) | set(layout.get("transfer") or [])
+    return sorted(fams)
 
 
 def load_fit_doc(path: str | Path) -> dict[str, Any]:
@@ -252,7 +307,12 @@ def _fit(spec: str, obs: Observations, *, bootstrap: int, seed: int, targets: Se
     notes: list[str] = []
     rng = np.random.default_rng(seed)
     boot_idx = [rng.integers(0, len(obs), size=len(obs)) for _ in range(bootstrap)]
-    for target in targets or law.targets(obs):
+    todo = list(targets or law.targets(obs))
+    if law.own_share:
+        strangers = [t for t in todo if t not in obs.families and t != "total"]
+        if strangers:
+            raise FitError(not_a_family_message(law.name, strangers))
+    for target in todo:
         data = target_data(law, obs, target, drop_zero_shares)
         dropped = len(law.data_for(obs, target).loss) - len(data.loss)
         if dropped:

@@ -277,7 +277,14 @@ def unit_losses(fit_doc: Mapping, N: float | None = None, D: float | None = None
     """c_i(N, D): each family's predicted loss at p_i = 1 (the normalizer Z_i)."""
     law = str(fit_doc["law"]).split(":")[0]
     if law not in SEPARABLE_LAWS:
-        return {t: law_losses(fit_doc, {t: 1.0}, N, D)[t] for t in fit_doc["families"]}
+        from nemo_mlsl.fitting.lawfit import LawFit
+
+        if N is None or D is None:
+            raise ConfigError(f"the losses of law {law!r} are at a model size and token budget: give N and D")
+        targets = sorted(fit_doc["families"])
+        obj = MixtureObjective(LawFit.from_dict(fit_doc), mixture_families(fit_doc), targets, np.ones(len(targets)),
+                               float(N), float(D))
+        return dict(zip(targets, map(float, unit_normalizer(obj))))
     return {fam: _coefficients(law, e, N, D)[0] for fam, e in fit_doc["families"].items()}
 
 
@@ -302,12 +309,10 @@ ZERO_FLOOR = 1e-6   # the least share a law that cannot represent p = 0 is offer
 
 
 def mixture_families(doc: Mapping) -> list[str]:
-    """The families a fit's mixture is over: the fitted targets and every share the fit used as a feature."""
-    fams = set(doc["families"])
-    for entry in doc["families"].values():
-        layout = entry.get("layout") or {}
-        fams |= set(layout.get("families") or []) | set(layout.get("transfer") or [])
-    return sorted(fams)
+    """The families a fit's mixture is over (stored with the fit; inferred for older fit.json files)."""
+    from nemo_mlsl.fitting.lawfit import legacy_mixture
+
+    return sorted(doc.get("mixture") or legacy_mixture(doc))
 
 
 def project(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -338,7 +343,7 @@ class MixtureObjective:
         for i, t in enumerate(self.targets):
             tf = self.lawfit.fits[t]
             theta = tf.theta if thetas is None else thetas[t]
-            data = FamilyData.at(t, self.families, [self.N], [self.D], P)
+            data = FamilyData.at(t, self.families, [self.N], [self.D], P, self.lawfit.U(self.families))
             L[i] = float(np.exp(tf.law.log_predict(theta, data))[0])
             G[i] = L[i] * tf.law.share_jacobian(theta, data)[0]
         return L, G
@@ -349,14 +354,26 @@ class MixtureObjective:
         return float(w @ L), w @ G
 
 
+def reference_mixture(target: str, families: Sequence[str]) -> np.ndarray:
+    """Where a target's normalizer Z_t is taken: trained on itself alone (p_t = 1) for a training family, as for the
+    separable laws; the uniform mixture for a target that is no family (a task, a held-out set)."""
+    if target in families:
+        e = np.zeros(len(families))
+        e[list(families).index(target)] = 1.0
+        return e
+    return np.full(len(families), 1.0 / len(families))
+
+
 def unit_normalizer(obj: MixtureObjective, thetas: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-    """Z_t: each target's predicted loss trained on itself alone (p_t = 1), as for the separable laws."""
-    out = []
+    """Z_t: each target's predicted loss at its reference mixture (``reference_mixture``; one evaluation per mixture)."""
+    out = np.zeros(len(obj.targets))
+    by_mixture: dict[tuple[float, ...], list[int]] = {}
     for i, t in enumerate(obj.targets):
-        e = np.zeros(len(obj.families))
-        e[obj.families.index(t)] = 1.0
-        out.append(obj.losses(e, thetas)[0][i])
-    return np.array(out)
+        by_mixture.setdefault(tuple(reference_mixture(t, obj.families)), []).append(i)
+    for mix, rows in by_mixture.items():
+        with np.errstate(all="ignore"):  # the other targets' losses at this mixture are not used (p = 0 under p^-γ)
+            out[rows] = obj.losses(np.array(mix), thetas)[0][rows]
+    return out
 
 
 def solve_simplex(fun, lo: np.ndarray, hi: np.ndarray, starts: Sequence[np.ndarray]) -> np.ndarray:

@@ -69,6 +69,26 @@ def save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+MAX_PANELS = 12  # per-target figures draw at most this many targets (a swarm may have a hundred); the report says so
+
+
+def shown_targets(lf: LawFit) -> list[str]:
+    """The targets a per-target figure draws: all, or the first ``MAX_PANELS``."""
+    return list(lf.fits)[:MAX_PANELS]
+
+
+def axis_family(lf: LawFit, target: str, data: FamilyData) -> int:
+    """The share column a target's loss is drawn against: its own share where it is a training family, else the family
+    whose share moves its fitted loss most at the runs' mean mixture (|d log L / d p_j|)."""
+    if data.has_own_share:
+        return data.index
+    mean = FamilyData(target, -1, np.array([np.exp(np.log(data.N).mean())]), np.array([np.exp(np.log(data.D).mean())]),
+                      np.zeros(1), data.P.mean(axis=0, keepdims=True), data.U, np.ones(1), data.families)
+    with np.errstate(all="ignore"):
+        grad = np.abs(np.nan_to_num(lf.fits[target].law.share_jacobian(lf.fits[target].theta, mean)[0]))
+    return int(np.argmax(grad))
+
+
 def along_share(row: np.ndarray, index: int, p: np.ndarray) -> np.ndarray:
     """Mixtures ``[len(p), F]`` that give family ``index`` the shares ``p`` and the others ``row``'s proportions
     (uniform if ``row`` had none): what a cross-family law's curve against one family's share holds fixed."""
@@ -81,30 +101,34 @@ def along_share(row: np.ndarray, index: int, p: np.ndarray) -> np.ndarray:
 
 
 def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
-    """Per family, loss vs ratio (log axes; symlog near 0 where runs have no share of the family): runs by (N, D)
-    setting, the fitted law (along the first run's mix of the others) and a bootstrap band."""
+    """Per target, loss vs ratio (log axes; symlog near 0 where runs have no share of the family): runs by (N, D)
+    setting, the fitted law (along the first run's mix of the others) and a bootstrap band. A target that is no
+    training family is drawn against the share that moves its loss most (named in the x label)."""
     obs = lf.obs
-    targets = list(lf.fits)
+    targets = shown_targets(lf)
     fig, axes = _grid(len(targets))
     settings = sorted(set(zip(obs.N.tolist(), obs.D.tolist())))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(settings)))
     for ax, t in zip(axes, targets):
         data = lf.law.data_for(obs, t)
-        pos = data.p[data.p > 0]
+        j = axis_family(lf, t, data)
+        x = data.P[:, j]
+        pos = x[x > 0]
         floor = float(pos.min()) if len(pos) else 1e-3
-        zeros = bool(np.any(data.p <= 0))
+        zeros = bool(np.any(x <= 0))
         for (N, D), col in zip(settings, colors):
             keep = (data.N == N) & (data.D == D)
             if not keep.any():
                 continue
-            ax.scatter(data.p[keep], data.loss[keep], s=14, color=col, label=f"N={N:.3g}, D={D:.3g}")
+            ax.scatter(x[keep], data.loss[keep], s=14, color=col, label=f"N={N:.3g}, D={D:.3g}")
             lo = max(1e-3, floor * 0.8)
-            grid = np.geomspace(lo, min(1.0, max(data.p[keep].max(), lo) * 1.2), 50)
+            grid = np.geomspace(lo, min(1.0, max(x[keep].max(), lo) * 1.2), 50)
             if zeros and lf.law.zero_shares:
                 grid = np.concatenate([[0.0], grid])
             m = len(grid)
-            view = FamilyData(t, data.index, np.full(m, N), np.full(m, D), grid, along_share(data.P[keep][0], data.index, grid),
-                              data.U, np.ones(m), data.families)
+            P = along_share(data.P[keep][0], j, grid)
+            view = FamilyData(t, data.index, np.full(m, N), np.full(m, D), P[:, data.index] if data.has_own_share else np.zeros(m),
+                              P, data.U, np.ones(m), data.families)
             with np.errstate(all="ignore"):
                 ax.plot(grid, np.exp(lf.fits[t].log_predict(view)), color=col, lw=1)
                 boot = lf.fits[t].boot
@@ -122,7 +146,8 @@ def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
         readable_log_axis(ax.yaxis)
         g = lf.fits[t].params.get("gamma")
         ax.set_title(f"{t}" + (f"  γ={g:.3f}" if g is not None else ""))
-        ax.set_xlabel("sampling ratio p" + (" (symlog: 0 included)" if zeros else ""))
+        share = "sampling ratio p" if data.has_own_share else f"share of {data.families[j]}"
+        ax.set_xlabel(share + (" (symlog: 0 included)" if zeros else ""))
         ax.set_ylabel("validation loss")
     axes[0].legend(fontsize=6)
     return save(fig, path)
@@ -146,9 +171,10 @@ def predicted_vs_observed(lf: LawFit, path: Path, test: Observations | None = No
 
 
 def loss_vs_N(lf: LawFit, path: Path) -> Path:
-    """Per family: loss normalised to p = 1 (L·p^γ) vs non-embedding N, one curve per D."""
+    """Per target: loss normalised to p = 1 (L·p^γ) vs non-embedding N, one curve per D; a target that is no training
+    family (no γ) at the first run's mixture."""
     obs = lf.obs
-    targets = list(lf.fits)
+    targets = shown_targets(lf)
     fig, axes = _grid(len(targets))
     Ds = sorted(set(obs.D.tolist()))
     colors = plt.cm.plasma(np.linspace(0, 0.85, len(Ds)))
@@ -164,7 +190,9 @@ def loss_vs_N(lf: LawFit, path: Path) -> Path:
                 continue
             ax.scatter(data.N[keep], data.loss[keep] * data.p[keep] ** g, s=14, color=col, label=f"D={D:.3g}")
             Ns = np.geomspace(data.N.min() * 0.8, data.N.max() * 1.25, 40)
-            view = FamilyData(t, data.index, Ns, np.full(40, D), np.ones(40), along_share(data.P[keep][0], data.index, np.ones(40)),
+            row = data.P[keep][0]
+            P = along_share(row, data.index, np.ones(40)) if data.has_own_share else np.tile(row, (40, 1))
+            view = FamilyData(t, data.index, Ns, np.full(40, D), np.ones(40) if data.has_own_share else np.zeros(40), P,
                               data.U, np.ones(40), data.families)
             ax.plot(Ns, np.exp(lf.fits[t].log_predict(view)), color=col, lw=1)
         ax.set_xscale("log")

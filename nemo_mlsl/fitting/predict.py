@@ -8,6 +8,7 @@ scored on it). The intervals are percentiles of the predictions of the fit's sto
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -16,25 +17,42 @@ from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.fitting.lawfit import LawFit, regression_metrics
 from nemo_mlsl.fitting.observations import Observations
 from nemo_mlsl.fitting.shares import normalize_shares
+from nemo_mlsl.laws.base import zero_share_message
 
 PLACEHOLDER_LOSS = 1.0  # stands in for a loss the run does not report: predictions never read it
 
 
-def query_record(N: float, D: float, ratios: Mapping[str, float], fit_families: Sequence[str]) -> dict[str, Any]:
-    """One run to predict from ``--N --D --ratios``: families the fit knows, missing ones at share 0."""
+def query_record(N: float, D: float, ratios: Mapping[str, float], lf: LawFit) -> dict[str, Any]:
+    """One run to predict from ``--N --D --ratios``: the fit's mixture families, missing ones at share 0, and the unique
+    tokens the fitted runs recorded (so a law with a repetition term predicts as it was fitted)."""
+    fit_families = list(lf.mixture)
     unknown = sorted(set(ratios) - set(fit_families))
     if unknown:
-        raise ConfigError(f"--ratios names {unknown}, which the fit does not know; its families are {list(fit_families)}")
+        raise ConfigError(f"--ratios names {unknown}, which the fit's mixture does not have; its families are {fit_families}")
     if not (N > 0 and D > 0):
         raise ConfigError(f"--N and --D must be positive, got N={N}, D={D}")
     shares, _ = normalize_shares({f: float(ratios.get(f, 0.0)) for f in fit_families}, "--ratios")
-    return {"run_id": "query", "N": float(N), "D": float(D), "ratios": shares, "family_loss": {}}
+    return {"run_id": "query", "N": float(N), "D": float(D), "ratios": shares, "family_loss": {},
+            "family_tokens": dict(lf.unique_tokens)}
 
 
-def _observations(records: Sequence[Mapping[str, Any]], families: Sequence[str]) -> Observations:
-    """Observations with a placeholder where a run reports no loss (predictions do not read losses)."""
-    filled = [{**r, "family_loss": {f: (r.get("family_loss") or {}).get(f, PLACEHOLDER_LOSS) for f in families}} for r in records]
-    return Observations.from_records(filled, families)
+def _observations(records: Sequence[Mapping[str, Any]], lf: LawFit) -> Observations:
+    """The runs to predict: every family they or the fit's mixture name (missing ones at share 0), a placeholder loss
+    for every fitted target (predictions do not read losses), and the fit's unique tokens where a run records none."""
+    mixture = set(lf.mixture)
+    placeholders = {t: PLACEHOLDER_LOSS for t in (*lf.fits, *mixture)}  # families too: chinchilla:total sums over them
+    filled = [{**r, "ratios": {**{f: 0.0 for f in mixture}, **r["ratios"]}, "family_loss": placeholders} for r in records]
+    obs = Observations.from_records(filled)
+    known = lf.U(obs.families)
+    return replace(obs, U=np.where(np.isfinite(obs.U), obs.U, known))
+
+
+def _refuse_zero_shares(lf: LawFit, target: str, data, records: Sequence[Mapping[str, Any]], idx: Sequence[int]) -> None:
+    """A law that cannot represent p = 0 asked to predict a run without a share of the target: its named error."""
+    if data.has_own_share and not lf.law.zero_shares and np.any(data.p <= 0):
+        runs = [records[i]["run_id"] for i, p in zip(idx, data.p) if p <= 0]
+        raise ConfigError(zero_share_message(lf.law.name, target, len(runs), len(data.p))
+                          + f" (runs to predict: {', '.join(map(str, runs[:5]))})")
 
 
 def _interval(tf, law, data, level: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -53,14 +71,13 @@ def predict_runs(lf: LawFit, records: Sequence[Mapping[str, Any]], level: float 
     """One entry per (run, fitted target) the law predicts: predicted loss, its interval, the observed loss if any."""
     if not records:
         raise ConfigError("no runs to predict")
-    # every family a run names, and every fitted target (a family a run leaves out has share 0)
-    families = sorted({f for r in records for f in (*r["ratios"], *(r.get("family_loss") or {}))} | set(lf.fits))
-    obs = _observations(records, families)
+    obs = _observations(records, lf)
     out = []
     for target, tf in lf.fits.items():
         law = tf.law
         rows = _aligned(law, obs, target)
         for idx, data in rows:
+            _refuse_zero_shares(lf, target, data, records, idx)
             with np.errstate(all="ignore"):
                 pred = np.exp(law.log_predict(tf.theta, data))
             band = _interval(tf, law, data, level)
@@ -70,7 +87,7 @@ def predict_runs(lf: LawFit, records: Sequence[Mapping[str, Any]], level: float 
                                          "predicted": float(pred[k]),
                                          "lo": None if band is None else float(band[0][k]),
                                          "hi": None if band is None else float(band[1][k])}
-                seen = _observed(rec, target, families)
+                seen = _observed(rec, target)
                 if seen is not None:
                     entry["observed"] = seen
                 out.append(entry)
@@ -90,7 +107,7 @@ def _aligned(law, obs: Observations, target: str) -> list[tuple[list[int], Any]]
     return rows
 
 
-def _observed(rec: Mapping[str, Any], target: str, families: Sequence[str]) -> float | None:
+def _observed(rec: Mapping[str, Any], target: str) -> float | None:
     losses = rec.get("family_loss") or {}
     if target in losses:
         return float(losses[target])

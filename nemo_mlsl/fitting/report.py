@@ -146,7 +146,11 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
     short = table_columns(lf)
     if doc.get("selection"):
         lines += selection_markdown(doc["selection"])
-    lines += ["## Fitted parameters (95% bootstrap intervals)", "", "| family | " + " | ".join(short) + " | R² | MAPE % |",
+    strangers = [t for t in doc["families"] if t not in set(doc.get("mixture") or doc["families"])]
+    if strangers:
+        lines += [f"{len(strangers)} of the {len(doc['families'])} targets are no training family (each predicted from the "
+                  "whole mixture): " + ", ".join(f"`{t}`" for t in strangers[:8]) + (" ..." if len(strangers) > 8 else "") + ".", ""]
+    lines += ["## Fitted parameters (95% bootstrap intervals)", "", "| target | " + " | ".join(short) + " | R² | MAPE % |",
               "|" + "---|" * (len(short) + 3)]
     per = doc["metrics"]["in_sample"]["families"]
     for fam, entry in doc["families"].items():
@@ -181,9 +185,13 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
                       + ", ".join(f"{f} ≤ {c:.4g}" for f, c in opt["caps"].items()) + ". "
                       + (f"**Binding at the optimum: {', '.join(binding)}** (the law would sample more of "
                          f"{'it' if len(binding) == 1 else 'them'} if the data allowed)." if binding else "None binds at the optimum.")]
-        lines += ["", "Predicted total loss (sum over families" + (", each divided by its loss at p=1" if opt["objective"] == "normalized" else "") + "):", ""]
+        lines += ["", "Predicted total loss (sum over targets" + (", each divided by its loss at its reference mixture: p=1 for a "
+                  "family, the uniform mixture for any other target" if opt["objective"] == "normalized" else "") + "):", ""]
         for name, c in opt["comparison"].items():
             lines.append(f"- {name}: {c['total']:.4f}")
         lines.append("")
+    if len(lf.fits) > plots.MAX_PANELS:
+        lines += [f"Per-target figures draw the first {plots.MAX_PANELS} of the {len(lf.fits)} targets (every target's numbers "
+                  "are in fit.json).", ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in files if f.endswith(".png")] + [""]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ import numpy as np
 from nemo_mlsl.errors import ConfigError, FitError, MLSLError
 from nemo_mlsl.fitting.lawfit import LawFit, fit, make_law, regression_metrics
 from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.laws.base import not_a_family_message
 from nemo_mlsl.registry import LAWS
 
 DEFAULT_FOLDS = 5
@@ -65,15 +66,18 @@ def splits_for(obs: Observations, k: int = DEFAULT_FOLDS, seed: int = 0) -> dict
 
 
 def why_not(spec: str, obs: Observations) -> str | None:
-    """Why law ``spec`` cannot take these runs (compared on every run's family losses), or None."""
+    """Why law ``spec`` cannot take these runs (compared on every evaluated target's loss), or None."""
     try:
         law = make_law(spec)
         targets = law.targets(obs)
-        if sorted(targets) != sorted(obs.evaluated):
-            return f"it fits {targets}, not each evaluated family's loss"
+        if sorted(targets) != sorted(obs.targets):
+            return f"it fits {targets}, not each evaluated target's loss"
+        strangers = [t for t in targets if t not in obs.families]
+        if law.own_share and strangers:
+            return not_a_family_message(law.name, strangers)
         for t in targets:
             data = law.data_for(obs, t)
-            have = int(np.isfinite(obs.L[:, obs.family_index(t)]).sum())
+            have = int(np.isfinite(obs.L[:, obs.target_index(t)]).sum())
             if len(data.loss) < have:
                 return f"it fits only {len(data.loss)} of the {have} runs with a loss for {t!r}"
             law.bound_to(data).check(data)
@@ -181,8 +185,8 @@ def heldout_predictions(lf: LawFit, test: Observations) -> dict[str, tuple[np.nd
     """(observed, predicted) losses of every target on ``test``, runs with an observed loss only."""
     out = {}
     for target, tf in lf.fits.items():
-        if target in test.families and not np.isfinite(test.L[:, test.family_index(target)]).any():
-            continue  # no held-out run was evaluated on this family
+        if target in test.targets and not np.isfinite(test.L[:, test.target_index(target)]).any():
+            continue  # no held-out run was evaluated on this target
         data = lf.law.data_for(test, target)
         with np.errstate(all="ignore"):
             pred = np.exp(tf.log_predict(data))

@@ -8,8 +8,9 @@ co-sampled with t (largest mean ratio over the runs it is fitted on: the layout,
 and stored with the fit, so a fitted τ always belongs to the family it was fitted for); one λ is shared by all sources (as the
 paper's text says); τ may be negative (interference) down to -0.5, and D_eff is floored at 1% of
 the target's own effective data and at 1e-6·D so the law stays defined. A target with no share of its own
-(p_t = 0: the monolingual and bilingual runs of ATLAS evaluated on languages they never trained on) has
-D_eff = the transfer-weighted tokens of the others, a finite loss: zero shares are data for this law. U = ∞ (no repetition) when the runs do
+(p_t = 0: the monolingual and bilingual runs of ATLAS evaluated on languages they never trained on), or a
+target that is no training family at all (a task, a language outside the mixture), has D_eff = the
+transfer-weighted tokens of the others (its transfer families: the most sampled ones), a finite loss: zero shares are data for this law. U = ∞ (no repetition) when the runs do
 not record available tokens (``family_tokens``).
 """
 
@@ -45,6 +46,11 @@ def saturate_dlam(D: np.ndarray, U: np.ndarray | float, lam: float) -> np.ndarra
     return np.where(D <= U, 0.0, over)
 
 
+def own_unique(data: FamilyData) -> float:
+    """Unique tokens of the target's own data (inf: unknown, or a target that is no training family)."""
+    return float(data.U[data.index]) if data.has_own_share else np.inf
+
+
 class AtlasLaw(Law):
     name = "atlas"
     zero_shares = True
@@ -60,7 +66,8 @@ class AtlasLaw(Law):
     def layout(self, data: FamilyData) -> dict[str, Any]:
         """The k families most co-sampled with the target in the runs being fitted, by name."""
         mean = data.P.mean(axis=0).astype(float)
-        mean[data.index] = -np.inf
+        if data.has_own_share:
+            mean[data.index] = -np.inf
         order = [j for j in np.argsort(-mean, kind="stable") if j != data.index and np.isfinite(mean[j])]
         return {"transfer": [self._names(data)[j] for j in order[: self.k]]}
 
@@ -96,7 +103,7 @@ class AtlasLaw(Law):
         t2 = np.atleast_2d(theta)
         fams = self.transfer_families(data)
         lam = np.exp(t2[:, 5:6])
-        own = saturate(np.broadcast_to(data.p * data.D, (len(t2), len(data.D))), data.U[data.index], lam)
+        own = saturate(np.broadcast_to(data.p * data.D, (len(t2), len(data.D))), own_unique(data), lam)
         d_eff = own.copy()
         rest = 1.0 - data.p
         for col, j in enumerate(fams):
@@ -126,7 +133,7 @@ class AtlasLaw(Law):
         E, a, alpha, b, beta, loglam = theta[:6]
         tau = theta[6:]
         lam = float(np.exp(loglam))
-        own_D, own_U = data.p * data.D, data.U[data.index]
+        own_D, own_U = data.p * data.D, own_unique(data)
         own = saturate(own_D, own_U, lam)
         d_eff, dlam = own.copy(), saturate_dlam(own_D, own_U, lam)
         srcs = self._sources(data)

@@ -48,6 +48,13 @@ class Law(ABC):
     #: Whether each family's loss depends on its own share alone (c_i(N, D)·p_i^-γ_i): the KKT closed form applies.
     separable: bool = False
 
+    @property
+    def own_share(self) -> bool:
+        """Whether the law's form needs the target's own share (He et al.'s p^-γ): then it can fit only targets that
+        are training families. Laws that take the whole mixture (or none) fit any target: a task, a held-out set, a
+        language outside the mixture. By default, the laws that cannot represent a share of 0."""
+        return not self.zero_shares
+
     def __init__(self, arg: str | None = None):
         self.arg = arg
         self.fixed: dict[str, Any] | None = None
@@ -73,8 +80,8 @@ class Law(ABC):
         return self.fixed
 
     def targets(self, obs: Observations) -> list[str]:
-        """What gets one fit each: the families with losses, by default (shares alone are features)."""
-        return list(obs.evaluated)
+        """What gets one fit each: every evaluated target, by default (shares alone are features)."""
+        return list(obs.targets)
 
     def data_for(self, obs: Observations, target: str) -> FamilyData:
         """The runs and losses one target is fitted on."""
@@ -117,7 +124,8 @@ class Law(ABC):
         return out
 
     def requirements(self) -> dict[str, int]:
-        """Minimum runs and distinct values of p, N, D this law needs to be identifiable."""
+        """Minimum runs and distinct values of p (the target's own share), mixtures, N and D this law needs to be
+        identifiable. For a target that is no training family, "p" counts distinct mixtures instead."""
         return {"runs": 3, "p": 2}
 
     def unidentifiable(self, data: FamilyData) -> str | None:
@@ -126,21 +134,25 @@ class Law(ABC):
         req = self.requirements()
         k = len(self.params(data))
         need_runs = max(req.get("runs", 0), k + 1)
-        have = {"runs": len(data.loss), "p": len(np.unique(np.round(data.p, 9))),
-                "N": len(np.unique(data.N)), "D": len(np.unique(data.D))}
+        mixtures = data.distinct_mixtures()
+        have = {"runs": len(data.loss), "p": len(np.unique(np.round(data.p, 9))) if data.has_own_share else mixtures,
+                "mixtures": mixtures, "N": len(np.unique(data.N)), "D": len(np.unique(data.D))}
         if have["runs"] < need_runs:
-            return f"law {self.name!r} needs at least {need_runs} runs for family {data.family!r}; got {have['runs']}"
-        for key in ("p", "N", "D"):
+            return f"law {self.name!r} needs at least {need_runs} runs for target {data.family!r}; got {have['runs']}"
+        for key in ("p", "mixtures", "N", "D"):
             if have[key] < req.get(key, 0):
-                return (f"law {self.name!r} needs at least {req[key]} distinct values of {key} for family {data.family!r}; "
-                        f"got {have[key]}. Add runs that vary {key}")
+                what = "distinct mixtures" if key == "mixtures" or (key == "p" and not data.has_own_share) else f"distinct values of {key}"
+                return (f"law {self.name!r} needs at least {req[key]} {what} for target {data.family!r}; "
+                        f"got {have[key]}. Add runs that vary {'the mixture' if what == 'distinct mixtures' else key}")
         return None
 
     def check(self, data: FamilyData) -> None:
-        if np.any(data.p < 0) or np.any(data.p > 1):
-            bad = float(data.p[(data.p < 0) | (data.p > 1)][0])
-            raise FitError(f"family {data.family!r} has a run with ratio {bad}: a share is a number in [0, 1]")
-        zero = int(np.sum(data.p <= 0))
+        if not data.has_own_share and self.own_share:
+            raise FitError(not_a_family_message(self.name, [data.family]))
+        if np.any(data.P < 0) or np.any(data.P > 1):
+            bad = float(data.P[(data.P < 0) | (data.P > 1)][0])
+            raise FitError(f"target {data.family!r} has a run with a share of {bad}: a share is a number in [0, 1]")
+        zero = int(np.sum(data.p <= 0)) if data.has_own_share else 0
         if zero and not self.zero_shares:
             raise FitError(zero_share_message(self.name, data.family, zero, len(data.p)))
         reason = self.unidentifiable(data)
@@ -161,6 +173,30 @@ def zero_share_laws() -> list[str]:
         except Exception:  # a broken third-party entry point must not hide this message
             continue
     return out
+
+
+def whole_mixture_laws() -> list[str]:
+    """Registered mixture-aware laws that predict a target from the whole mixture (it need not be a family)."""
+    from nemo_mlsl.registry import LAWS
+
+    out = []
+    for name in LAWS.names():
+        try:
+            law = LAWS.get(name)()
+            if law.mixture_aware and not law.own_share:
+                out.append(name)
+        except Exception:  # a broken third-party entry point must not hide this message
+            continue
+    return out
+
+
+def not_a_family_message(law: str, targets: Sequence[str]) -> str:
+    """The named error of a law whose form needs the target's own share, asked to fit targets that are no family."""
+    shown = ", ".join(repr(t) for t in list(targets)[:5]) + (f" and {len(targets) - 5} more" if len(targets) > 5 else "")
+    return (f"law {law!r} predicts a target from its own share (p^-gamma), and {shown} "
+            f"{'is no training family' if len(targets) == 1 else 'are no training families'} (no run has a share of "
+            f"{'it' if len(targets) == 1 else 'them'}): fit a law that predicts any target from the whole mixture "
+            f"({', '.join(repr(n) for n in whole_mixture_laws())}), or fit only the family targets")
 
 
 def zero_share_message(law: str, family: str, zeros: int, runs: int) -> str:

@@ -53,20 +53,29 @@ class ChinchillaLaw(Law):
             raise ConfigError(f"law chinchilla:{arg}: the argument must be 'family' or 'total'")
         self.target = arg or "family"
 
+    @property
+    def own_share(self) -> bool:
+        """Per family, fitted on the runs that train on that family alone: a target must be a training family."""
+        return self.target == "family"
+
     def targets(self, obs: Observations) -> list[str]:
-        return ["total"] if self.target == "total" else list(obs.evaluated)
+        return ["total"] if self.target == "total" else list(obs.targets)
 
     def data_for(self, obs: Observations, target: str) -> FamilyData:
         if self.target == "total":
             # The loss on the training mix, Σ_i p_i L_i, needs a loss for every family the run trains on.
-            whole = np.all(np.isfinite(obs.L) | (obs.P <= 0), axis=1)
+            own = obs.family_losses()
+            whole = np.all(np.isfinite(own) | (obs.P <= 0), axis=1)
             if not whole.any():
                 raise FitError("law 'chinchilla:total' fits the loss on the training mix, Σ p_i L_i, and no run has a loss "
                                "for every family it trains on; use 'chinchilla' per family or a mixture law")
-            sub = obs.subset(np.flatnonzero(whole))
-            total = np.where(sub.P > 0, sub.P * np.nan_to_num(sub.L), 0.0).sum(axis=1)
+            keep = np.flatnonzero(whole)
+            sub = obs.subset(keep)
+            total = np.where(sub.P > 0, sub.P * np.nan_to_num(own[keep]), 0.0).sum(axis=1)
             return FamilyData("total", -1, sub.N, sub.D, np.ones(len(sub)), sub.P, sub.U, total, sub.families)
         data = FamilyData.of(obs, target)
+        if not data.has_own_share:
+            return data  # refused by name in check(): not a training family
         keep = np.isclose(data.p, 1.0)
         if keep.sum() == 0:
             raise FitError(

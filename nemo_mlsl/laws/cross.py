@@ -19,7 +19,8 @@ from nemo_mlsl.fitting.observations import FamilyData
 
 
 class CrossFamilyLaw(Law):
-    """A per-target law whose loss depends on every family's share (no independence assumed)."""
+    """A per-target law whose loss depends on every family's share (no independence assumed): the target may be a
+    training family or anything else the runs were evaluated on."""
 
     zero_shares = True
 
@@ -67,7 +68,7 @@ class CrossFamilyLaw(Law):
         return out
 
     def requirements(self) -> dict[str, int]:
-        req = {"runs": 3, "p": 2}
+        req = {"runs": 3, "mixtures": 2}
         if self.fixed is not None:
             req.update({k: 2 for k in ("N", "D") if self.uses(k)})
         return req

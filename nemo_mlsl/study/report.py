@@ -94,7 +94,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     ind = summarize(ind_tests)
     resid = {}
     for f in fams:
-        j = obs.family_index(f)
+        j = obs.target_index(f)
         has = np.isfinite(obs.L[:, j])  # a run may have no loss on f: its residual is NaN, skipped below
         data = rep.lawfit.law.data_for(obs, f)
         resid[f] = np.full(len(obs), np.nan)

@@ -301,10 +301,10 @@ class ResultsStore:
                     return None
         return None
 
-    def _snapshot(self, *, use_index: bool = True) -> _Snapshot:
+    def _snapshot(self) -> _Snapshot:
         """Under the lock: set a torn last line aside, bring the index up to date with the store, return what is there."""
         if not self.path.exists():
-            if use_index and self.index_path.exists():
+            if self.index_path.exists():
                 idx = self._open_index()
                 if idx is not None:
                     idx.reset()
@@ -312,7 +312,7 @@ class ResultsStore:
             return _Snapshot()
         if self.path.is_dir():
             raise DataError(f"{self.path} is a directory; give a results.jsonl or the study directory holding one")
-        idx = self._open_index() if use_index else None
+        idx = self._open_index()
         try:
             return self._look(idx)
         except sqlite3.Error:
@@ -322,7 +322,7 @@ class ResultsStore:
                 self.index_path.unlink()
             except OSError:
                 pass
-            return self._look(self._open_index() if use_index else None)
+            return self._look(self._open_index())
         except BaseException:
             if idx is not None:
                 idx.close()
@@ -443,14 +443,10 @@ class ResultsStore:
     def _stream(self, snap: _Snapshot, dedupe: bool) -> Iterator[dict[str, Any]]:
         seen: set[str] | None = set() if snap.duplicates is None else None
         dups = snap.duplicates or {}
-        items: Iterable[tuple[int, int, bytes]] = ()
-        if snap.end or snap.pending:
-            fh = open(self.path, "rb")
-        else:
+        if not (snap.end or snap.pending):
             return
-        with fh:
-            items = self._lines(fh, 0, snap.end, 1)
-            for lineno, offset, raw in items:
+        with open(self.path, "rb") as fh:
+            for lineno, offset, raw in self._lines(fh, 0, snap.end, 1):
                 rec = self._parse(raw, lineno, offset)
                 if rec is None:
                     continue

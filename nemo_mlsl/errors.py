@@ -15,3 +15,7 @@ class DataError(MLSLError):
 
 class FitError(MLSLError):
     """A scaling-law fit could not be made (too few points, degenerate data)."""
+
+
+class MLSLWarning(UserWarning):
+    """Something the user must know that did not stop the command (``mlsl`` prints it as ``mlsl <command>: warning: ...``)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import warnings
 
 # (category, message regex, why it is harmless here)
@@ -38,12 +39,27 @@ KNOWN_LOG_MESSAGES = [
     ("lightning.pytorch.utilities.rank_zero", r"^(GPU|TPU|HPU) available: |^💡 Tip: ",
      "Lightning's device report: the CPU path says which device it uses itself"),
     ("lightning.fabric.utilities.rank_zero", r"^(GPU|TPU|HPU) available: |^💡 Tip: ", "the same, from Lightning Fabric"),
+    ("lightning.pytorch.trainer.connectors.signal_connector", r"^\[rank: \d+\] Received SIGTERM: ",
+     "Lightning's note of a SIGTERM: mlsl says it itself, with what to do (nemo_mlsl.interrupts)"),
 ]
 # loggers that only report optional imports, and set their own level and handler at import (a level set here would be
 # overridden): switched off
 DISABLED_LOGGERS = ["megatron.bridge.utils.import_utils"]  # Bridge's optional-import reports (FP8 without TransformerEngine)
 # Megatron-Bridge's model zoo logs a registration line per model at import; its logger says nothing else in a study
 QUIET_LOGGERS = ["megatron.bridge.models"]
+
+
+# Modules that third-party code imports if it can, which nemo-mlsl never uses, and which change the process when imported:
+# wandb replaces sys.stdout's and sys.stderr's write at import (megatron.core.timers imports it), so every line we print
+# went through wandb's console capture, and a closed pipe (`mlsl blend | head`) ended in a traceback from inside it.
+UNUSED_IMPORTS = {"wandb": "megatron-core imports it if installed (timers); nemo-mlsl logs to TensorBoard, never to W&B"}
+
+
+def keep_out_unused_imports() -> None:
+    """Make the ``UNUSED_IMPORTS`` fail to import (as if not installed; their importers fall back) unless already imported."""
+    for name in UNUSED_IMPORTS:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]  # `import wandb` raises ImportError
 
 
 class KnownMessages(logging.Filter):

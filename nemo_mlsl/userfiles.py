@@ -1,5 +1,5 @@
 """Reading the files users hand us (YAML specs, JSON documents) with errors that name the file, the line and
-the fix, instead of a parser's traceback."""
+the fix, instead of a parser's traceback. (Writing outputs: ``nemo_mlsl.outputs``.)"""
 
 from __future__ import annotations
 
@@ -50,26 +50,3 @@ def read_json(path: str | Path, what: str, fix: str, error: type[MLSLError] = Co
     except json.JSONDecodeError as err:
         raise error(f"{what} {str(path)!r} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
                           f"{fix}") from None
-
-
-def output_dir(path: str | Path, what: str) -> Path:
-    """Create the directory ``path`` (and its parents) for output; a named error where a file is in the way or
-    the directory cannot be made."""
-    path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise ConfigError(f"{what} {str(path)!r}: {str(blocker)!r} is a file, not a directory; choose another {what}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{what} {str(path)!r} cannot be created ({err.strerror}); choose another {what}") from None
-    return path
-
-
-def output_file(path: str | Path, what: str) -> Path:
-    """A file path to write, its directory created; a named error where that cannot be done."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{what} {str(path)!r} is a directory; give a file name (e.g. {str(path / 'plot.png')!r})")
-    output_dir(path.parent, f"the directory of {what}")
-    return path

@@ -30,6 +30,8 @@ ZERO_OK = {"seed", "bootstrap", "transfer", "richness_spread", "size_spread"}
 SIGNED = {"richness_spread", "size_spread"}
 # Options whose string value names something new (an output, an id), so any name is valid.
 FREE = {"out", "plot", "run_id", "tb_root", "report_dir", "log_dir", "store", "tag", "text_field", "eod_token", "overrides", "name"}
+# Options that name where a command writes: a path under a regular file cannot be written, and must be refused by name.
+OUTPUTS = {"out", "plot", "tb_root", "report_dir", "log_dir", "store"}
 
 
 def options(sub: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -59,6 +61,8 @@ def inputs(tmp_path_factory, synth_data):
             json.dumps({"tokens": t, "family_loss": {"amber": a + b * (t / 1e5) ** -0.3}, "language_loss": {"qaa": a + b * (t / 1e5) ** -0.3}})
             + "\n" for t in (1e5, 3e5, 1e6, 3e6, 1e7)))
     raw = synth_data.parent / "raw"
+    (root / "shares.csv").write_text("index,amber,cobalt\nx1,0.5,0.5\nx2,0.2,0.8\n")
+    (root / "losses.csv").write_text("index,amber,cobalt\nx1,3.1,3.2\nx2,3.3,3.0\n")
     (root / "transfer").mkdir()
     assert main(["transfer", "design", "--languages", "qaa,qab", "--out", str(root / "transfer")]) == 0
     bad = root / "bad"
@@ -92,6 +96,18 @@ def base(command: str, i: dict, out: Path) -> list[str] | None:
         "crossover": ["--runs", i["runs"], "--N", "1e6"],
         "study": ["--config", i["study"], "--out", out, "--dry-run", "--no-progress"],
     }.get(command)
+
+
+def output_bases(command: str, i: dict, out: Path) -> list[list]:
+    """Valid invocations that write through their output options: the command's BASE, or, for commands whose writing
+    actions it does not reach, those actions."""
+    return {
+        "import-runs": [["csv", "--shares", i["root"] / "shares.csv", "--losses", i["root"] / "losses.csv", "--N", "1e6",
+                         "--D", "1e8", "--out", out / "runs.jsonl"]],
+        "compare": [["--runs", i["store"], "--laws", "family_power", "--folds", "2", "--out", out]],
+        "transfer": [["design", "--languages", "qaa,qab", "--out", out], ["show", "--published", "--out", out]],
+        "recipes": [["build", "cpu_15k", "--data", i["data"], "--ratios", FAMS, "--dry-run"]],
+    }.get(command) or [base(command, i, out) or []]
 
 
 def _flag(action: argparse.Action) -> str | None:
@@ -153,6 +169,11 @@ def cases(i: dict, tmp: Path) -> list[tuple[str, list[str]]]:
                 out.append((f"{command} {flag}: missing", [command, *_drop(args, flag)]))
             for label, value in bad_values(action, current, i):
                 out.append((f"{command} {flag}: {label}", [command, *_set(args, flag, value)]))
+            if action.dest in OUTPUTS:
+                for writing in output_bases(command, i, tmp / command / "out"):
+                    where = f" ({writing[0]})" if command in ("transfer", "recipes") else ""
+                    out.append((f"{command} {flag}: output under a file{where}",
+                                [command, *_set(writing, flag, i["bad"] / "empty" / "sub" / "x.out")]))
         out.append((f"{command}: unknown option", [command, *args, "--nosuch"]))
     return out
 
@@ -189,6 +210,28 @@ def test_the_fuzz_reaches_every_command(inputs, tmp_path):
     all_cases = cases(inputs, tmp_path)
     assert {command_of(n) for n, _ in all_cases} == commands
     assert len(all_cases) >= 200, len(all_cases)
+
+
+def test_every_command_that_writes_is_fuzzed_with_an_output_under_a_file(inputs, tmp_path):
+    writers = {c for c, sub in subcommands(build_parser()).items() if any(a.dest in OUTPUTS for a in options(sub))}
+    covered = {command_of(n) for n, _ in cases(inputs, tmp_path) if "output under a file" in n}
+    assert covered == writers and {"fit", "import-runs", "plan-languages", "train", "study", "transfer"} <= writers
+
+
+def test_an_output_under_a_regular_file_is_refused_by_name(inputs, tmp_path, capsys, monkeypatch):
+    """`mlsl fit --out FILE/fit` ended in NotADirectoryError, `import-runs --out FILE/runs.jsonl` in FileExistsError;
+    `train --report-dir FILE/x` trained and exited 0 (the refit after the run never fails it)."""
+    monkeypatch.chdir(tmp_path)
+    failures = []
+    chosen = [(n, a) for n, a in cases(inputs, tmp_path) if "output under a file" in n]
+    for name, argv in chosen:
+        rc, err = run(argv, capsys)
+        try:
+            assert_named_error(name, argv, rc, err)
+            assert "is a file, not a directory" in err, f"{name}: {err.strip()}"
+        except AssertionError as e:
+            failures.append(str(e).splitlines()[0] + " | " + (err.strip().splitlines() or [""])[-1][:300])
+    assert len(chosen) >= 15 and not failures, f"{len(failures)} of {len(chosen)}:\n" + "\n".join(failures)
 
 
 @pytest.mark.slow  # ~250 commands in process: about a minute on 2 cores, most of it the first imports of torch and megatron

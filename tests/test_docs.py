@@ -75,6 +75,21 @@ def test_shown_numbers_are_compared_not_masked():
         assert_shown("x.md", "cmd", "loss 3.000", "loss 3.500\n")
 
 
+# numpy's and matplotlib's warnings are fixed at their causes: none may reach the terminal of a documented command
+NOISE = ("RuntimeWarning", "No artists with labels", "invalid value encountered", "divide by zero encountered")
+
+
+def assert_quiet(doc: str, what: str, stderr: str) -> None:
+    noise = [l for l in stderr.splitlines() if any(n in l for n in NOISE)]
+    assert not noise, f"{doc}: `{what}` let a warning through:\n" + "\n".join(noise)
+
+
+def test_a_documented_command_s_numpy_warning_fails_the_docs():
+    with pytest.raises(AssertionError, match="let a warning through"):
+        assert_quiet("x.md", "cmd", "x.py:3: RuntimeWarning: invalid value encountered in subtract\n")
+    assert_quiet("x.md", "cmd", "mlsl fit: warning: something the user must know\n")
+
+
 # docs/bridge.md runs in the Megatron-Bridge environment: tests/test_bridge.py checks it there
 OTHER_ENVIRONMENT = {"bridge.md"}
 DOCS = [p for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if blocks(p) and p.name not in OTHER_ENVIRONMENT]
@@ -101,6 +116,7 @@ def run_doc(doc: Path, tmp_path: Path) -> None:
             for line in filter(None, (l.strip() for l in body.splitlines())):
                 proc = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
                 assert proc.returncode == 0, f"{doc.name}: `{line}` failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+                assert_quiet(doc.name, line, proc.stderr)
                 printed += proc.stdout
         else:
             proc = subprocess.run([sys.executable, "-c", body], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

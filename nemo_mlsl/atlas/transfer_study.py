@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from nemo_mlsl.data.manifest import write_json_atomic
+from nemo_mlsl.outputs import output_dir, write_json_atomic
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.families import FamilyMap, normalize_code
 from nemo_mlsl.study.plan import PlannedRun, load_runs
@@ -42,7 +42,7 @@ def design(languages: Sequence[str], rung: str, tokens: int, n_params: int, pair
 
 
 def write_design(out: Path, runs: Sequence[PlannedRun], languages: Sequence[str]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "--out")
     write_json_atomic(out / "plan.json", {"kind": "transfer", "runs": [r.to_dict() for r in runs]})
     # Each language is its own "family", so the family blend samples languages directly.
     (out / "families.yaml").write_text(yaml.safe_dump({"families": {normalize_code(l): [normalize_code(l)] for l in languages}}))
@@ -157,7 +157,7 @@ def score_finetuning(base: Path, finetuned: Sequence[Path], out: Path) -> dict[s
             mat[i, j] = float(np.mean([fas(ref[t], _curve(d, t)) for d in cols[s]]))
     doc = {"targets": targets, "sources": sources, "rows": "target", "columns": "source", "fas": _nan_none(mat),
            "base": str(base), "base_loss": ref}
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "--out")
     write_json_atomic(out / "fas.json", doc)
     heatmap(targets, mat, out / "fas.png", "Finetuning Adaptation Score\n(row: target, column: source)", columns=sources)
     return doc

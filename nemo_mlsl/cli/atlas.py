@@ -27,8 +27,9 @@ def cmd_transfer(a: argparse.Namespace) -> int:
     refuse_unused(a, a.parser, TRANSFER_OPTIONS[a.action], f"transfer {a.action}")
     if a.action == "show":
         langs, mat = transfer.published_matrix()
-        out = Path(a.out or ".")
-        out.mkdir(parents=True, exist_ok=True)
+        from nemo_mlsl.outputs import output_dir
+
+        out = output_dir(a.out or ".", "--out")
         transfer.heatmap(langs, mat, out / "transfer_published.png", "ATLAS measured BTS\n(row: target, column: source)")
         from nemo_mlsl.families import FamilyMap
 
@@ -85,7 +86,10 @@ def cmd_transfer(a: argparse.Namespace) -> int:
             if not a.no_progress:
                 print(f"  [{len(trained)}/{len(runs)}] {spec.run_id}", flush=True)
 
-        execute(runs, study, Manifest.load(a.data), backend(a.backend).study(1, 1), law=None, overrides=over, on_done=done)
+        from nemo_mlsl.dirlock import hold
+
+        with hold(study, "--runs"):
+            execute(runs, study, Manifest.load(a.data), backend(a.backend).study(1, 1), law=None, overrides=over, on_done=done)
         print(f"trained {len(runs)} runs; score them with: mlsl transfer score --runs {study}")
         return 0
     if a.action == "fas":
@@ -123,6 +127,10 @@ def cmd_plan_languages(a: argparse.Namespace) -> int:
 
     if not (a.from_ > 0 and a.to > 0 and math.isfinite(a.from_ * a.to)):
         raise ConfigError(f"--from and --to are numbers of languages and must be > 0; got --from {a.from_:g} --to {a.to:g}")
+    if a.plot:
+        from nemo_mlsl.outputs import output_file
+
+        output_file(a.plot, "--plot")
     law = CapacityLaw.paper() if not a.fit else from_records(records(a.fit, False))
     r = a.to / a.from_
     m = law.multipliers(r)
@@ -131,7 +139,7 @@ def cmd_plan_languages(a: argparse.Namespace) -> int:
 
         import matplotlib.pyplot as plt
 
-        from nemo_mlsl.fitting.plots import save
+        from nemo_mlsl.fitting.plots import legend, save
 
         s = np.geomspace(max(1.0, m["N"] * 0.6), m["N"] * 4, 200)
         t = law.frontier(r, s)
@@ -142,7 +150,7 @@ def cmd_plan_languages(a: argparse.Namespace) -> int:
         ax.set_yscale("log")
         ax.set_xlabel("model size multiplier N'/N")
         ax.set_ylabel("total token multiplier D'/D")
-        ax.legend(fontsize=7)
+        legend(ax, fontsize=7)
         save(fig, Path(a.plot))
     if a.json:
         print_json({"law": law.source, "phi": law.phi, "psi": law.psi, "alpha": law.alpha, "beta": law.beta, **m})

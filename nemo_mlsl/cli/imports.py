@@ -42,8 +42,13 @@ def _records(a: argparse.Namespace, warnings: list[str]) -> list[dict]:
 
 
 def cmd_import_runs(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nemo_mlsl.outputs import output_file
     from nemo_mlsl.results import ResultsStore
 
+    if not Path(a.out).is_dir():  # (a study directory stands for its results.jsonl)
+        output_file(a.out, "--out")  # before anything is read
     warnings: list[str] = []
     recs = _records(a, warnings)
     store = ResultsStore(a.out)

@@ -54,6 +54,11 @@ def cmd_recipes(a: argparse.Namespace) -> int:
         return 0
     plugin = backend(a.backend)
     plugin.supports("build")
+    from nemo_mlsl.outputs import check_output
+
+    for flag, path in (("--log-dir", a.log_dir), ("--store", a.store)):
+        if path:
+            check_output(path, flag)  # before the recipe is built (a dry run writes nothing; the run would fail there)
     return plugin.build(a)
 
 

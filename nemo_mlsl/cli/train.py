@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from pathlib import Path
 
 from nemo_mlsl.backends import BACKENDS, backend
 from nemo_mlsl.cli.parser import non_negative_int, positive_int
+
+
+def check_outputs(a: argparse.Namespace) -> None:
+    """Every path the run writes can be written, before anything trains (the refit after the run never fails it, so a
+    bad --report-dir would otherwise pass unnoticed)."""
+    from nemo_mlsl.outputs import output_dir, output_file
+
+    if a.store and not Path(a.store).is_dir():  # a study directory stands for its results.jsonl
+        output_file(a.store, "--store")
+    if a.report_dir:
+        output_dir(a.report_dir, "--report-dir")
+    if a.tb_root:
+        output_dir(a.tb_root, "--tb-root")
+
+
+def run_lock(a: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The run directory, held for the run (one process per run: a second `mlsl train --out` there is refused). Under
+    torchrun every rank runs this command: rank 0 holds it for them all."""
+    from nemo_mlsl.dirlock import hold
+
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    return hold(a.out, "--out") if rank.strip() in ("", "0") else contextlib.nullcontext()
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -15,7 +40,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         make_law(a.law)
     plugin = backend(a.backend)
     plugin.supports("train")
-    plugin.train(a)
+    check_outputs(a)
+    with run_lock(a):
+        plugin.train(a)
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nemo_mlsl.errors import DataError
+from nemo_mlsl.outputs import honour_umask, output_dir, write_json_atomic  # noqa: F401 - write_json_atomic: imported from here by many
 from nemo_mlsl.userfiles import read_json
 
 if TYPE_CHECKING:
@@ -22,31 +22,14 @@ READS = (1, 2)  # schema 1: one SentencePiece tokenizer, one prefix per language
 SPLITS = ("train", "validation", "test")
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
 def staged_directory(out: Path):
     """Build a data directory in a staging directory beside ``out`` and swap it in only when complete: a failure
     (or a kill) leaves ``out`` as it was and no half-written directory behind."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    output_dir(out, "--out", create=False)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
+        honour_umask(stage, directory=True)  # mkdtemp makes it 0700, and it becomes ``out``
         yield stage
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

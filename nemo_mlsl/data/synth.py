@@ -22,7 +22,7 @@ import yaml
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.typed_config import check_non_negative
-from nemo_mlsl.userfiles import output_dir
+from nemo_mlsl.outputs import output_dir
 
 # (consonants, vowels) per script; syllabic scripts use one character per syllable.
 SCRIPTS: list[tuple[str, str]] = [

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nemo_mlsl.fitting import plots
-from nemo_mlsl.data.manifest import write_json_atomic
+from nemo_mlsl.outputs import output_dir, write_json_atomic
 from nemo_mlsl.fitting.observations import Observations
 from nemo_mlsl.fitting.selection import DEFAULT_FOLDS, select_law, selection_markdown
 
@@ -26,15 +26,14 @@ def heldout_bars(sel: Mapping[str, Any], path: Path) -> Path:
     ax.set_xticks(x, [s["law"] + (" (chosen)" if s["law"] == sel["chosen"] else "") for s in laws], fontsize=8)
     ax.set_ylabel("held-out MAPE (%)")
     ax.set_title("held-out error per law and split (lower is better)")
-    ax.legend(fontsize=7)
+    plots.legend(ax, fontsize=7)
     return plots.save(fig, path)
 
 
 def compare_laws(records: Sequence[Mapping[str, Any]], laws: Sequence[str] | None, out: str | Path, *, folds: int = DEFAULT_FOLDS,
                  seed: int = 0) -> dict[str, Any]:
     """Cross-validate ``laws`` (None: every registered law) on ``records``; write ``report.md``, ``compare.json`` and ``heldout_mape.png`` under ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "--out")
     obs = Observations.from_records(records)
     doc = {"n_runs": len(obs), "families": list(obs.families), **select_law(obs, laws, folds=folds, seed=seed).to_dict()}
     write_json_atomic(out / "compare.json", doc)

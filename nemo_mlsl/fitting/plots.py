@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from nemo_mlsl.fitting.lawfit import LawFit  # noqa: E402
 from nemo_mlsl.fitting.observations import FamilyData, Observations  # noqa: E402
 from nemo_mlsl.errors import ConfigError  # noqa: E402
-from nemo_mlsl.userfiles import output_file  # noqa: E402
+from nemo_mlsl.outputs import output_file  # noqa: E402
 
 
 def _grid(n: int) -> tuple[plt.Figure, np.ndarray]:
@@ -56,10 +56,19 @@ def _lay_out(fig: plt.Figure) -> None:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
+def legend(axes: Any, **kwargs: Any) -> None:
+    """A legend on the first of ``axes`` (one Axes or several) that has labelled artists, and none where nothing is
+    labelled (a figure of records that carry no such data): matplotlib would warn "No artists with labels found"."""
+    for ax in np.atleast_1d(np.asarray(axes, dtype=object)).ravel():
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(**kwargs)
+            return
+
+
 def save(fig: plt.Figure, path: Path) -> Path:
     """Lay out, write as PNG (110 dpi) and close; the directory is created, a bad path is a named error."""
     try:
-        path = output_file(path, "plot")
+        path = output_file(path, "plot file")
     except ConfigError:
         plt.close(fig)
         raise
@@ -149,7 +158,7 @@ def loss_vs_ratio(lf: LawFit, path: Path) -> Path:
         share = "sampling ratio p" if data.has_own_share else f"share of {data.families[j]}"
         ax.set_xlabel(share + (" (symlog: 0 included)" if zeros else ""))
         ax.set_ylabel("validation loss")
-    axes[0].legend(fontsize=6)
+    legend(axes, fontsize=6)
     return save(fig, path)
 
 
@@ -166,7 +175,7 @@ def predicted_vs_observed(lf: LawFit, path: Path, test: Observations | None = No
     ax.set_xlabel("observed loss")
     ax.set_ylabel("predicted loss")
     ax.set_title(f"{lf.spec}: predicted vs observed")
-    ax.legend()
+    legend(ax)
     return save(fig, path)
 
 
@@ -200,7 +209,7 @@ def loss_vs_N(lf: LawFit, path: Path) -> Path:
         ax.set_title(t)
         ax.set_xlabel("non-embedding parameters N")
         ax.set_ylabel("loss at p=1  (L·p^γ)")
-    axes[0].legend(fontsize=6)
+    legend(axes, fontsize=6)
     return save(fig, path)
 
 
@@ -221,5 +230,5 @@ def ratio_bars(sets: Mapping[str, Mapping[str, float]], path: Path, ci: Mapping[
     ax.set_xticks(x, fams)
     ax.set_ylabel("ratio")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     return save(fig, path)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nemo_mlsl.fitting import plots
-from nemo_mlsl.data.manifest import write_json_atomic
+from nemo_mlsl.outputs import output_dir, write_json_atomic
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.fitting.lawfit import LawFit, fit, fit_with_holdout, holdout_split
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
@@ -63,8 +63,7 @@ def fit_and_report(
     """Fit ``law`` to ``records`` and write the report files under ``out``. ``caps`` are the families' data
     caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind.
     ``law="auto"`` selects the law by cross-validation among ``candidates`` (default: every registered law)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "--out")
     obs = Observations.from_records(records)
     selection = None
     if law == AUTO:

@@ -109,18 +109,24 @@ class Law(ABC):
 
     def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         """d log L / d P (every family's share), ``[n, F]``; central differences unless a law knows better.
-        The optimizer's gradient over the simplex."""
-        F = data.P.shape[1]
-        out = np.zeros((len(data.loss), F))
+        The optimizer's gradient over the simplex. A share at 0 is differenced forward (a share below 0 is no mixture,
+        and a law there may be undefined); where the loss is not finite on either side the derivative is undefined: nan."""
+        F, h = data.P.shape[1], 1e-6
+
+        def at(P: np.ndarray) -> np.ndarray:
+            p = P[:, data.index] if data.index >= 0 else data.p
+            return self.log_predict(theta, FamilyData(data.family, data.index, data.N, data.D, p, P, data.U, data.loss,
+                                                      data.families))
+
+        out = np.full((len(data.loss), F), np.nan)
         for j in range(F):
-            cols = []
-            for step in (1e-6, -1e-6):
-                P = data.P.copy()
-                P[:, j] = P[:, j] + step
-                p = P[:, data.index] if data.index >= 0 else data.p
-                cols.append(self.log_predict(theta, FamilyData(data.family, data.index, data.N, data.D, p, P, data.U,
-                                                               data.loss, data.families)))
-            out[:, j] = (cols[0] - cols[1]) / 2e-6
+            up, down = data.P.copy(), data.P.copy()
+            up[:, j] += h
+            edge = down[:, j] < h
+            down[:, j] = np.where(edge, data.P[:, j], down[:, j] - h)
+            hi, lo = at(up), at(down)
+            ok = np.isfinite(hi) & np.isfinite(lo)
+            np.divide(np.subtract(hi, lo, where=ok, out=np.zeros_like(hi)), np.where(edge, h, 2 * h), where=ok, out=out[:, j])
         return out
 
     def requirements(self) -> dict[str, int]:

@@ -208,7 +208,7 @@ def _plot_gains(gains: Mapping[str, Any], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("gain of the optimum: baseline's total loss minus the optimum's (%)")
     ax.set_title("optimum vs baselines at the largest rung")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    plots.legend(ax, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     return plots.save(fig, path)
 
 
@@ -228,7 +228,7 @@ def _plot_confirmation(comp: Mapping[str, Any], fams: Sequence[str], path: Path,
         ax.fill_between(xs, xs * np.exp(-2 * sigma), xs * np.exp(2 * sigma), color="grey", alpha=0.2, label="±2σ seed noise")
     ax.set_xlabel("observed loss at the largest rung")
     ax.set_ylabel("predicted loss")
-    ax.legend(fontsize=6)
+    plots.legend(ax, fontsize=6)
     return plots.save(fig, path)
 
 
@@ -243,7 +243,7 @@ def _plot_realized(records: Sequence[Mapping[str, Any]], fams: Sequence[str], pa
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("target family ratio")
     ax.set_ylabel("realized ratio (from the built sample index)")
-    ax.legend(fontsize=7)
+    plots.legend(ax, fontsize=7)
     return plots.save(fig, path)
 
 

@@ -15,9 +15,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from nemo_mlsl.fitting.report import fit_and_report
 from nemo_mlsl.data.manifest import Manifest
+from nemo_mlsl.dirlock import hold
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture, data_caps
 from nemo_mlsl.fitting.optimize import study_law_problem
+from nemo_mlsl.outputs import output_dir
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.registry import LAWS
@@ -107,13 +109,19 @@ class Study:
         return {"phase1": runs1, "phase2": [r for r in old if r.phase == 2], "manifest": manifest, "n_params": nparams}
 
     def run(self, resume: bool = False, dry_run: bool = False) -> dict[str, Any]:
-        out = self.out
-        if self.store.path.exists() and self.store.read(dedupe=True) and not resume and not dry_run:
-            raise ConfigError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        plan = self.plan()
+        """The study (``dry_run``: its plan). A study holds its directory for its whole life: a second process on the same
+        ``--out`` is refused at once, naming this one (``nemo_mlsl.dirlock``)."""
         if dry_run:
-            return plan
+            output_dir(self.out, "--out")
+            return self.plan()
+        with hold(self.out, "--out"):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> dict[str, Any]:
+        out = self.out
+        if self.store.path.exists() and self.store.read(dedupe=True) and not resume:
+            raise ConfigError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
+        plan = self.plan()
         manifest, nparams, runs1, runs2 = plan["manifest"], plan["n_params"], plan["phase1"], plan["phase2"]
         plan_path = out / "plan.json"
         planning.save(plan_path, self.cfg, runs1 + runs2)

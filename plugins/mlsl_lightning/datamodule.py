@@ -95,8 +95,10 @@ class FamilyBlendDataModule(pl.LightningDataModule):
             self.built = self.blend.build(self.train_samples, self.val_samples_per_language)
 
     def train_dataloader(self) -> DataLoader:
+        """The run's ``max_steps`` global batches, no more: megatron's blend holds a few samples beyond the ones asked
+        for, and a loader over all of them had one batch more than the run trains (Lightning's bar counted to 20/21)."""
         self.setup()
-        sampler = ResumableSequentialSampler(len(self.built.train), self.consumed_samples)
+        sampler = ResumableSequentialSampler(min(len(self.built.train), self.train_samples), self.consumed_samples)
         return DataLoader(self.built.train, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=_collate)
 
     def val_dataloader(self) -> DataLoader:

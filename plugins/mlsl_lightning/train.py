@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.outputs import output_dir, write_json_atomic
 from nemo_mlsl.recipes import Recipe, load
 
 
@@ -74,6 +74,21 @@ def load_weights(model, ckpt: Path) -> None:
     model.load_state_dict(state["state_dict"])
 
 
+def checkpoint_io() -> Any:
+    """Lightning's checkpoint writer, with the umask's permissions: it writes through a temporary file (0600) and
+    renames it into place, so checkpoints were unreadable to teammates while the rest of the run was not."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from nemo_mlsl.outputs import honour_umask
+
+    class UmaskCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+            super().save_checkpoint(checkpoint, path, storage_options)
+            honour_umask(path)
+
+    return UmaskCheckpointIO()
+
+
 def train(req: TrainRequest) -> dict[str, Any]:
     """Train one run and return (and write) its result record."""
     import lightning.pytorch as pl
@@ -104,7 +119,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
     if last.exists() and not req.resume:
         raise ConfigError(f"{out} holds an interrupted run ({last}); pass --resume to continue it or choose another --out")
     init = init_checkpoint(req.init_from) if req.init_from else None
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out, "--out")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, os.cpu_count() or 1))  # the user's cap, else all cores
     pl.seed_everything(req.seed, workers=True, verbose=False)
 
@@ -166,7 +181,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=logger, callbacks=callbacks,
         enable_progress_bar=req.progress, enable_model_summary=False, gradient_clip_val=t.grad_clip or None,
         accumulate_grad_batches=t.global_batch_size // t.micro_batch_size, precision=t.precision,
-        log_every_n_steps=max(1, min(10, steps // 5)), deterministic=False,
+        log_every_n_steps=max(1, min(10, steps // 5)), deterministic=False, plugins=[checkpoint_io()],
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")

@@ -29,12 +29,18 @@ from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.results import ResultsStore, validate_record
 
 
+def _shares(i: int, fams: list[str]) -> dict[str, float]:
+    """A mixture that varies from run to run (so the fit below has something to fit), summing to 1."""
+    w = [1.0 + (i * (k + 3)) % 11 for k in range(len(fams))]
+    return {f: x / sum(w) for f, x in zip(fams, w)}
+
+
 def record(i: int) -> dict:
     """A record of the size `mlsl train` writes (per-language losses, token counts): about 1 kB."""
     fams = [f"fam{k}" for k in range(5)]
     langs = [f"l{k:02d}" for k in range(15)]
     return {"run_id": f"run-{i:07d}", "N": 1.3e6, "D": 2.0e8, "recipe": "cpu_100k", "seed": i % 7,
-            "ratios": {f: 0.2 for f in fams}, "family_loss": {f: 3.0 + 0.01 * (i % 97) + 0.1 * k for k, f in enumerate(fams)},
+            "ratios": _shares(i, fams), "family_loss": {f: 3.0 + 0.01 * (i % 97) + 0.1 * k for k, f in enumerate(fams)},
             "family_bpb": {f: 1.5 + 0.001 * (i % 89) for f in fams}, "language_loss": {l: 3.1 + 0.001 * (i % 83) for l in langs},
             "family_tokens": {f: 10_000_000 + k for k, f in enumerate(fams)}, "purpose": "design", "phase": 1}
 
@@ -93,7 +99,12 @@ store, mode = ResultsStore(sys.argv[1]), sys.argv[2]
 store.run_ids()  # indexed already; this only opens it
 open("/proc/self/clear_refs", "w").write("5")
 t = time.perf_counter()
-n = sum(1 for _ in store.iter_records()) if mode == "stream" else len(store.read())
+if mode == "fit":  # the store streamed into Observations, and a law fitted to every run
+    from nemo_mlsl.fitting.lawfit import fit
+    from nemo_mlsl.fitting.observations import Observations
+    n = fit("loglinear", Observations.from_records(store.iter_records())).fits["fam0"].n_runs
+else:
+    n = sum(1 for _ in store.iter_records()) if mode == "stream" else len(store.read())
 secs = time.perf_counter() - t
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({"records": n, "seconds": secs, "rss_mb": peak / 1024}))
@@ -155,6 +166,9 @@ def main() -> None:
               f"{stream['rss_mb']:.0f} MB (indexing them first: {index_s:.1f} s, once)")
         print(f"  {listed['records']:,} records: streamed peak RSS {streamed_tenth['rss_mb']:.0f} MB, as a list (read()) "
               f"{listed['rss_mb']:.0f} MB")
+        fitted = read_in_child(big, "fit")
+        print(f"fit loglinear to all {fitted['records']:,} runs streamed from the store (5 targets): {fitted['seconds']:.1f} s, "
+              f"peak RSS {fitted['rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

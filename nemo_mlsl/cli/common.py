@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from nemo_mlsl.errors import ConfigError
 
@@ -32,12 +32,13 @@ def tags(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def records(path: str, dedupe: bool) -> list[dict]:
-    """The run records of a results store (a results.jsonl, or a study directory holding one)."""
+def records(path: str, dedupe: bool, stream: bool = False) -> "list[dict] | Iterator[dict]":
+    """The run records of a results store (a results.jsonl, or a study directory holding one); ``stream``: an iterator
+    (what the fits read: memory then grows with the runs' numbers, not with their records)."""
     from nemo_mlsl.results import ResultsStore
 
     store = ResultsStore(path)
     if not store.path.exists():
         raise ConfigError(f"--runs {path!r}: no results store there ({store.path} does not exist); give a results.jsonl "
                           "or a study directory that holds one")
-    return store.read(dedupe=dedupe)
+    return store.iter_records(dedupe=dedupe) if stream else store.read(dedupe=dedupe)

@@ -13,7 +13,7 @@ from nemo_mlsl.mixtures import check_spec
 def cmd_fit(a: argparse.Namespace) -> int:
     from nemo_mlsl.fitting.report import fit_and_report
 
-    rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
+    rep = fit_and_report(records(a.runs, a.dedupe, stream=True), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
                          holdout=a.holdout, objective=a.objective, drop_zero_shares=a.drop_zero_shares)
     doc = rep.doc
     if "selection" in doc:
@@ -87,7 +87,7 @@ def cmd_optimize(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from nemo_mlsl.fitting.report import fit_and_report
 
-    rep = fit_and_report(records(a.runs, a.dedupe), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
+    rep = fit_and_report(records(a.runs, a.dedupe, stream=True), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
                          drop_zero_shares=a.drop_zero_shares)
     print(f"wrote {', '.join(rep.files)} to {a.out}")
     return 0

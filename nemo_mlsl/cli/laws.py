@@ -12,7 +12,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from nemo_mlsl.fitting.compare import compare_laws
 
     laws = [x.strip() for x in a.laws.split(",") if x.strip()] if a.laws else None
-    doc = compare_laws(records(a.runs, a.dedupe), laws, a.out, folds=a.folds, seed=a.seed)
+    doc = compare_laws(records(a.runs, a.dedupe, stream=True), laws, a.out, folds=a.folds, seed=a.seed)
     print(f"compared {len(doc['laws'])} laws on {doc['n_runs']} runs (held out: {', '.join(doc['splits'])}) "
           f"-> {a.out}/report.md, compare.json, heldout_mape.png")
     for s in doc["laws"]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def heldout_bars(sel: Mapping[str, Any], path: Path) -> Path:
     return plots.save(fig, path)
 
 
-def compare_laws(records: Sequence[Mapping[str, Any]], laws: Sequence[str] | None, out: str | Path, *, folds: int = DEFAULT_FOLDS,
+def compare_laws(records: Iterable[Mapping[str, Any]], laws: Sequence[str] | None, out: str | Path, *, folds: int = DEFAULT_FOLDS,
                  seed: int = 0) -> dict[str, Any]:
     """Cross-validate ``laws`` (None: every registered law) on ``records``; write ``report.md``, ``compare.json`` and ``heldout_mape.png`` under ``out``."""
     out = output_dir(out, "--out")

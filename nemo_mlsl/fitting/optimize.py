@@ -334,18 +334,22 @@ class MixtureObjective:
     D: float
     normalizer: np.ndarray | None = None
 
-    def losses(self, p: np.ndarray, thetas: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Each target's loss at ``p`` and d L_t / d p, ``[T]`` and ``[T, F]``."""
+    def losses(self, p: np.ndarray, thetas: Mapping[str, np.ndarray] | None = None, rows: Sequence[int] | None = None,
+               gradient: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Each target's loss at ``p`` and d L_t / d p, ``[T]`` and ``[T, F]`` (only the targets ``rows``, and no
+        gradient unless asked: the others stay 0)."""
         from nemo_mlsl.fitting.observations import FamilyData
 
         P = np.asarray(p, dtype=float)[None, :]
         L, G = np.zeros(len(self.targets)), np.zeros((len(self.targets), len(self.families)))
-        for i, t in enumerate(self.targets):
+        for i in range(len(self.targets)) if rows is None else rows:
+            t = self.targets[i]
             tf = self.lawfit.fits[t]
             theta = tf.theta if thetas is None else thetas[t]
             data = FamilyData.at(t, self.families, [self.N], [self.D], P, self.lawfit.U(self.families))
             L[i] = float(np.exp(tf.law.log_predict(theta, data))[0])
-            G[i] = L[i] * tf.law.share_jacobian(theta, data)[0]
+            if gradient:
+                G[i] = L[i] * tf.law.share_jacobian(theta, data)[0]
         return L, G
 
     def __call__(self, p: np.ndarray, thetas: Mapping[str, np.ndarray] | None = None) -> tuple[float, np.ndarray]:
@@ -371,8 +375,7 @@ def unit_normalizer(obj: MixtureObjective, thetas: Mapping[str, np.ndarray] | No
     for i, t in enumerate(obj.targets):
         by_mixture.setdefault(tuple(reference_mixture(t, obj.families)), []).append(i)
     for mix, rows in by_mixture.items():
-        with np.errstate(all="ignore"):  # the other targets' losses at this mixture are not used (p = 0 under p^-γ)
-            out[rows] = obj.losses(np.array(mix), thetas)[0][rows]
+        out[rows] = obj.losses(np.array(mix), thetas, rows=rows, gradient=False)[0][rows]
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from nemo_mlsl.fitting import plots
 from nemo_mlsl.outputs import output_dir, write_json_atomic
@@ -41,7 +41,7 @@ def baselines(families: list[str], tokens: Mapping[str, float] | None, budget: f
 
 
 def fit_and_report(
-    records: list[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]],
     out: str | Path,
     *,
     law: str = "joint_family",

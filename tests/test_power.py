@@ -160,6 +160,38 @@ def test_power_lines_say_when_a_predicted_gain_is_not_detectable():
     assert by["natural"].detectable_gain == pytest.approx(power.detectable_gain(sd, 3, 2))
 
 
+def _planted_comp(optimal: dict, **baselines: dict) -> dict:
+    comp = {}
+    for name, t in {"optimal": optimal, **baselines}.items():
+        t = {str(k): v for k, v in t.items()}
+        comp[name] = {"totals_by_seed": t, "total_observed": float(np.mean(list(t.values()))), "total_predicted": 4.0}
+    return comp
+
+
+def test_gains_on_planted_totals():
+    """The report's _gains worked by hand. Three paired seeds, two baselines: differences a = (0.20, 0.23, 0.20) and
+    b = (-0.09, -0.12, -0.06); pooled around each mean, SS = 0.0006 + 0.0018 on 4 dof, s = √0.0006 = 0.0244949,
+    se = s/√3 = 0.0141421, k = threshold(3, 2)."""
+    from nemo_mlsl.study.report import _gains
+
+    g = _gains(_planted_comp({0: 4.00, 1: 4.02, 2: 3.98}, a={0: 4.20, 1: 4.25, 2: 4.18}, b={0: 3.91, 1: 3.90, 2: 3.92}), None)
+    k = power.threshold(3, 2)
+    assert 2.8 < k < 3.1
+    for name, diff, verdict in (("a", 0.21, "optimal better, beyond noise"), ("b", -0.09, "baseline better, beyond noise")):
+        assert g[name]["difference"] == pytest.approx(diff, abs=1e-12) and g[name]["verdict"] == verdict
+        assert g[name]["sd_per_seed"] == pytest.approx(0.0244949, abs=1e-7) and g[name]["noise_sd"] == pytest.approx(0.0141421, abs=1e-7)
+        assert g[name]["threshold"] == k and g[name]["seeds"] == 3 and "4 dof" in g[name]["noise_source"]
+        assert g[name]["detectable"] == pytest.approx(power.detectable_gain(0.0244949, 3, 2), rel=1e-6)
+    near = _gains(_planted_comp({0: 4.00, 1: 4.02, 2: 3.98}, a={0: 4.03, 1: 4.03, 2: 3.99}, b={0: 4.01, 1: 4.06, 2: 3.99}), None)
+    assert near["a"]["verdict"] == near["b"]["verdict"] == "within noise"  # 0.0167 and 0.02 < k·se
+    # one seed: the noise of a difference is √2·σ·(mean of the two totals), the threshold 2
+    one = _gains(_planted_comp({0: 4.0}, a={0: 4.2}, b={0: 4.05}, c={0: 3.7}), 0.01)
+    assert one["a"]["noise_sd"] == pytest.approx(0.0579828, abs=1e-7) and one["a"]["verdict"] == "optimal better, beyond noise"
+    assert one["b"]["noise_sd"] == pytest.approx(0.0569221, abs=1e-7) and one["b"]["verdict"] == "within noise"
+    assert one["c"]["verdict"] == "baseline better, beyond noise" and one["a"]["threshold"] == 2.0
+    assert _gains(_planted_comp({0: 4.0}, a={0: 4.2}), None)["a"]["verdict"] == "unknown (no seed repeats)"
+
+
 # --- config and plan ----------------------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

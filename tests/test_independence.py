@@ -172,3 +172,12 @@ def test_a_planted_transfer_is_detected_in_the_default_design(coupling, tmp_path
     rate, _, _, _ = _false_positives(recs, np.random.default_rng(5))
     record_property(f"figure: default design, planted transfer {coupling} x p_cobalt: violated", round(rate, 4))
     assert rate > {0.1: 0.1, 0.2: 0.5}[coupling]
+
+
+def test_a_known_sigma_gives_the_chi_square_test():
+    """A σ known from elsewhere (a number, not seed_noise's estimate) has no estimation noise: the χ²(n−1) tail."""
+    obs = records(coupling=0.1, seed=3)
+    (t,) = [t for t in controlled_test(obs, 0.01) if t["family"] == "x"]
+    y = np.log(obs.L[:, obs.family_index("x")]).reshape(5, 2)
+    assert t["p_value"] == pytest.approx(stats.chi2.sf(2 * ((y.mean(axis=1) - y.mean()) ** 2).sum() / 0.01 ** 2, 4), rel=1e-9)
+    assert t["noise_dof"] is None

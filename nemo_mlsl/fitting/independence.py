@@ -111,12 +111,16 @@ def controlled_groups(obs: Observations) -> list[ControlledGroup]:
     return out
 
 
-def f_p_values(logs: np.ndarray, groups: Sequence[ControlledGroup], sigma2: np.ndarray, dof: int) -> np.ndarray:
-    """Each group's p-value ([..., G]): P(F(n−1, dof) >= between/(n−1)/σ̂²)."""
+def f_p_values(logs: np.ndarray, groups: Sequence[ControlledGroup], sigma2: np.ndarray, dof: float) -> np.ndarray:
+    """Each group's p-value ([..., G]): P(F(n−1, dof) >= between/(n−1)/σ̂²); a σ known exactly (dof = inf): the
+    χ²(n−1) tail of between/σ²."""
     cols = []
     for g in groups:
         n = len(g.mixtures)
-        cols.append(stats.f.sf(g.between(logs) / (n - 1) / sigma2, n - 1, dof))
+        if np.isinf(dof):
+            cols.append(stats.chi2.sf(g.between(logs) / sigma2, n - 1))
+        else:
+            cols.append(stats.f.sf(g.between(logs) / (n - 1) / sigma2, n - 1, dof))
     return np.stack(cols, axis=-1) if cols else np.zeros((*np.shape(sigma2), 0))
 
 
@@ -134,11 +138,15 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def controlled_test(obs: Observations, noise: Mapping[str, Any] | None, alpha: float = ALPHA) -> list[dict[str, Any]]:
-    """One entry per controlled group (``controlled_groups``); ``noise`` is ``seed_noise(obs)`` (σ̂ and its dof)."""
+def controlled_test(obs: Observations, noise: Mapping[str, Any] | float | None, alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """One entry per controlled group (``controlled_groups``). ``noise`` is ``seed_noise(obs)`` (σ̂ and its dof: the
+    F test), or a σ known from elsewhere (a number: the χ² test, dof = inf), or None (no verdict)."""
     logs = np.log(obs.L)
     groups = controlled_groups(obs)
-    sigma, dof = (noise or {}).get("sigma"), int((noise or {}).get("dof") or 0)
+    if isinstance(noise, (int, float)):
+        sigma, dof = float(noise), float("inf")
+    else:
+        sigma, dof = (noise or {}).get("sigma"), int((noise or {}).get("dof") or 0)
     p = holm_p = None
     if sigma and dof and groups:
         p = f_p_values(logs, groups, np.float64(sigma) ** 2, dof)
@@ -155,11 +163,11 @@ def controlled_test(obs: Observations, noise: Mapping[str, Any] | None, alpha: f
         entry["spread_ci_pct"] = [100 * s * np.sqrt((n - 1) / lo), 100 * s * np.sqrt((n - 1) / hi)]
         if p is not None:
             # the noise of a mixture's mean, σ/√k_i, in rms over the group's mixtures: the spread expected without an effect
-            entry.update({"noise_pct": 100 * float(sigma * np.sqrt(np.mean(1.0 / g.seeds))), "noise_dof": dof,
+            entry.update({"noise_pct": 100 * float(sigma * np.sqrt(np.mean(1.0 / g.seeds))), "noise_dof": dof if np.isfinite(dof) else None,
                           "p_value": float(p[i]), "p_holm": float(holm_p[i]), "tests": len(groups),
                           "independent": bool(holm_p[i] >= alpha)})
         else:
-            entry.update({"noise_pct": None, "noise_dof": dof, "p_value": None, "p_holm": None, "tests": len(groups),
+            entry.update({"noise_pct": None, "noise_dof": None, "p_value": None, "p_holm": None, "tests": len(groups),
                           "independent": None})
         out.append(entry)
     return out

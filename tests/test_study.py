@@ -165,10 +165,11 @@ def test_independence_check_on_trained_runs(tmp_path, record_property):
         t, noise, records, points = _independence_runs(tmp_path / f"t{transfer}", transfer)
         assert t["mixtures"] == 3 and t["seeds"] == [2, 2, 2] and t["fixed_ratio"] == 0.3 and t["tests"] == 1
         assert noise["dof"] == noise["groups"] * 3 == 9  # 3 repeated mixtures x 3 families, one dof each
-        y = np.array([[np.log(r["family_loss"]["amber"]) for r in records if r["ratios"] == p] for p in points])
+        by = {r["run_id"]: r for r in records}  # run m{i}-s{seed}: mixture i of the design
+        y = np.array([[np.log(by[f"m{i}-s{s}"]["family_loss"]["amber"]) for s in (0, 1)] for i in range(len(points))])
         between = 2 * ((y.mean(axis=1) - y.mean()) ** 2).sum() / 2
-        logs = {(i, f): np.log([r["family_loss"][f] for r in records if r["ratios"] == p])
-                for i, p in enumerate(points) for f in ("amber", "cobalt", "jade")}
+        logs = {(i, f): np.log([by[f"m{i}-s{s}"]["family_loss"][f] for s in (0, 1)])
+                for i in range(len(points)) for f in ("amber", "cobalt", "jade")}
         within = sum(((x - x.mean()) ** 2).sum() for x in logs.values()) / 9
         assert within == pytest.approx(noise["sigma"] ** 2, rel=1e-9)
         assert t["p_value"] == pytest.approx(stats.f.sf(between / within, 2, 9), rel=1e-9)

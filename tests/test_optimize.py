@@ -125,3 +125,42 @@ def test_cross_family_optimum_matches_a_grid_search_and_can_drop_a_family():
     floor = optimal_from_fit(doc, N=1e8, D=1e9, objective="raw", min_ratio={"f2": 0.05})
     assert floor["ratios"]["f2"] == pytest.approx(0.05, abs=1e-6) and sum(floor["ratios"].values()) == pytest.approx(1.0)
     assert set(opt["ci"]) == {"f0", "f1", "f2"}
+
+
+def _planted_gamma_zero(seed: int = 0, noise: float = 0.01) -> tuple[list[dict], np.ndarray]:
+    """Joint-law runs of 3 families whose first has a true γ of 0 (its loss does not depend on its share)."""
+    rng = np.random.default_rng(seed)
+    gamma, E, A, B = np.array([0.0, 0.1, 0.2]), np.array([1.5, 1.2, 1.8]), np.array([300.0, 400.0, 500.0]), np.array([400.0, 300.0, 600.0])
+    recs = []
+    for N in (1e6, 3e6, 1e7):
+        for D in (1e8, 3e8, 1e9):
+            for _ in range(4):
+                p = np.maximum(rng.dirichlet(np.full(3, 2.0)), 0.03)
+                p /= p.sum()
+                L = (E + A / N ** 0.3 + B / D ** 0.3) * p ** -gamma * np.exp(rng.normal(0, noise, 3))
+                recs.append({"run_id": f"r{len(recs)}", "N": N, "D": D, "ratios": dict(zip(["f0", "f1", "f2"], p)),
+                             "family_loss": dict(zip(["f0", "f1", "f2"], L))})
+    return recs, E + A / 1e7 ** 0.3 + B / 1e9 ** 0.3  # each family's planted loss at p = 1, at N = 1e7, D = 1e9
+
+
+@pytest.mark.parametrize("law", ["joint_family", "family_power"])
+def test_a_planted_gamma_of_zero_is_fitted_non_negative_and_never_starves_its_family(law):
+    """He et al.'s γ is bounded to [0, 2.5] (docs/science.md): a true γ of 0 is fitted at >= 0 in the fit and in
+    every bootstrap replicate, and the optimum (--min-ratio 0) offers that family a positive share with a finite,
+    positive predicted loss: p^-γ has no value at p = 0, so the KKT path keeps the ZERO_FLOOR as the general one does."""
+    from nemo_mlsl.fitting.lawfit import fit
+    from nemo_mlsl.fitting.observations import Observations
+    from nemo_mlsl.fitting.optimize import ZERO_FLOOR, optimal_from_fit, predicted_losses
+
+    recs, c = _planted_gamma_zero()
+    doc = fit(law, Observations.from_records(recs), bootstrap=30, seed=0).to_dict()
+    gammas = [doc["families"]["f0"]["params"]["gamma"]] + [r["gamma"] for r in doc["families"]["f0"]["replicates"] if r]
+    assert min(gammas) >= 0.0 and max(gammas) < 0.02, gammas
+    where = {"N": 1e7, "D": 1e9}  # a fitted setting: family_power knows L* only there
+    opt = optimal_from_fit(doc, objective="normalized", min_ratio=0.0, **where)
+    floor = ZERO_FLOOR * (1 - 1e-9)  # the KKT solution is renormalized to sum to 1
+    assert min(opt["ratios"].values()) >= floor and all(lo >= floor for lo, _ in opt["ci"].values()), opt
+    loss = predicted_losses(doc, opt["ratios"], **where)
+    assert all(np.isfinite(v) and v > 0 for v in loss.values()), loss
+    # γ ≈ 0: the family's predicted loss at its tiny share is its planted loss, as at any share
+    assert loss["f0"] == pytest.approx(c[0], rel=0.03)

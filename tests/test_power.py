@@ -1,6 +1,7 @@
-"""Power of the confirmation: the closed forms against known values, and whole studies on planted laws (a stand-in
-backend writes the records a planted joint law gives, with a seed effect shared by paired runs) whose verdicts
-must match the planted truth: "within noise" where the optimum equals a baseline, "beyond noise" where it differs."""
+"""Power of the confirmation: the report's test simulated whole (σ from the paired differences, pooled over
+baselines that share the optimum's run) against its stated level and power, the closed forms against known values,
+and whole studies on planted laws (a stand-in backend writes the records a planted joint law gives, with a seed
+effect shared by paired runs) whose verdicts must match the planted truth."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.results import ResultsStore
@@ -18,57 +20,176 @@ from nemo_mlsl.study import power
 from nemo_mlsl.study.config import load_study
 
 Z95 = 1.959963984540054
+SIMULATIONS = 20_000  # per case: binomial sd 0.28% at a power of 0.8, 0.15% at a level of 0.0455
+
+
+# --- the report's test, simulated whole ---------------------------------------------------------------------------
+
+def simulate_differences(rng, gain: float, sd: float, seeds: int, baselines: int, studies: int) -> np.ndarray:
+    """Paired differences [study, baseline, seed] of confirmations whose runs have a seed effect shared by every
+    mixture of a seed (it cancels) and noise of their own; every baseline's difference of a seed shares the
+    optimum's run of that seed. ``sd``: the noise of one difference."""
+    shared = rng.normal(0, 0.05, size=(studies, 1, seeds))  # a seed's effect on every mixture: cancels
+    runs = shared + rng.normal(0, sd / math.sqrt(2), size=(studies, baselines + 1, seeds))  # [:, 0]: the optimum
+    return (gain + runs[:, 1:]) - runs[:, :1]
+
+
+def _comp(diffs: np.ndarray) -> dict:
+    """A report's ``comparison`` for one simulated study: totals per seed (optimum at 10), predicted gains of 0."""
+    b, n = diffs.shape
+    opt = {str(s): 10.0 for s in range(n)}
+    comp = {"optimal": {"totals_by_seed": opt, "total_observed": 10.0, "total_predicted": 10.0}}
+    for i in range(b):
+        t = {str(s): 10.0 + float(diffs[i, s]) for s in range(n)}
+        comp[f"b{i}"] = {"totals_by_seed": t, "total_observed": float(np.mean(list(t.values()))), "total_predicted": 10.0}
+    return comp
+
+
+@pytest.mark.parametrize("seeds,baselines", [(3, 1), (3, 3), (5, 1), (5, 3)])
+def test_the_detectable_gain_is_called_beyond_noise_with_the_stated_power(seeds, baselines, record_property):
+    """Whole confirmations simulated through the report's own test (``power.confirm``, which ``_gains`` calls; the
+    two are checked to agree on the first studies): a true gain equal to the planned detectable gain is called
+    "optimal better, beyond noise" in 80% of studies, and a gain of 0 is called beyond noise at the 2σ level."""
+    from nemo_mlsl.study.report import _gains
+
+    sd = 0.02
+    rng = np.random.default_rng(1000 * seeds + baselines)
+    g = power.detectable_gain(sd, seeds, baselines)
+    d = simulate_differences(rng, g, sd, seeds, baselines, SIMULATIONS)
+    test = power.confirm(d)
+    assert test.dof == baselines * (seeds - 1) and test.pooled == baselines
+    calls = test.calls()
+    hit = float(np.mean(calls[:, 0] == 1))
+    for i in range(200):  # the report's _gains gives the very same verdicts
+        got = _gains(_comp(d[i]), sigma=None)
+        assert [got[f"b{j}"]["verdict"] for j in range(baselines)] == [power.VERDICTS[int(c)] for c in calls[i]]
+        assert got["b0"]["detectable"] == pytest.approx(power.detectable_gain(test.sd[i, 0], seeds, baselines), rel=1e-12)
+    null = power.confirm(simulate_differences(rng, 0.0, sd, seeds, baselines, SIMULATIONS)).calls()
+    false = float(np.mean(null[:, 0] != 0))
+    # what the previous definition, (2 + z_0.8)·sd/√n with a t threshold on B·(n−1) dof, detected
+    old_g = (2 + stats.norm.ppf(0.8)) * sd / math.sqrt(seeds)
+    d_old = simulate_differences(rng, old_g, sd, seeds, baselines, SIMULATIONS)
+    old_k = stats.t.ppf(stats.norm.cdf(2), baselines * (seeds - 1))
+    old = power.confirm(d_old)
+    old_hit = float(np.mean(old.difference[:, 0] > old_k * old.se[:, 0]))
+    record_property("figure: simulated studies per case", SIMULATIONS)
+    record_property(f"figure: n={seeds} B={baselines} detectable gain / sd", round(g / sd, 4))
+    record_property(f"figure: n={seeds} B={baselines} called beyond noise at the detectable gain", round(hit, 4))
+    record_property(f"figure: n={seeds} B={baselines} called beyond noise at a gain of 0 (level 0.0455)", round(false, 4))
+    record_property(f"figure: n={seeds} B={baselines} previous definition's gain called", round(old_hit, 4))
+    assert hit == pytest.approx(power.POWER, abs=0.02)
+    assert false == pytest.approx(1 - power.level(), abs=0.01)
+    assert power.power_of(g, sd, seeds, baselines) == pytest.approx(power.POWER, abs=1e-9)
+
+
+def test_the_quadrature_is_the_noncentral_t_for_one_baseline():
+    """The law of the pooled noise estimate, integrated by quadrature, against the closed form where one exists."""
+    for n in (2, 3, 5, 20):
+        k = power.threshold(n)
+        for delta in (0.0, 1.0, 3.0, 6.0):
+            exact = stats.nct.sf(k, n - 1, delta) if delta else stats.t.sf(k, n - 1)
+            assert power._prob_quadrature(delta, n, 1, k) == pytest.approx(exact, abs=2e-5)
+    for n, b in ((3, 3), (5, 2), (10, 4)):  # E[s²] = sd²: the quadrature integrates the law's mean (its tails beyond the last node aside)
+        s, w = power._noise_ratio(n, b)
+        assert np.dot(w, s ** 2) == pytest.approx(1.0, abs=5e-4) and w.sum() == pytest.approx(1.0, abs=1e-12)
 
 
 # --- closed forms -----------------------------------------------------------------------------------------------
 
 def test_seeds_needed_matches_published_paired_t_sample_sizes():
     # two-sided paired t-test at 5%: effect size d = 0.5 needs 34 pairs for 80% power, d = 0.8 needs 15 (Cohen 1988; G*Power)
-    assert power.seeds_needed(0.5, 1.0, 0.8, z=Z95) == 34
-    assert power.seeds_needed(0.8, 1.0, 0.8, z=Z95) == 15
-    # the normal approximation: n = ((z + z_power)·sd/gain)², 31.4 -> 32
-    assert power.seeds_needed(0.5, 1.0, 0.8, z=Z95, t_test=False) == 32
-    assert power.seeds_needed(0.0, 1.0) is None and power.seeds_needed(-1.0, 1.0) is None
+    assert power.seeds_needed(0.5, 1.0, 1, 0.8, z=Z95) == 34
+    assert power.seeds_needed(0.8, 1.0, 1, 0.8, z=Z95) == 15
+    assert power.seeds_needed(0.0, 1.0) is None and power.seeds_needed(-1.0, 1.0) is None and power.seeds_needed(None, 1.0) is None
 
 
-def test_detectable_gain_is_the_inverse_of_seeds_needed():
+@pytest.mark.parametrize("baselines", [1, 2, 3])
+def test_detectable_gain_is_the_inverse_of_seeds_needed(baselines):
     sd = 0.03
-    for n in (1, 2, 4, 9, 25):
-        g = power.detectable_gain(sd, n)
-        assert g == pytest.approx((2 + 0.8416212335729143) * sd / math.sqrt(n))
-        assert power.seeds_needed(g * 1.0001, sd, t_test=False) == n
-    # at 50% power the detectable gain is the 2σ threshold itself
-    assert power.detectable_gain(1.0, 4, power=0.5) == pytest.approx(1.0)
+    for n in (2, 3, 4, 9, 25):
+        g = power.detectable_gain(sd, n, baselines)
+        assert power.seeds_needed(g * 1.0001, sd, baselines) == n
+        assert power.seeds_needed(g * 0.9999, sd, baselines) == n + 1
+    # one seed: the noise is √2·σ taken as known, the threshold 2, the normal power
+    assert power.detectable_gain(sd, 1, baselines) == pytest.approx((2 + 0.8416212335729143) * sd)
+    assert power.seeds_needed(power.detectable_gain(sd, 1) * 1.0001, sd, baselines, one_seed=True) == 1
 
 
-def test_threshold_is_two_sigma_with_known_noise_and_a_t_quantile_otherwise():
-    assert power.threshold(None) == 2.0 and power.level() == pytest.approx(0.9545, abs=1e-4)
-    assert power.threshold(4) > power.threshold(30) > 2.0
-    assert power.threshold(10**6) == pytest.approx(2.0, abs=1e-4)
+def test_threshold_is_two_sigma_with_known_noise_and_the_pooled_estimators_quantile_otherwise():
+    assert power.threshold(1) == 2.0 and power.level() == pytest.approx(0.9545, abs=1e-4)
+    assert power.threshold(3) == pytest.approx(stats.t.ppf(stats.norm.cdf(2), 2))  # one baseline: the paired t
+    for n in (2, 3, 5):
+        # three baselines: fewer effective dof than B·(n−1) (their differences share the optimum's run), more than n−1
+        assert stats.t.ppf(stats.norm.cdf(2), 3 * (n - 1)) < power.threshold(n, 3) < stats.t.ppf(stats.norm.cdf(2), n - 1)
+        assert 2 * power.prob_called(0.0, n, 3, power.threshold(n, 3)) == pytest.approx(1 - power.level(), abs=1e-9)
+    assert power.threshold(2000, 3) == pytest.approx(2.0, abs=2e-3)
 
 
-def test_detectable_gain_by_simulation():
-    """The gain called detectable is called beyond noise in ~80% of simulated paired studies."""
-    rng = np.random.default_rng(0)
-    sd, n = 0.01, 5
-    g = power.detectable_gain(sd, n)
-    means = g + rng.normal(0, sd, size=(20000, n)).mean(axis=1)
-    hit = np.mean([power.verdict(m, sd / math.sqrt(n), 2.0) == "optimal better, beyond noise" for m in means])
-    assert hit == pytest.approx(0.8, abs=0.015)
+def test_confirm_pools_around_each_baselines_own_mean():
+    d = np.array([[1.0, 3.0, np.nan], [10.0, 12.0, 14.0], [5.0, np.nan, np.nan]])
+    t = power.confirm(d)
+    assert t.dof == 3 and t.pooled == 2 and list(t.seeds) == [2, 3, 1]
+    assert t.sd[0] == pytest.approx(math.sqrt((2 + 8) / 3)) and t.difference.tolist() == [2.0, 12.0, 5.0]
+    one = power.confirm(np.array([[0.3], [0.1]]), fallback_sd=[0.1, 0.1])  # one seed: σ's noise, threshold 2
+    assert one.dof == 0 and list(one.threshold) == [2.0, 2.0] and list(one.calls()) == [1, 0]
+    assert power.confirm(np.array([[0.3]])).se is None and power.verdict(None) == "unknown (no seed repeats)"
 
 
-def test_pooled_paired_sd_pools_around_each_baselines_own_mean():
-    sd, dof = power.pooled_paired_sd({"a": [1.0, 3.0], "b": [10.0, 12.0, 14.0], "c": [5.0]})
-    assert dof == 3 and sd == pytest.approx(math.sqrt((2 + 8) / 3))
+def test_power_lines_never_say_detectable_while_needing_more_seeds():
+    """One definition: detectable exactly when the planned seeds reach the power, and then seeds_needed <= seeds."""
+    sd = power.unpaired_sd(0.015)
+    for seeds in (1, 2, 3, 5, 8):
+        for b in (1, 3):
+            names = [f"b{i}" for i in range(b)]
+            det = power.detectable_gain(sd, seeds, b)
+            for g in np.linspace(0.2, 3.0, 15) * det:
+                (p, *_) = power.power_lines({n: float(g) for n in names}, 0.015, "given", seeds, names)
+                assert p.detectable == (p.seeds_needed is not None and p.seeds_needed <= seeds)
+                assert p.detectable == (power.power_of(g, sd, seeds, b) >= power.POWER)
+                if abs(g / det - 1) > 1e-6:
+                    assert p.detectable == (g > det), (seeds, b, g, det, p)
 
 
 def test_power_lines_say_when_a_predicted_gain_is_not_detectable():
-    lines = power.power_lines({"uniform": 0.001, "natural": 0.05}, 0.015, "given", 2, ["uniform", "natural"])
+    lines = power.power_lines({"uniform": 0.001, "natural": 0.05}, 0.015, "given", 3, ["uniform", "natural"])
     by = {p.baseline: p for p in lines}
-    assert by["natural"].detectable and by["natural"].verdict == "detectable"
+    assert by["natural"].detectable and by["natural"].verdict == "detectable" and by["natural"].baselines == 2
     assert by["uniform"].detectable is False and "NOT detectable" in by["uniform"].verdict
     sd = power.unpaired_sd(0.015)
-    assert by["uniform"].seeds_needed == power.seeds_needed(0.001, sd) > 2
+    assert by["uniform"].seeds_needed == power.seeds_needed(0.001, sd, 2) > 3
+    assert by["natural"].detectable_gain == pytest.approx(power.detectable_gain(sd, 3, 2))
+
+
+def _planted_comp(optimal: dict, **baselines: dict) -> dict:
+    comp = {}
+    for name, t in {"optimal": optimal, **baselines}.items():
+        t = {str(k): v for k, v in t.items()}
+        comp[name] = {"totals_by_seed": t, "total_observed": float(np.mean(list(t.values()))), "total_predicted": 4.0}
+    return comp
+
+
+def test_gains_on_planted_totals():
+    """The report's _gains worked by hand. Three paired seeds, two baselines: differences a = (0.20, 0.23, 0.20) and
+    b = (-0.09, -0.12, -0.06); pooled around each mean, SS = 0.0006 + 0.0018 on 4 dof, s = √0.0006 = 0.0244949,
+    se = s/√3 = 0.0141421, k = threshold(3, 2)."""
+    from nemo_mlsl.study.report import _gains
+
+    g = _gains(_planted_comp({0: 4.00, 1: 4.02, 2: 3.98}, a={0: 4.20, 1: 4.25, 2: 4.18}, b={0: 3.91, 1: 3.90, 2: 3.92}), None)
+    k = power.threshold(3, 2)
+    assert 2.8 < k < 3.1
+    for name, diff, verdict in (("a", 0.21, "optimal better, beyond noise"), ("b", -0.09, "baseline better, beyond noise")):
+        assert g[name]["difference"] == pytest.approx(diff, abs=1e-12) and g[name]["verdict"] == verdict
+        assert g[name]["sd_per_seed"] == pytest.approx(0.0244949, abs=1e-7) and g[name]["noise_sd"] == pytest.approx(0.0141421, abs=1e-7)
+        assert g[name]["threshold"] == k and g[name]["seeds"] == 3 and "4 dof" in g[name]["noise_source"]
+        assert g[name]["detectable"] == pytest.approx(power.detectable_gain(0.0244949, 3, 2), rel=1e-6)
+    near = _gains(_planted_comp({0: 4.00, 1: 4.02, 2: 3.98}, a={0: 4.03, 1: 4.03, 2: 3.99}, b={0: 4.01, 1: 4.06, 2: 3.99}), None)
+    assert near["a"]["verdict"] == near["b"]["verdict"] == "within noise"  # 0.0167 and 0.02 < k·se
+    # one seed: the noise of a difference is √2·σ·(mean of the two totals), the threshold 2
+    one = _gains(_planted_comp({0: 4.0}, a={0: 4.2}, b={0: 4.05}, c={0: 3.7}), 0.01)
+    assert one["a"]["noise_sd"] == pytest.approx(0.0579828, abs=1e-7) and one["a"]["verdict"] == "optimal better, beyond noise"
+    assert one["b"]["noise_sd"] == pytest.approx(0.0569221, abs=1e-7) and one["b"]["verdict"] == "within noise"
+    assert one["c"]["verdict"] == "baseline better, beyond noise" and one["a"]["threshold"] == 2.0
+    assert _gains(_planted_comp({0: 4.0}, a={0: 4.2}), None)["a"]["verdict"] == "unknown (no seed repeats)"
 
 
 # --- config and plan ----------------------------------------------------------------------------------------------

@@ -49,8 +49,11 @@ def test_extrapolation_splits_exist_only_where_the_runs_vary():
     assert set(Observations.from_records(recs).N[test]) == {1e7}
 
 
-def test_on_a_planted_separable_law_the_selection_picks_a_separable_law_and_skips_what_cannot_fit():
-    recs, _, _ = planted(families=2, Ns=(1e6, 3e6, 1e7), Ds=(1e8, 1e9), per=3, noise=0.003)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_a_planted_separable_law_the_selection_picks_a_separable_law_and_skips_what_cannot_fit(seed):
+    # four values of N, so that the largest-N split trains on three: with two, E + A/N^α is not identifiable from
+    # the training part and joint_family's extrapolation lost to ye_mixing's on one seed
+    recs, _, _ = planted(seed=seed, families=2, Ns=(1e6, 2e6, 4e6, 1e7), Ds=(1e8, 1e9), per=3, noise=0.003)
     zero = dict(recs[0], run_id="zero", ratios={"f0": 0.0, "f1": 1.0})
     obs = Observations.from_records(recs)
     sel = select_law(obs, ["shifted_power", "family_power", "joint_family", "chinchilla", "ye_mixing", "loglinear"], folds=3)

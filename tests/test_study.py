@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from conftest import assert_figure, read_json
 from nemo_mlsl.results import ResultsStore
@@ -28,15 +29,14 @@ def mlsl(*args, **kw):
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "quick"
-    start = time.time()
     proc = mlsl("study", "--config", DEFAULT, "--out", out, "--quick", "--no-progress")
     stdout, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, stdout[-4000:]
-    return out, stdout, time.time() - start
+    return out, stdout
 
 
 def test_quick_study_report_holds_the_headline(quick_study):
-    out, stdout, elapsed = quick_study
+    out, stdout = quick_study
     s = read_json(out / "summary.json")
     fams = ["amber", "cobalt", "jade", "ruby"]
     assert sorted(s["gamma"]) == fams and all(s["gamma_ci"][f][0] <= s["gamma"][f] <= s["gamma_ci"][f][1] for f in fams)
@@ -67,7 +67,7 @@ def test_quick_study_report_holds_the_headline(quick_study):
     sigma = s["seed_noise"]["sigma"]
     assert 0 < sigma < 0.1 and s["independence"]["tests"]
     assert set(s["gains"]) == {"uniform"}  # the quick variant's one baseline
-    g = s["gains"]["uniform"]  # its arithmetic is tested on planted numbers (test_gain_verdicts_on_planted_totals)
+    g = s["gains"]["uniform"]  # its arithmetic is tested on planted totals (tests/test_power.py::test_gains_on_planted_totals)
     assert g["noise_sd"] > 0 and g["verdict"] in ("optimal better, beyond noise", "baseline better, beyond noise", "within noise")
     assert (g["difference"] > 0) == (s["comparison"]["uniform"]["total_observed"] > s["comparison"]["optimal"]["total_observed"])
     md = (out / "report.md").read_text()
@@ -82,27 +82,10 @@ def test_quick_study_report_holds_the_headline(quick_study):
     assert sorted(r["run_id"] for r in records) == sorted(r["run_id"] for r in plan["runs"])
     assert len(list((out / "tb").iterdir())) == len(records)  # every run's TensorBoard log under one root
     assert "Report:" in stdout and "optimal ratios:" in stdout and "gain over uniform" in stdout
-    assert elapsed < 240, f"--quick took {elapsed:.0f}s"
-
-
-@pytest.mark.parametrize("baseline,optimal,sigma,sd,verdict", [
-    # sd = sqrt(2) * sigma * (mean of the two totals), worked by hand: sqrt(2) * 0.01 * 4.1 = 0.0579828
-    (4.2, 4.0, 0.01, 0.0579828, "optimal better, beyond noise"),    # 0.2 > 2 * 0.058
-    (4.05, 4.0, 0.01, 0.0569221, "within noise"),                   # 0.05 < 2 * 0.0569
-    (4.0, 4.3, 0.01, 0.0586899, "baseline better, beyond noise"),   # -0.3 < -2 * 0.0587
-    (4.2, 4.0, None, None, "unknown (no seed repeats)"),
-])
-def test_gain_verdicts_on_planted_totals(baseline, optimal, sigma, sd, verdict):
-    from nemo_mlsl.study.report import gain
-
-    g = gain(baseline, optimal, sigma)
-    assert g["difference"] == pytest.approx(baseline - optimal, abs=1e-12) and g["verdict"] == verdict
-    assert g["relative"] == pytest.approx((baseline - optimal) / baseline, abs=1e-12)
-    assert g["noise_sd"] == (None if sd is None else pytest.approx(sd, abs=1e-7))
 
 
 def test_resume_after_a_kill_loses_and_duplicates_nothing(quick_study, tmp_path):
-    ref, _, _ = quick_study
+    ref, _ = quick_study
     out = tmp_path / "killed"
     proc = mlsl("study", "--config", DEFAULT, "--out", out, "--quick", "--no-progress", start_new_session=True)
     store = out / "results.jsonl"
@@ -129,7 +112,7 @@ def test_resume_after_a_kill_loses_and_duplicates_nothing(quick_study, tmp_path)
 
 
 def test_a_started_study_needs_resume(quick_study):
-    out, _, _ = quick_study
+    out, _ = quick_study
     proc = mlsl("study", "--config", DEFAULT, "--out", out, "--quick")
     stdout, _ = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "--resume" in stdout
@@ -166,13 +149,30 @@ def _independence_runs(tmp_path, transfer):
     points = independence_design(3, ["amber", "cobalt", "jade"], "amber", 0.3, 0.15, 0)
     runs = [PlannedRun(f"m{i}-s{s}", "independence", "cpu_100k", 100_000, p, s, 1) for i, p in enumerate(points) for s in (0, 1)]
     execute(runs, tmp_path / "study", m, CPUBackend(), law=None, log=lambda _: None)
-    obs = Observations.from_records(ResultsStore(tmp_path / "study").read())
-    return [t for t in controlled_test(obs, seed_noise(obs)["sigma"]) if t["family"] == "amber"][0]
+    records = ResultsStore(tmp_path / "study").read()
+    obs = Observations.from_records(records)
+    noise = seed_noise(obs)
+    return [t for t in controlled_test(obs, noise) if t["family"] == "amber"][0], noise, records, points
 
 
-def test_independence_check_passes_without_transfer_and_flags_strong_transfer(tmp_path):
-    plain = _independence_runs(tmp_path / "t0", 0.0)
-    shared = _independence_runs(tmp_path / "t5", 0.5)
-    assert plain["independent"] is True, plain
-    assert shared["independent"] is False, shared
-    assert shared["spread_pct"] > 2 * plain["spread_pct"]
+def test_independence_check_on_trained_runs(tmp_path, record_property):
+    """The controlled test on records that training wrote (3 mixtures x 2 seeds with amber held at 0.3), on a corpus
+    without and with transfer between families. One training draw cannot decide a verdict against its own noise
+    (the test's level and its power against a planted transfer are checked by simulation in
+    tests/test_independence.py), so this checks what the draw determines: the group and the noise's degrees of
+    freedom, and the F statistic recomputed by hand from the store; the spreads and p-values are printed."""
+    for transfer in (0.0, 0.5):
+        t, noise, records, points = _independence_runs(tmp_path / f"t{transfer}", transfer)
+        assert t["mixtures"] == 3 and t["seeds"] == [2, 2, 2] and t["fixed_ratio"] == 0.3 and t["tests"] == 1
+        assert noise["dof"] == noise["groups"] * 3 == 9  # 3 repeated mixtures x 3 families, one dof each
+        by = {r["run_id"]: r for r in records}  # run m{i}-s{seed}: mixture i of the design
+        y = np.array([[np.log(by[f"m{i}-s{s}"]["family_loss"]["amber"]) for s in (0, 1)] for i in range(len(points))])
+        between = 2 * ((y.mean(axis=1) - y.mean()) ** 2).sum() / 2
+        logs = {(i, f): np.log([by[f"m{i}-s{s}"]["family_loss"][f] for s in (0, 1)])
+                for i in range(len(points)) for f in ("amber", "cobalt", "jade")}
+        within = sum(((x - x.mean()) ** 2).sum() for x in logs.values()) / 9
+        assert within == pytest.approx(noise["sigma"] ** 2, rel=1e-9)
+        assert t["p_value"] == pytest.approx(stats.f.sf(between / within, 2, 9), rel=1e-9)
+        assert t["independent"] == (t["p_holm"] >= 0.05)
+        record_property(f"figure: transfer {transfer}: amber's spread % (95% CI), noise %, p",
+                        f"{t['spread_pct']:.2f} [{t['spread_ci_pct'][0]:.2f}, {t['spread_ci_pct'][1]:.2f}], {t['noise_pct']:.2f}, {t['p_value']:.3f}")

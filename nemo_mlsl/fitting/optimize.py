@@ -226,6 +226,10 @@ def optimal_from_fit(
         caps = {f: float(caps[f]) for f in fams}
     w = np.array([float(weights.get(f, 1.0)) for f in fams])
     lower, upper = bounds_for(fams, min_ratio=min_ratio, max_ratio=max_ratio, caps=caps)
+    from nemo_mlsl.registry import LAWS
+
+    if not LAWS.get(law).zero_shares:  # p^-γ has no value at p = 0: never offer a share of 0 (as optimal_general)
+        lower = np.maximum(lower, ZERO_FLOOR)
     cap_tuple = tuple(caps[f] for f in fams) if caps else ()
 
     def problem(entries: list[Mapping]) -> RatioProblem:

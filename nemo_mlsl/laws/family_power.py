@@ -46,7 +46,7 @@ class FamilyPowerLaw(Law):
     def params(self, data: FamilyData) -> list[Param]:
         lo = float(np.log(data.loss.min())) - 1.0
         hi = float(np.log(data.loss.max())) + 1.0
-        out = [Param("gamma", -0.5, 2.0, (0.0, 0.1, 0.3))]
+        out = [Param("gamma", 0.0, 2.5, (0.0, 0.1, 0.3))]
         for n, d in self._settings():
             out.append(Param(setting_name(n, d), lo, hi, (float(np.log(data.loss.mean())),)))
         return out

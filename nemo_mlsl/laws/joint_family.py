@@ -18,7 +18,7 @@ class JointFamilyLaw(Law):
     separable = True
 
     def params(self, data: FamilyData) -> list[Param]:
-        return scale_params(data) + [Param("gamma", -0.5, 2.0, (0.0, 0.1, 0.3))]
+        return scale_params(data) + [Param("gamma", 0.0, 2.5, (0.0, 0.1, 0.3))]
 
     def log_predict(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)

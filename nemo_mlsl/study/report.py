@@ -44,15 +44,6 @@ def _progress(out: Path, cfg, runs, records, elapsed: float) -> dict[str, Any]:
     return {"partial": True, "done": len(done), "planned": len(runs)}
 
 
-def gain(baseline: float, optimal: float, sigma: float | None) -> dict[str, Any]:
-    """The optimum's gain over a baseline from one run each (difference of their observed total losses) and its
-    verdict: ``sigma`` is the relative seed noise of one run's loss, so the difference of two runs has sd √2·σ·(their
-    mean total). Several paired seeds: ``_gains``."""
-    diff = baseline - optimal
-    sd = power.unpaired_sd(sigma, 0.5 * (baseline + optimal)) if sigma else None
-    return {"difference": diff, "noise_sd": sd, "verdict": power.verdict(diff, sd, power.Z_VERDICT), "relative": diff / baseline}
-
-
 def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], rep, manifest: Manifest, *,
                        elapsed: float, partial: bool = False) -> dict[str, Any]:
     out = Path(out)
@@ -90,7 +81,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     law_mae = float(np.mean([e for c in comp.values() for e in c["abs_error"].values()])) if comp else None
     naive_mae = float(np.mean([e for c in comp.values() for e in c["naive_abs_error"].values()])) if naive else None
 
-    ind_tests = controlled_test(obs, sigma)
+    ind_tests = controlled_test(obs, noise)
     ind = summarize(ind_tests)
     resid = {}
     for f in fams:
@@ -132,42 +123,48 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
 def _gains(comp: Mapping[str, Any], sigma: float | None) -> dict[str, Any]:
     """Optimum vs each baseline over their paired seeds: mean difference, its noise, the verdict, and the power.
 
-    The noise of one seed's difference is the pooled std of the paired differences when there are >= 2 seeds
-    (a t threshold at the 2σ level for its few degrees of freedom), else √2·σ of the total (σ: the study's
-    seed repeats; the 2σ threshold)."""
+    The verdict is ``power.confirm``'s: the noise of one seed's difference is the std of the paired differences
+    pooled over the baselines when there are >= 2 seeds, with the threshold of that estimator at the 2σ level,
+    else √2·σ of the total (σ: the study's seed repeats; threshold 2). The detectable gain and the seeds needed
+    are computed for that same test (``power.detectable_gain``, ``power.seeds_needed``)."""
     if "optimal" not in comp:
         return {}
     opt = comp["optimal"]
-    paired = {}
-    for name, c in comp.items():
-        if name != "optimal":
-            seeds = [k for k in c["totals_by_seed"] if k in opt["totals_by_seed"]]
-            paired[name] = [c["totals_by_seed"][k] - opt["totals_by_seed"][k] for k in seeds]
-    sd_p, dof_p = power.pooled_paired_sd(paired)
+    names = [name for name in comp if name != "optimal"]
+    if not names:
+        return {}
+    paired = {name: [k for k in comp[name]["totals_by_seed"] if k in opt["totals_by_seed"]] for name in names}
+    width = max(1, max(len(s) for s in paired.values()))
+    diffs = np.full((len(names), width), np.nan)
+    for i, name in enumerate(names):
+        for j, k in enumerate(paired[name]):
+            diffs[i, j] = comp[name]["totals_by_seed"][k] - opt["totals_by_seed"][k]
+        if not paired[name]:  # no seed in common (not planned): the difference of the mean totals, one "pair"
+            diffs[i, 0] = comp[name]["total_observed"] - opt["total_observed"]
+    levels = [0.5 * (comp[name]["total_observed"] + opt["total_observed"]) for name in names]
+    test = power.confirm(diffs, [power.unpaired_sd(sigma, lv) for lv in levels] if sigma else None)
+    calls = test.calls() if test.se is not None else [None] * len(names)
     gains = {}
-    for name, d in paired.items():
+    for i, name in enumerate(names):
         c = comp[name]
-        n = len(d)
-        diff = float(np.mean(d)) if d else c["total_observed"] - opt["total_observed"]
-        level = 0.5 * (c["total_observed"] + opt["total_observed"])
-        if sd_p is not None and sd_p > 0:
-            sd, dof, source = sd_p, dof_p, f"paired differences of {n} seeds ({dof_p} dof)"
-        elif sigma:
-            sd, dof, source = power.unpaired_sd(sigma, level), None, "√2·σ of the total (seed repeats)"
+        n = max(int(test.seeds[i]), 1)
+        diff = float(test.difference[i])
+        if test.dof:
+            source = f"paired differences of {n} seeds, pooled over {test.pooled} baseline(s) ({test.dof} dof)"
         else:
-            sd, dof, source = None, None, "none"
-        n = max(n, 1)
-        se = sd / np.sqrt(n) if sd is not None else None
-        k = power.threshold(dof)
+            source = "√2·σ of the total (seed repeats)" if test.se is not None else "none"
+        se = float(test.se[i]) if test.se is not None else None
+        k = float(test.threshold[i])
         pred_abs = c["total_predicted"] - opt["total_predicted"]
-        g: dict[str, Any] = {"difference": diff, "noise_sd": se, "verdict": power.verdict(diff, se, k),
+        g: dict[str, Any] = {"difference": diff, "noise_sd": se, "verdict": power.verdict(calls[i]),
                              "relative": diff / c["total_observed"], "seeds": n, "threshold": k, "noise_source": source,
                              "predicted": pred_abs, "predicted_relative": pred_abs / c["total_predicted"]}
-        if sd is not None:
-            det = power.detectable_gain(sd, n, dof=dof)
+        if se is not None:
+            sd, b = float(test.sd[i]), test.pooled or len(names)
+            det = power.detectable_gain(sd, n, b)
             g.update({"interval": [diff - k * se, diff + k * se], "band_relative": k * se / c["total_observed"],
                       "detectable": det, "detectable_relative": det / c["total_observed"],
-                      "seeds_needed": power.seeds_needed(pred_abs, sd), "sd_per_seed": sd})
+                      "seeds_needed": power.seeds_needed(pred_abs, sd, b, one_seed=not test.dof), "sd_per_seed": sd})
         gains[name] = g
     return gains
 
@@ -270,16 +267,17 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
               f"{s['naive_mean_abs_error']:.4f})" if s["naive_mean_abs_error"] is not None else "") + "."]
     for name, g in s["gains"].items():
         c, o = s["comparison"][name]["total_observed"], s["comparison"]["optimal"]["total_observed"]
-        band = (f" ± {100 * g['band_relative']:.2f}% (2σ of the paired difference, {g['noise_source']}); detectable gain "
+        band = (f" ± {100 * g['band_relative']:.2f}% (2σ level, {g['noise_source']}); detectable gain "
                 f"{100 * g['detectable_relative']:.2f}%" if g.get("noise_sd") else "")
         L += [f"- **Optimal vs {name}** ({g['seeds']} paired seed(s)): predicted gain {100 * g['predicted_relative']:+.2f}%, observed "
               f"{100 * g['relative']:+.2f}%{band}: **{g['verdict']}** (observed total {cfg.objective.type} loss {o:.4f} vs {c:.4f}; "
               f"{name} minus optimal {g['difference']:+.4f})."]
     L += [f"- **Seed noise**: σ = {100 * sig:.2f}% of loss (std of log loss between seeds, {s['seed_noise']['groups']} repeated points)."
           if sig else "- **Seed noise**: not measured (no repeated design points)."]
-    L += ["- **Independence hypothesis**: " + ("holds within noise in every controlled test." if s["independence"]["passed"] else
-          "violated in at least one controlled test (see below)." if any(t.get("independent") is False for t in ind_tests) else
-          "not decided (no seed noise or no controlled group).")]
+    L += ["- **Independence hypothesis**: " + ("not rejected: every controlled test finds the spread within seed noise "
+          "(F test at 5%, Holm-corrected)." if s["independence"]["passed"] else
+          "violated in at least one controlled test (F test at 5%, Holm-corrected; see below)."
+          if any(t.get("independent") is False for t in ind_tests) else "not decided (no seed noise or no controlled group).")]
     L += ["", "## Design", "", f"Corpus: {len(manifest.languages)} languages in {len(fams)} families "
           f"({', '.join(f'{f}: {len(v)}' for f, v in manifest.families.items())}), vocabulary {manifest.vocab_size}. "
           f"Rungs fitted: {', '.join(cfg.fit_rungs)}; token budgets {', '.join(f'{t:,}' for t in cfg.tokens)}; "
@@ -290,8 +288,11 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     L += ["## Confirmation at the largest rung", ""]
     if s["gains"]:
         L += ["Every mixture ran with the same seeds (paired: a seed's effect cancels in the differences). A gain is beyond "
-              "noise when it exceeds 2σ of the paired difference (a t quantile of the same level when σ comes from few "
-              f"paired seeds); the detectable gain is the one called beyond noise with {100 * power.POWER:.0f}% probability.", ""]
+              "noise when it exceeds k times the noise of its mean, the noise being the std of the paired differences pooled "
+              "over the baselines (they share the optimum's runs) and k the threshold at which a baseline as good as the "
+              "optimum is called beyond noise with the probability of a ±2σ normal band, 4.55% (k = 2 with one seed, the "
+              "noise then √2·σ of the total); the detectable gain is the one this test calls beyond noise with "
+              f"{100 * power.POWER:.0f}% probability (docs/science.md, power of the confirmation).", ""]
         L += _table(["baseline", "seeds", "predicted gain", "observed gain", "2σ band", "detectable gain", "seeds needed", "verdict"],
                     [[n, g["seeds"], f"{100 * g['predicted_relative']:+.2f}%", f"{100 * g['relative']:+.2f}%",
                       f"±{100 * g['band_relative']:.2f}%" if g.get("noise_sd") else "–",
@@ -313,11 +314,15 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     L += _table(["mixture", "family", "ratio", "predicted", "observed", "|error|", "naive", "|naive error|", "within 2σ"], rows) + [""]
     L += _table(["mixture", f"observed total ({cfg.objective.type})", "predicted total"],
                 [[n, f"{c['total_observed']:.4f}", f"{c['total_predicted']:.4f}"] for n, c in s["comparison"].items()]) + [""]
-    L += ["## Independence check", "", "Controlled runs: one family's ratio fixed while the others vary; its loss spread is compared "
-          "with seed noise (χ² test, 5% level).", ""]
-    L += _table(["family", "fixed ratio", "mixtures", "spread %", "95% CI", "noise %", "p-value", "independent"],
+    dof = s["seed_noise"].get("dof") or 0
+    L += ["## Independence check", "", "Controlled runs: one family's ratio fixed while the others vary; the spread of its mean "
+          "log loss over those mixtures is compared with seed noise by an F test (the seed noise σ is estimated from the "
+          f"repeated runs, {dof} dof: F(mixtures − 1, {dof})), at the 5% level after Holm's correction across the "
+          f"{len(ind_tests)} group(s) tested. The noise column is the noise of a mixture's mean (σ/√seeds, in rms).", ""]
+    L += _table(["family", "fixed ratio", "mixtures", "spread %", "95% CI", "noise %", "p-value", "Holm p", "independent"],
                 [[t["family"], t["fixed_ratio"], t["mixtures"], f"{t['spread_pct']:.2f}", f"[{t['spread_ci_pct'][0]:.2f}, {t['spread_ci_pct'][1]:.2f}]",
                   f"{t['noise_pct']:.2f}" if t["noise_pct"] else "–", f"{t['p_value']:.3f}" if t["p_value"] is not None else "–",
+                  f"{t['p_holm']:.3f}" if t.get("p_holm") is not None else "–",
                   {True: "yes", False: "**no**", None: "?"}[t["independent"]]] for t in ind_tests]) + [""]
     strong = sorted(rcorr, key=lambda c: -abs(c["r"]))[:6]
     L += ["Largest residual correlations of a family's loss with another family's ratio (joint-law residuals; 0 under independence):", ""]

@@ -199,8 +199,8 @@ class Study:
         lines = self.power_check(records, predicted, seeds)
         sigma, source = self.noise(records)
         head = [f"confirmation power: {seeds} paired seed(s) per mixture at {self.cfg.confirm_rung}, D={D:,}; seed noise "
-                f"σ = {100 * sigma:.2f}% of loss ({source}); gains {whence}; beyond noise = beyond 2σ of the paired difference, "
-                f"detectable = called so with {100 * power.POWER:.0f}% probability"]
+                f"σ = {100 * sigma:.2f}% of loss ({source}); gains {whence}; beyond noise = beyond the 2σ level of the paired test "
+                f"(pooled over {len(lines)} baseline(s)), detectable = called so with {100 * power.POWER:.0f}% probability"]
         return head + power.describe(lines), lines
 
     def phase2_caps(self, manifest: Manifest, nparams: Mapping[str, int]) -> dict[str, float]:

@@ -188,3 +188,23 @@ def test_bootstrap_coverage_of_planted_gammas_is_unchanged_by_two_jobs():
                 lo, hi = lf.fits[f].ci()["gamma"]
                 covered[name] += lo <= truth["gamma"][i] <= hi
     assert covered["reference"] == covered["two jobs"] >= 30, covered
+
+
+def test_the_lbfgsb_driver_runs_minimize_bit_for_bit_to_convergence_and_to_the_cap():
+    from nemo_mlsl.fitting import lbfgsb as driver
+
+    assert driver.uses_driver()  # SciPy as pinned in constraints.txt: the check against minimize passes
+    for spec, maxiter in (("joint_family", 500), ("shukor_additive", 60)):
+        obs = Observations.from_records(records(ye_loss, per=3)) if spec != "joint_family" else separable_obs()
+        law = make_law(spec)
+        data = contiguous(law.data_for(obs, law.targets(obs)[0]))
+        law = law.bound_to(data)
+        params = law.params(data)
+        bounds = [(p.lower, p.upper) for p in params]
+        x0 = np.clip(law.start_grid(data)[0], [b[0] for b in bounds], [b[1] for b in bounds])
+        fun = _objective(law, data, 1e-3)
+        with np.errstate(all="ignore"):
+            a = driver.lbfgsb(fun, x0, bounds, maxiter=maxiter, ftol=1e-15, gtol=1e-10)
+            b = driver.lbfgsb(fun, x0, bounds, maxiter=maxiter, ftol=1e-15, gtol=1e-10, reference=True)
+        assert (a.x.tobytes(), a.fun, a.nit, a.nfev, a.converged) == (b.x.tobytes(), b.fun, b.nit, b.nfev, b.converged)
+        assert a.converged == (spec == "joint_family")

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from nemo_mlsl.errors import ConfigError, FitError
 from nemo_mlsl.laws.base import Law
+from nemo_mlsl.fitting.lbfgsb import lbfgsb
 from nemo_mlsl.fitting.observations import FamilyData, Observations
 from nemo_mlsl.fitting.parallel import Failed, check_jobs, raise_failed, run_tasks
 from nemo_mlsl.fitting.progress import FitProgress
@@ -74,8 +74,9 @@ class TargetFit:
         return 0 if self.boot is None else int((~np.isnan(self.boot).any(axis=1)).sum())
 
     def log_predict(self, data: FamilyData, theta: np.ndarray | None = None) -> np.ndarray:
-        """log L for the runs in ``data`` (any runs: the layout is the fitted one)."""
-        return self.law.log_predict(self.theta if theta is None else theta, data)
+        """log L for the runs in ``data`` (any runs: the layout is the fitted one), computed on contiguous copies of
+        its arrays (as the fit: see ``contiguous``)."""
+        return self.law.log_predict(self.theta if theta is None else theta, contiguous(data))
 
     def ci(self, level: float = 0.95) -> dict[str, list[float]]:
         if self.boot is None or len(self.boot) == 0:
@@ -144,7 +145,8 @@ def fit_target(law: Law, data: FamilyData, *, delta: float = HUBER_DELTA, top_k:
     """Fit one target. Without ``start``: score the full grid, refine the ``top_k`` best starts.
     An unbound law is bound to ``data``'s layout first; a bound one keeps its layout (bootstrap replicates).
     ``options``: L-BFGS-B's (default ``FIT_OPTIONS``); ``reference``: the objective evaluated as before the laws had
-    evaluators (the same result, more slowly: the benchmarks' baseline)."""
+    evaluators and L-BFGS-B run through ``scipy.optimize.minimize`` (the same result, more slowly: the benchmarks'
+    baseline)."""
     data = contiguous(data)
     law = law.bound_to(data) if law.fixed is None else law
     if check:
@@ -165,7 +167,8 @@ def fit_target(law: Law, data: FamilyData, *, delta: float = HUBER_DELTA, top_k:
     best: tuple[float, np.ndarray] | None = None
     for x0 in starts:
         with np.errstate(all="ignore"):
-            res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+            res = lbfgsb(fun, x0, bounds, maxiter=int(options["maxiter"]), ftol=float(options["ftol"]),
+                         gtol=float(options["gtol"]), reference=reference)
         if np.isfinite(res.fun) and (best is None or res.fun < best[0]):
             best = (float(res.fun), res.x)
     if best is None:

@@ -156,9 +156,21 @@ def every_law(laws=EVERY_LAW, replicates: int = 100, timed: int = 2) -> None:
     print(json.dumps(rows))
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished worker processes (user and system)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+CPU: dict = {}  # the CPU seconds of the last ``timed`` call
+
+
 def timed(f):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     out = f()
+    CPU["last"] = cpu_seconds() - c
     return out, time.perf_counter() - t
 
 
@@ -175,26 +187,34 @@ def selection_row(name: str, obs: Observations, jobs: int) -> dict:
         return doc, lf
 
     (ref_doc, ref_lf), ref_s = timed(lambda: run(reference=True))
+    ref_cpu = CPU["last"]
     (doc, lf), ours = timed(lambda: run(jobs=jobs))
+    cpu = CPU["last"]
     same = json.dumps(doc, sort_keys=True) == json.dumps(ref_doc, sort_keys=True) and \
         all(a.theta.tobytes() == b.theta.tobytes() for a, b in zip(lf.fits.values(), ref_lf.fits.values()))
     row = {"what": name, "runs": len(obs), "targets": len(lf.fits), "chosen": doc["chosen"], "seconds": ours,
-           "reference_seconds": ref_s, "ratio": ref_s / ours, "identical": same}
+           "reference_seconds": ref_s, "ratio": ref_s / ours, "identical": same, "cpu_seconds": cpu, "reference_cpu_seconds": ref_cpu}
     print(f"{name:<44} ours {ours:7.1f} s  reference {ref_s:7.1f} s  ratio {ref_s / ours:5.2f}x  chosen {doc['chosen']}  "
           f"table and refit identical: {same}", flush=True)
+    print(f"{'':<44} CPU seconds: ours {cpu:7.1f} (all processes)  reference {ref_cpu:7.1f}  ratio {ref_cpu / cpu:5.2f}x",
+          flush=True)
     return row
 
 
 def bootstrap_row(spec: str, obs: Observations, replicates: int, jobs: int) -> dict:
     ref, ref_s = timed(lambda: fit(spec, obs, bootstrap=replicates, seed=0, reference=True))
+    ref_cpu = CPU["last"]
     lf, ours = timed(lambda: fit(spec, obs, bootstrap=replicates, seed=0, jobs=jobs))
+    cpu = CPU["last"]
     obj, ref_obj = (sum(f.objective for f in x.fits.values()) for x in (lf, ref))
     same = all(a.theta.tobytes() == b.theta.tobytes() and a.boot.tobytes() == b.boot.tobytes()
                for a, b in zip(lf.fits.values(), ref.fits.values()))
     row = {"law": spec, "seconds": ours, "reference_seconds": ref_s, "ratio": ref_s / ours, "objective": obj,
            "reference_objective": ref_obj, "objective_rel_diff": abs(obj - ref_obj) / ref_obj, "identical": same,
-           "replicates_fitted": min(f.replicates_fitted for f in lf.fits.values())}
-    print(f"  {spec:<18} ours {ours:7.1f} s  reference {ref_s:7.1f} s  ratio {ref_s / ours:5.2f}x  objective {obj:.9f} "
+           "replicates_fitted": min(f.replicates_fitted for f in lf.fits.values()), "cpu_seconds": cpu,
+           "reference_cpu_seconds": ref_cpu}
+    print(f"  {spec:<18} ours {ours:7.1f} s  reference {ref_s:7.1f} s  ratio {ref_s / ours:5.2f}x  "
+          f"CPU s {cpu:6.1f} vs {ref_cpu:6.1f} ({ref_cpu / cpu:4.2f}x)  objective {obj:.9f} "
           f"(rel. diff {row['objective_rel_diff']:.1e})  fits and replicates identical: {same}", flush=True)
     return row
 
@@ -211,7 +231,8 @@ def swarm(parts=("selection", "regmix", "bootstrap"), regmix: str | None = None,
     jobs = check_jobs(jobs)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{available_cores()} cores, jobs {jobs}; load average at the start {load:.1f} (other work on the machine "
-          f"inflates both columns; the ratio compares them measured in the same run)", flush=True)
+          f"inflates both columns; the ratio compares them measured in the same run; CPU seconds, summed over the "
+          f"worker processes, depend far less on that load)", flush=True)
     rows: dict = {}
     grid = Observations.from_records(grid_records())
     if "selection" in parts:

@@ -5,7 +5,12 @@
 ``python benchmarks/fit.py --every-law``: every registered built-in law on 1,000 runs x 5 families with 100
 bootstrap replicates, vs curve_fit (least squares on log loss, numerical Jacobian) from the same best start
 for the full fit and for every replicate (timed on a few replicates and scaled to 100).
-Both report the objective each reaches (Huber on log residuals, lower is better)."""
+Both report the objective each reaches (Huber on log residuals, lower is better).
+``python benchmarks/fit.py --swarm [--regmix DIR] [--parts selection,regmix,bootstrap] [--jobs N]``: the fitter
+against its own reference path (``reference=True``: the algorithm before the speed-ups, one process), each measured
+in the same run, on law selection (every applicable law, its folds and extrapolation splits, the chosen law refitted
+on all runs) over 1,000 runs x 5 targets and over RegMix's 512 runs x 13 targets, and on 100 bootstrap replicates
+of every built-in law over 1,000 runs x 5 targets; with whether the results are the same bit for bit."""
 
 import argparse
 import json
@@ -151,13 +156,128 @@ def every_law(laws=EVERY_LAW, replicates: int = 100, timed: int = 2) -> None:
     print(json.dumps(rows))
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished worker processes (user and system)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+CPU: dict = {}  # the CPU seconds of the last ``timed`` call
+
+
+def timed(f):
+    t, c = time.perf_counter(), cpu_seconds()
+    out = f()
+    CPU["last"] = cpu_seconds() - c
+    return out, time.perf_counter() - t
+
+
+def selection_row(name: str, obs: Observations, jobs: int) -> dict:
+    """Law selection and the chosen law's refit on all runs (no bootstrap), reference path then ours."""
+    from nemo_mlsl.fitting.selection import select_law
+
+    def run(**kw):
+        sel = select_law(obs, **kw)
+        lf = fit(sel.chosen, obs, **kw)
+        doc = sel.to_dict()
+        for law in doc["laws"]:
+            law.pop("fit_s")
+        return doc, lf
+
+    (ref_doc, ref_lf), ref_s = timed(lambda: run(reference=True))
+    ref_cpu = CPU["last"]
+    (doc, lf), ours = timed(lambda: run(jobs=jobs))
+    cpu = CPU["last"]
+    same = json.dumps(doc, sort_keys=True) == json.dumps(ref_doc, sort_keys=True) and \
+        all(a.theta.tobytes() == b.theta.tobytes() for a, b in zip(lf.fits.values(), ref_lf.fits.values()))
+    row = {"what": name, "runs": len(obs), "targets": len(lf.fits), "chosen": doc["chosen"], "seconds": ours,
+           "reference_seconds": ref_s, "ratio": ref_s / ours, "identical": same, "cpu_seconds": cpu, "reference_cpu_seconds": ref_cpu}
+    print(f"{name:<44} ours {ours:7.1f} s  reference {ref_s:7.1f} s  ratio {ref_s / ours:5.2f}x  chosen {doc['chosen']}  "
+          f"table and refit identical: {same}", flush=True)
+    print(f"{'':<44} CPU seconds: ours {cpu:7.1f} (all processes)  reference {ref_cpu:7.1f}  ratio {ref_cpu / cpu:5.2f}x",
+          flush=True)
+    return row
+
+
+def bootstrap_row(spec: str, obs: Observations, replicates: int, jobs: int) -> dict:
+    ref, ref_s = timed(lambda: fit(spec, obs, bootstrap=replicates, seed=0, reference=True))
+    ref_cpu = CPU["last"]
+    lf, ours = timed(lambda: fit(spec, obs, bootstrap=replicates, seed=0, jobs=jobs))
+    cpu = CPU["last"]
+    obj, ref_obj = (sum(f.objective for f in x.fits.values()) for x in (lf, ref))
+    same = all(a.theta.tobytes() == b.theta.tobytes() and a.boot.tobytes() == b.boot.tobytes()
+               for a, b in zip(lf.fits.values(), ref.fits.values()))
+    row = {"law": spec, "seconds": ours, "reference_seconds": ref_s, "ratio": ref_s / ours, "objective": obj,
+           "reference_objective": ref_obj, "objective_rel_diff": abs(obj - ref_obj) / ref_obj, "identical": same,
+           "replicates_fitted": min(f.replicates_fitted for f in lf.fits.values()), "cpu_seconds": cpu,
+           "reference_cpu_seconds": ref_cpu}
+    print(f"  {spec:<18} ours {ours:7.1f} s  reference {ref_s:7.1f} s  ratio {ref_s / ours:5.2f}x  "
+          f"CPU s {cpu:6.1f} vs {ref_cpu:6.1f} ({ref_cpu / cpu:4.2f}x)  objective {obj:.9f} "
+          f"(rel. diff {row['objective_rel_diff']:.1e})  fits and replicates identical: {same}", flush=True)
+    return row
+
+
+def swarm(parts=("selection", "regmix", "bootstrap"), regmix: str | None = None, laws=EVERY_LAW, replicates: int = 100,
+          jobs: int | None = None, cli_store: str | None = None) -> None:
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from nemo_mlsl.fitting.parallel import available_cores, check_jobs
+
+    jobs = check_jobs(jobs)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{available_cores()} cores, jobs {jobs}; load average at the start {load:.1f} (other work on the machine "
+          f"inflates both columns; the ratio compares them measured in the same run; CPU seconds, summed over the "
+          f"worker processes, depend far less on that load)", flush=True)
+    rows: dict = {}
+    grid = Observations.from_records(grid_records())
+    if "selection" in parts:
+        rows["selection"] = selection_row("law selection + refit, 1,000 runs x 5 targets", grid, jobs)
+        with tempfile.TemporaryDirectory() as tmp:
+            store = os.path.join(tmp, "runs.jsonl")
+            with open(store, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in grid_records())
+            cmd = [sys.executable, "-m", "nemo_mlsl.cli", "fit", "--runs", store, "--out", os.path.join(tmp, "fit"), "--law", "auto",
+                   "--bootstrap", "0", "--jobs", str(jobs), "--no-progress"]
+            _, cli_s = timed(lambda: subprocess.run(cmd, check=True, capture_output=True))
+        rows["selection"]["cli_seconds"] = cli_s
+        print(f"  `mlsl fit --law auto --bootstrap 0 --jobs {jobs}` on those runs, end to end (report, plots): {cli_s:.1f} s",
+              flush=True)
+    if "regmix" in parts:
+        if not regmix:
+            print("regmix: skipped (give --regmix DIR: the public RegMix runs)")
+        else:
+            from pathlib import Path
+
+            sys.path.insert(0, str(Path(__file__).parent))
+            from external import load
+
+            obs = Observations.from_records(load(Path(regmix), "train", "1m"))
+            rows["regmix"] = selection_row(f"law selection + refit, RegMix {len(obs)} runs", obs, jobs)
+    if "bootstrap" in parts:
+        print(f"{len(grid)} runs x 5 targets, {replicates} bootstrap replicates (the full fit, then each replicate from its optimum):",
+              flush=True)
+        rows["bootstrap"] = [bootstrap_row(spec, grid, replicates, jobs) for spec in laws]
+    print(json.dumps(rows))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--every-law", action="store_true", help="every law on 1,000 runs x 5 families, 100 replicates")
     ap.add_argument("--laws", default=",".join(EVERY_LAW), help="with --every-law: which laws (comma-separated)")
     ap.add_argument("--replicates", type=int, default=100)
+    ap.add_argument("--swarm", action="store_true", help="selection and bootstrap at swarm scale vs the reference path")
+    ap.add_argument("--parts", default="selection,regmix,bootstrap", help="with --swarm: which figures")
+    ap.add_argument("--regmix", help="with --swarm: the RegMix runs (e.g. ../shared/data/regmix)")
+    ap.add_argument("--jobs", type=int, help="with --swarm: worker processes (default: every core)")
     a = ap.parse_args()
-    if a.every_law:
+    if a.swarm:
+        swarm(tuple(a.parts.split(",")), a.regmix, tuple(a.laws.split(",")), a.replicates, a.jobs)
+    elif a.every_law:
         every_law(tuple(a.laws.split(",")), a.replicates)
     else:
         main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any, Iterator, Sequence
 
@@ -42,3 +43,17 @@ def records(path: str, dedupe: bool, stream: bool = False) -> "list[dict] | Iter
         raise ConfigError(f"--runs {path!r}: no results store there ({store.path} does not exist); give a results.jsonl "
                           "or a study directory that holds one")
     return store.iter_records(dedupe=dedupe) if stream else store.read(dedupe=dedupe)
+
+
+def add_fit_speed_args(s: argparse.ArgumentParser) -> None:
+    """``--jobs`` and ``--no-progress`` of the commands that fit laws (fit, report, compare)."""
+    s.add_argument("--jobs", type=int, default=None,
+                   help="worker processes for the fits (default: every core); the result is the same for any number")
+    s.add_argument("--no-progress", action="store_true",
+                   help="no progress (a bar on a terminal, else a line per fold and law on stderr)")
+
+
+def fit_progress(a: argparse.Namespace):
+    from nemo_mlsl.fitting.progress import FitProgress
+
+    return FitProgress(show=not a.no_progress)

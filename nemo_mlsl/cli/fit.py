@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nemo_mlsl.cli.common import print_json, ratios_arg, records
+from nemo_mlsl.cli.common import add_fit_speed_args, fit_progress, print_json, ratios_arg, records
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import check_spec
 
@@ -14,7 +14,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
     from nemo_mlsl.fitting.report import fit_and_report
 
     rep = fit_and_report(records(a.runs, a.dedupe, stream=True), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
-                         holdout=a.holdout, objective=a.objective, drop_zero_shares=a.drop_zero_shares)
+                         holdout=a.holdout, objective=a.objective, drop_zero_shares=a.drop_zero_shares, jobs=a.jobs,
+                         progress=fit_progress(a))
     doc = rep.doc
     if "selection" in doc:
         sel = doc["selection"]
@@ -88,7 +89,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     from nemo_mlsl.fitting.report import fit_and_report
 
     rep = fit_and_report(records(a.runs, a.dedupe, stream=True), a.out, law=a.law, bootstrap=a.bootstrap, seed=a.seed,
-                         drop_zero_shares=a.drop_zero_shares)
+                         drop_zero_shares=a.drop_zero_shares, jobs=a.jobs, progress=fit_progress(a))
     print(f"wrote {', '.join(rep.files)} to {a.out}")
     return 0
 
@@ -107,6 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         s.add_argument("--drop-zero-shares", action="store_true",
                        help="for a law that cannot represent a family with no share of its own (family_power, joint_family): "
                             "fit each family on the runs that train on it")
+        add_fit_speed_args(s)
         if name == "fit":
             s.add_argument("--holdout", choices=["largest-N", "largest-D", "mixtures"])
             s.add_argument("--objective", default="normalized", choices=["normalized", "raw"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nemo_mlsl.cli.common import print_json, ratios_arg, records
+from nemo_mlsl.cli.common import add_fit_speed_args, fit_progress, print_json, ratios_arg, records
 from nemo_mlsl.errors import ConfigError
 
 
@@ -12,7 +12,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from nemo_mlsl.fitting.compare import compare_laws
 
     laws = [x.strip() for x in a.laws.split(",") if x.strip()] if a.laws else None
-    doc = compare_laws(records(a.runs, a.dedupe, stream=True), laws, a.out, folds=a.folds, seed=a.seed)
+    doc = compare_laws(records(a.runs, a.dedupe, stream=True), laws, a.out, folds=a.folds, seed=a.seed, jobs=a.jobs,
+                       progress=fit_progress(a))
     print(f"compared {len(doc['laws'])} laws on {doc['n_runs']} runs (held out: {', '.join(doc['splits'])}) "
           f"-> {a.out}/report.md, compare.json, heldout_mape.png")
     for s in doc["laws"]:
@@ -65,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--folds", type=int, default=5, help="folds of held-out mixtures (replicate seeds stay together)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--dedupe", action="store_true")
+    add_fit_speed_args(s)
 
     s = sub.add_parser("predict", help="predicted loss per family from a fit (with bootstrap intervals; scored where observed)")
     s.set_defaults(func=cmd_predict)

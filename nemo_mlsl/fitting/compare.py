@@ -10,6 +10,7 @@ import numpy as np
 from nemo_mlsl.fitting import plots
 from nemo_mlsl.outputs import output_dir, write_json_atomic
 from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.progress import FitProgress
 from nemo_mlsl.fitting.selection import DEFAULT_FOLDS, select_law, selection_markdown
 
 
@@ -31,11 +32,12 @@ def heldout_bars(sel: Mapping[str, Any], path: Path) -> Path:
 
 
 def compare_laws(records: Iterable[Mapping[str, Any]], laws: Sequence[str] | None, out: str | Path, *, folds: int = DEFAULT_FOLDS,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, jobs: int | None = 1, progress: FitProgress | None = None) -> dict[str, Any]:
     """Cross-validate ``laws`` (None: every registered law) on ``records``; write ``report.md``, ``compare.json`` and ``heldout_mape.png`` under ``out``."""
     out = output_dir(out, "--out")
     obs = Observations.from_records(records)
-    doc = {"n_runs": len(obs), "families": list(obs.families), **select_law(obs, laws, folds=folds, seed=seed).to_dict()}
+    doc = {"n_runs": len(obs), "families": list(obs.families), **select_law(obs, laws, folds=folds, seed=seed, jobs=jobs,
+                                                                                   progress=progress).to_dict()}
     write_json_atomic(out / "compare.json", doc)
     png = heldout_bars(doc, out / "heldout_mape.png")
     lines = ["# Law comparison", "", f"{len(obs)} runs, families {', '.join(obs.families)}.", ""]

@@ -13,6 +13,7 @@ from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.fitting.lawfit import LawFit, fit, fit_with_holdout, holdout_split
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture
 from nemo_mlsl.fitting.observations import Observations
+from nemo_mlsl.fitting.progress import FitProgress
 from nemo_mlsl.fitting.optimize import optimal_from_fit, predicted_losses, settings_of, unit_losses
 from nemo_mlsl.fitting.selection import AUTO, select_law, selection_markdown
 
@@ -59,22 +60,27 @@ def fit_and_report(
     figures: tuple[str, ...] | None = None,
     candidates: Sequence[str] | None = None,
     drop_zero_shares: bool = False,
+    jobs: int | None = 1,
+    progress: FitProgress | None = None,
 ) -> FitReport:
     """Fit ``law`` to ``records`` and write the report files under ``out``. ``caps`` are the families' data
     caps at (N, D) (``mixtures.data_caps``): the optimum respects them and the report names those that bind.
-    ``law="auto"`` selects the law by cross-validation among ``candidates`` (default: every registered law)."""
+    ``law="auto"`` selects the law by cross-validation among ``candidates`` (default: every registered law).
+    ``jobs``: worker processes for the fits (None: every core; the same result for any number); ``progress``: a
+    line (or a bar's step) per fold and law of the selection and per target of the fit."""
     out = output_dir(out, "--out")
     obs = Observations.from_records(records)
     selection = None
     if law == AUTO:
-        selection = select_law(obs, candidates, seed=seed)
+        selection = select_law(obs, candidates, seed=seed, jobs=jobs, progress=progress)
         law = selection.chosen
     test = None
     if holdout:
-        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
+        lf = fit_with_holdout(law, obs, holdout, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares, jobs=jobs,
+                              progress=progress)
         test = obs.subset(holdout_split(obs, holdout, seed)[1])
     else:
-        lf = fit(law, obs, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares)
+        lf = fit(law, obs, bootstrap=bootstrap, seed=seed, drop_zero_shares=drop_zero_shares, jobs=jobs, progress=progress)
     doc = lf.to_dict()
     if selection:
         doc["selection"] = selection.to_dict()

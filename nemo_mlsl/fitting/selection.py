@@ -25,6 +25,8 @@ from nemo_mlsl.errors import ConfigError, FitError, MLSLError
 from nemo_mlsl.fitting.lawfit import LawFit, fit, make_law, regression_metrics
 from nemo_mlsl.fitting.observations import Observations
 from nemo_mlsl.laws.base import not_a_family_message
+from nemo_mlsl.fitting.parallel import check_jobs, raise_failed, run_tasks
+from nemo_mlsl.fitting.progress import FitProgress
 from nemo_mlsl.registry import LAWS
 
 DEFAULT_FOLDS = 5
@@ -147,24 +149,54 @@ class Selection:
                 "folds": self.folds, "seed": self.seed, "laws": [s.to_dict() for s in self.scores]}
 
 
-def score_split(spec: str, obs: Observations, pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int,
-                times: list[float], n_params: list[int]) -> dict[str, Any]:
-    """Fit on each training part, predict its test part; metrics pooled over folds (overall and per family)."""
+@dataclass(frozen=True)
+class FoldTask:
+    """One law fitted on one fold's training runs and scored on its test runs (a worker's task)."""
+
+    spec: str
+    obs: Observations
+    train: np.ndarray
+    test: np.ndarray
+    seed: int
+    reference: bool = False
+
+
+@dataclass
+class FoldResult:
+    """What a fold gives its split: (observed, predicted) per target, the law's parameter count and the seconds it
+    took (fit and prediction); or the stage ("fit", "predict") at which it failed, and why."""
+
+    predicted: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    n_params: int = 0
+    seconds: float = 0.0
+    stage: str | None = None
+    error: str = ""
+
+
+def score_fold(task: FoldTask) -> FoldResult:
+    t0 = time.perf_counter()
+    try:
+        lf = fit(task.spec, task.obs.subset(task.train), seed=task.seed, reference=task.reference)
+    except MLSLError as err:
+        return FoldResult(seconds=time.perf_counter() - t0, stage="fit", error=str(err))
+    n_params = sum(len(f.names) for f in lf.fits.values())
+    try:
+        predicted = heldout_predictions(lf, task.obs.subset(task.test))
+    except MLSLError as err:
+        return FoldResult(n_params=n_params, seconds=time.perf_counter() - t0, stage="predict", error=str(err))
+    return FoldResult(predicted, n_params, time.perf_counter() - t0)
+
+
+def split_metrics(folds: Sequence[FoldResult]) -> dict[str, Any]:
+    """Metrics pooled over a split's folds (overall and per family); the first failed fold, in fold order, fails the
+    split with its stage and message."""
+    for f in folds:
+        if f.stage:
+            raise SplitError(f.error, f.stage)
     obs_all: dict[str, list[np.ndarray]] = {}
     pred_all: dict[str, list[np.ndarray]] = {}
-    for train, test in pairs:
-        t0 = time.perf_counter()
-        try:
-            lf = fit(spec, obs.subset(train), seed=seed)
-        except MLSLError as err:
-            raise SplitError(str(err), "fit") from None
-        times.append(time.perf_counter() - t0)
-        n_params.append(sum(len(f.names) for f in lf.fits.values()))
-        try:
-            predicted = heldout_predictions(lf, obs.subset(test))
-        except MLSLError as err:
-            raise SplitError(str(err), "predict") from None
-        for target, (o, p) in predicted.items():
+    for f in folds:
+        for target, (o, p) in f.predicted.items():
             obs_all.setdefault(target, []).append(o)
             pred_all.setdefault(target, []).append(p)
     per = {t: regression_metrics(np.concatenate(obs_all[t]), np.concatenate(pred_all[t])) for t in obs_all}
@@ -203,36 +235,78 @@ def default_laws() -> list[str]:
 
 
 def select_law(obs: Observations, laws: Sequence[str] | None = None, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
-               log: Any = None) -> Selection:
-    """Cross-validate ``laws`` (default: every registered law) and choose one (see the module docstring)."""
+               log: Any = None, jobs: int | None = 1, progress: FitProgress | None = None, reference: bool = False) -> Selection:
+    """Cross-validate ``laws`` (default: every registered law) and choose one (see the module docstring).
+
+    Every (law, split, fold) fit is one task: ``jobs`` worker processes share them (1: this process), with the same
+    table bit for bit for any number. ``progress``: a line (or a bar's step) per fold and a line per law; ``log``:
+    a line per law only. ``reference``: the fitter as before the speed-ups (see ``lawfit.fit``)."""
     specs = list(dict.fromkeys(laws or default_laws()))
     if folds < 2:
         raise ConfigError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    jobs = 1 if reference else check_jobs(jobs, "jobs (--jobs)")
     for spec in specs:
         make_law(spec)  # an unknown name is a user error, not a skipped law
     splits = splits_for(obs, folds, seed)
-    scores = []
-    for spec in specs:
-        score = LawScore(spec, skipped=why_not(spec, obs))
-        if not score.skipped:
-            times: list[float] = []
-            n_params: list[int] = []
-            for name, pairs in splits.items():
-                try:
-                    score.splits[name] = score_split(spec, obs, pairs, seed, times, n_params)
-                except SplitError as err:
-                    score.splits[name] = {"error": str(err), "stage": err.stage}
-            score.fit_s = float(np.mean(times)) if times else float("nan")
-            score.n_params = n_params[0] if n_params else 0
+    progress = progress or FitProgress(show=False)
+    scores = [LawScore(spec, skipped=why_not(spec, obs)) for spec in specs]
+    tasks = [(score.spec, name, f) for score in scores if not score.skipped for name, pairs in splits.items()
+             for f in range(len(pairs))]
+    left = {score.spec: sum(1 for t in tasks if t[0] == score.spec) for score in scores}
+    results: dict[tuple[str, str, int], FoldResult] = {}
+
+    def report(score: LawScore) -> None:
+        line = f"  {score.spec}: " + (f"skipped ({score.skipped})" if score.skipped else
+                                      f"mean held-out MAPE {score.mean_mape:.3f}% ({score.fit_s:.1f} s)")
+        progress.note(line)
         if log:
-            log(f"  {spec}: " + (f"skipped ({score.skipped})" if score.skipped else f"mean held-out MAPE {score.mean_mape:.3f}%"))
-        scores.append(score)
+            log(line)
+
+    def done(i: int, res: FoldResult) -> None:
+        spec, name, f = tasks[i]
+        results[tasks[i]] = res
+        what = f"fold {f + 1}/{len(splits[name])}" if len(splits[name]) > 1 else "fit"
+        progress.step(f"{spec} {name} {what}: " + (f"{res.seconds:.1f} s" if not res.stage else f"not {'fitted' if res.stage == 'fit' else 'predicted'}"))
+        left[spec] -= 1
+        if not left[spec]:
+            score = next(s for s in scores if s.spec == spec)
+            _score(score, splits, results)
+            report(score)
+
+    for score in scores:
+        if score.skipped:
+            report(score)
+    progress.start(len(tasks), "law selection")
+    fold_tasks = [FoldTask(spec, obs, *splits[name][f], seed, reference) for spec, name, f in tasks]
+    for r in run_tasks(score_fold, fold_tasks, jobs, done):
+        raise_failed(r)  # a bug in a worker (the laws' own errors are FoldResults)
+    progress.close()
     ranked = [s for s in scores if not s.skipped and s.scored]
     if not ranked:
         reasons = "; ".join(f"{s.spec}: {s.skipped or next(iter(s.splits.values()))['error']}" for s in scores)
         raise FitError(f"no law could be cross-validated on these runs ({reasons})")
     chosen, common = choose(ranked)
     return Selection(scores, chosen, list(splits), common, len(splits["mixtures"]) if "mixtures" in splits else 0, seed)
+
+
+def _score(score: LawScore, splits: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
+           results: Mapping[tuple[str, str, int], FoldResult]) -> None:
+    """A law's splits from its folds' results; ``fit_s``: the seconds of all its fits and predictions together."""
+    n_params = []
+    for name, pairs in splits.items():
+        folds = [results[(score.spec, name, f)] for f in range(len(pairs))]
+        try:
+            score.splits[name] = split_metrics(folds)
+        except SplitError as err:
+            score.splits[name] = {"error": str(err), "stage": err.stage}
+        for f in folds:  # the fitted folds up to the split's first failure (as when its folds ran one by one)
+            if f.stage == "fit":
+                break
+            n_params.append(f.n_params)
+            if f.stage:
+                break
+    score.fit_s = float(sum(results[(score.spec, name, f)].seconds for name, pairs in splits.items() for f in range(len(pairs))))
+    score.n_params = n_params[0] if n_params else 0
 
 
 def _cell(m: Mapping[str, Any] | None) -> str:
@@ -252,6 +326,7 @@ def selection_markdown(sel: Mapping[str, Any]) -> list[str]:
                                                       "replicate seeds of a mixture held out together)" if sel["folds"] else "")
              + f". Criterion: {sel['criterion']}" + (f" (here: {', '.join(sel['compared_on'])})" if sel.get("compared_on") else "")
              + ".", "",
+             "`fit s`: the seconds the law took on every split, all its folds' fits and predictions together.", "",
              f"| law | {head} | mean MAPE % | fit s | params |", "|" + "---|" * (len(splits) + 4)]
     notes = []
     for s in sel["laws"]:

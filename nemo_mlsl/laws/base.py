@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -102,6 +102,13 @@ class Law(ABC):
         pts = np.concatenate([theta + np.diag(eps), theta - np.diag(eps)])
         vals = self.log_predict(pts, data)
         return ((vals[:k] - vals[k:]) / (2 * eps[:, None])).T
+
+    def evaluator(self, data: FamilyData) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """``theta -> (log_predict(theta, data), jacobian(theta, data))`` for one parameter vector: what the fitter
+        calls at every step. A law may override it to compute what depends on the runs alone once per fit and to
+        share work between the two; its values must equal the two methods' bit for bit (the fit's iterates, and
+        so its results, depend on every bit: tested for every built-in law)."""
+        return lambda theta: (self.log_predict(theta, data), self.jacobian(theta, data))
 
     def start_grid(self, data: FamilyData) -> np.ndarray:
         """Candidate starting points ``[m, k]`` scored in one vectorized call; the product of the parameters' grids."""

@@ -25,18 +25,37 @@ def scale_params(data: FamilyData) -> list[Param]:
     ]
 
 
-def scale_terms(theta: np.ndarray, data: FamilyData):
+def scale_logs(data: FamilyData) -> tuple[np.ndarray, np.ndarray]:
+    """(log N, log D) of the runs: what ``scale_terms`` needs of them, computed once per fit by the evaluators."""
+    return np.log(data.N), np.log(data.D)
+
+
+def scale_terms(theta: np.ndarray, data: FamilyData, logs: tuple[np.ndarray, np.ndarray] | None = None):
     """(A/N^α, B/D^β, E + A/N^α + B/D^β) for ``theta`` of shape [k] or [m, k] (first five entries used)."""
     theta = np.asarray(theta, dtype=float)
     E, a, alpha, b, beta = (theta[..., i : i + 1] if theta.ndim == 2 else theta[i] for i in range(5))
-    tn = np.exp(a - alpha * np.log(data.N))
-    td = np.exp(b - beta * np.log(data.D))
+    log_n, log_d = scale_logs(data) if logs is None else logs
+    tn = np.exp(a - alpha * log_n)
+    td = np.exp(b - beta * log_d)
     return tn, td, E + tn + td
 
 
-def scale_jacobian(theta: np.ndarray, data: FamilyData) -> np.ndarray:
-    tn, td, c = scale_terms(theta, data)
-    return np.stack([1 / c, tn / c, -np.log(data.N) * tn / c, td / c, -np.log(data.D) * td / c], axis=1)
+def scale_jacobian(theta: np.ndarray, data: FamilyData, terms=None, logs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """d log(E + A/N^α + B/D^β) / d (E, a, α, b, β), ``[n, 5]``; ``terms`` and ``logs`` as computed for ``theta``, if at hand."""
+    logs = scale_logs(data) if logs is None else logs
+    tn, td, c = scale_terms(theta, data, logs) if terms is None else terms
+    return np.stack([1 / c, tn / c, -logs[0] * tn / c, td / c, -logs[1] * td / c], axis=1)
+
+
+def scale_evaluator(data: FamilyData):
+    """theta -> (log(E + A/N^α + B/D^β), its Jacobian): the logs of N and D taken once, the terms once per step."""
+    logs = scale_logs(data)
+
+    def evaluate(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        terms = scale_terms(theta, data, logs)
+        return np.log(terms[-1]), scale_jacobian(theta, data, terms, logs)
+
+    return evaluate
 
 
 class ChinchillaLaw(Law):
@@ -92,6 +111,13 @@ class ChinchillaLaw(Law):
 
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         return scale_jacobian(theta, data)
+
+    def evaluator(self, data: FamilyData):
+        return scale_evaluator(data)
+
+    def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
+        """Zero: the law does not depend on the mixture."""
+        return np.zeros((len(data.loss), data.P.shape[1]))
 
     def requirements(self) -> dict[str, int]:
         return {"runs": 6, "N": 2, "D": 2}

@@ -80,9 +80,15 @@ def columns(theta: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.atleast_2d(theta), theta.ndim == 1
 
 
-def powers(h: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """h^g and h^g·log h with 0^g = 0 and 0·log 0 = 0 (a family with no share adds nothing), broadcasting."""
+def share_logs(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the shares are positive, and their logs (0 where they are not): what ``powers`` needs of the runs."""
     pos = h > 0
-    logh = np.log(np.where(pos, h, 1.0))
+    return pos, np.log(np.where(pos, h, 1.0))
+
+
+def powers(h: np.ndarray, g: np.ndarray, logs: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """h^g and h^g·log h with 0^g = 0 and 0·log 0 = 0 (a family with no share adds nothing), broadcasting;
+    ``logs``: ``share_logs(h)``, if at hand."""
+    pos, logh = share_logs(h) if logs is None else logs
     hg = np.where(pos, np.exp(g * logh), 0.0)
     return hg, hg * logh

@@ -85,11 +85,32 @@ class FamilyPowerLaw(Law):
         return theta[..., 1:][..., s] - theta[..., :1] * np.log(data.p)
 
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
-        s = self._setting_index(data)
-        jac = np.zeros((len(data.p), len(theta)))
+        return self._jacobian(self._setting_index(data), data, len(theta))
+
+    @staticmethod
+    def _jacobian(s: np.ndarray, data: FamilyData, k: int) -> np.ndarray:
+        jac = np.zeros((len(data.p), k))
         jac[:, 0] = -np.log(data.p)
         jac[np.arange(len(s)), 1 + s] = 1.0
         return jac
+
+    def evaluator(self, data: FamilyData):
+        """log L is linear in theta: the setting of each run, log p and the whole Jacobian are computed once."""
+        s, log_p = self._setting_index(data), np.log(data.p)
+        jac = self._jacobian(s, data, 1 + len(self._settings()))
+        jac.flags.writeable = False
+
+        def evaluate(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            theta = np.asarray(theta, dtype=float)
+            return theta[..., 1:][..., s] - theta[..., :1] * log_p, jac
+
+        return evaluate
+
+    def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
+        """d log L_i / d p_j = -γ_i / p_i for j = i, else 0 (the family's own share alone)."""
+        out = np.zeros((len(data.p), data.P.shape[1]))
+        out[:, data.index] = -float(np.asarray(theta)[0]) / data.p
+        return out
 
     def unidentifiable(self, data: FamilyData) -> str | None:
         if not self.has_every_setting(data):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from nemo_mlsl.laws.base import Law, Param
-from nemo_mlsl.laws.chinchilla import scale_jacobian, scale_params, scale_terms
+from nemo_mlsl.laws.chinchilla import scale_jacobian, scale_logs, scale_params, scale_terms
 from nemo_mlsl.fitting.observations import FamilyData
 
 
@@ -27,6 +27,17 @@ class JointFamilyLaw(Law):
 
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         return np.column_stack([scale_jacobian(theta, data), -np.log(data.p)])
+
+    def evaluator(self, data: FamilyData):
+        logs, log_p = scale_logs(data), np.log(data.p)
+        minus_log_p = -log_p
+
+        def evaluate(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            terms = scale_terms(theta, data, logs)
+            lp = np.log(terms[-1]) - np.asarray(theta, dtype=float)[5] * log_p
+            return lp, np.column_stack([scale_jacobian(theta, data, terms, logs), minus_log_p])
+
+        return evaluate
 
     def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         """d log L_i / d p_j = -γ_i / p_i for j = i, else 0 (the family's own share alone)."""

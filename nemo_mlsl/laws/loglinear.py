@@ -35,6 +35,17 @@ class LogLinearLaw(CrossFamilyLaw):
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         return self.design(data)
 
+    def evaluator(self, data: FamilyData):
+        """Linear in theta: the design matrix, which is the Jacobian, is built once."""
+        X = self.design(data)
+        X.flags.writeable = False
+        XT = X.T
+
+        def evaluate(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return np.asarray(theta, dtype=float) @ XT, X
+
+        return evaluate
+
     def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         F = len(self.features())
         w = np.asarray(theta, dtype=float)[:F]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from nemo_mlsl.laws.base import Param
-from nemo_mlsl.laws.cross import CrossFamilyLaw, columns, powers
+from nemo_mlsl.laws.cross import CrossFamilyLaw, columns, powers, share_logs
 from nemo_mlsl.fitting.observations import FamilyData
 
 
@@ -38,23 +38,30 @@ class ShukorAdditiveLaw(CrossFamilyLaw):
         names = ["E"] + (["a", "alpha"] if self.uses("N") else []) + (([] if self.joint else ["b"]) + ["beta"] if self.uses("D") else [])
         return {n: i for i, n in enumerate(names)}
 
-    def _parts(self, theta: np.ndarray, data: FamilyData):
+    def _consts(self, data: FamilyData) -> dict[str, np.ndarray]:
+        """What the law needs of the runs alone: the shares in the fitted order, which are positive and their logs
+        (for h^γ), and log(N/N0), log(D/D0) where used."""
+        h = self.shares(data)
+        return {"h": h, "logs": share_logs(h[None, :, :]), **{k: self.log_scale(data, k) for k in ("N", "D") if self.uses(k)}}
+
+    def _parts(self, theta: np.ndarray, data: FamilyData, c: dict[str, np.ndarray] | None = None):
         """Pieces of the law for ``[m, k]`` parameters: scale terms, X (numerator of the mixture term), C·h^γ, Σ."""
+        c = self._consts(data) if c is None else c
         th, one = columns(theta)
         ix = self._index()
         F = len(self.features())
         k = len(ix)
-        h = self.shares(data)
+        h = c["h"]
         C = np.exp(th[:, k : k + F])                 # [m, F]
         g = th[:, k + F : k + 2 * F]                  # [m, F]
-        hg, hglog = powers(h[None, :, :], g[:, None, :])  # [m, n, F]
+        hg, hglog = powers(h[None, :, :], g[:, None, :], c["logs"])  # [m, n, F]
         terms = C[:, None, :] * hg
         sigma = terms.sum(axis=2)                     # [m, n]
-        tn = np.exp(th[:, ix["a"], None] - th[:, ix["alpha"], None] * self.log_scale(data, "N")) if self.uses("N") else 0.0
+        tn = np.exp(th[:, ix["a"], None] - th[:, ix["alpha"], None] * c["N"]) if self.uses("N") else 0.0
         td = 0.0
         if self.uses("D") and not self.joint:
-            td = np.exp(th[:, ix["b"], None] - th[:, ix["beta"], None] * self.log_scale(data, "D"))
-        X = np.exp(-th[:, ix["beta"], None] * self.log_scale(data, "D")) if (self.joint and self.uses("D")) else np.ones((1, len(data.N)))
+            td = np.exp(th[:, ix["b"], None] - th[:, ix["beta"], None] * c["D"])
+        X = np.exp(-th[:, ix["beta"], None] * c["D"]) if (self.joint and self.uses("D")) else np.ones((1, len(data.N)))
         L = th[:, :1] + tn + td + X / sigma
         return th, one, ix, F, k, h, C, g, terms, hglog, sigma, tn, td, X, L
 
@@ -63,24 +70,38 @@ class ShukorAdditiveLaw(CrossFamilyLaw):
         return out[0] if out.shape[0] == 1 and np.ndim(theta) == 1 else out
 
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
-        th, _, ix, F, k, h, C, g, terms, hglog, sigma, tn, td, X, L = self._parts(theta, data)
+        return self._jacobian(self._parts(theta, data), self._consts(data))
+
+    def _jacobian(self, parts, c: dict[str, np.ndarray]) -> np.ndarray:
+        th, _, ix, F, k, h, C, g, terms, hglog, sigma, tn, td, X, L = parts
         L, sigma, X, terms = L[0], sigma[0], X[0], terms[0]
         n = len(L)
         jac = np.zeros((n, k + 2 * F))
         jac[:, 0] = 1.0
         if self.uses("N"):
             jac[:, ix["a"]] = tn[0]
-            jac[:, ix["alpha"]] = -self.log_scale(data, "N") * tn[0]
+            jac[:, ix["alpha"]] = -c["N"] * tn[0]
         if self.uses("D"):
             if self.joint:
-                jac[:, ix["beta"]] = -self.log_scale(data, "D") * X / sigma
+                jac[:, ix["beta"]] = -c["D"] * X / sigma
             else:
                 jac[:, ix["b"]] = td[0]
-                jac[:, ix["beta"]] = -self.log_scale(data, "D") * td[0]
+                jac[:, ix["beta"]] = -c["D"] * td[0]
         q = (X / sigma**2)[:, None]
         jac[:, k : k + F] = -q * terms
         jac[:, k + F :] = -q * C[0][None, :] * hglog[0]
         return jac / L[:, None]
+
+    def evaluator(self, data: FamilyData):
+        """The shares, their logs and the log sizes once per fit; the law's parts once per step, for both."""
+        c = self._consts(data)
+
+        def evaluate(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            parts = self._parts(theta, data, c)
+            out = np.log(parts[-1])
+            return (out[0] if out.shape[0] == 1 and np.ndim(theta) == 1 else out), self._jacobian(parts, c)
+
+        return evaluate
 
     def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         th, _, ix, F, k, h, C, g, terms, hglog, sigma, tn, td, X, L = self._parts(theta, data)

@@ -34,30 +34,37 @@ class YeMixingLaw(CrossFamilyLaw):
             out.append(Param("beta", 0.0, 2.5, (0.1, 0.3, 0.6)))
         return out
 
-    def _scale(self, th: np.ndarray, data: FamilyData, F: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _consts(self, data: FamilyData) -> dict[str, np.ndarray]:
+        """What the law needs of the runs alone: the shares in the fitted order and log(N/N0), log(D/D0) where used."""
+        return {"P": self.shares(data), **{k: self.log_scale(data, k) for k in ("N", "D") if self.uses(k)}}
+
+    def _scale(self, th: np.ndarray, data: FamilyData, F: int, c: dict[str, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """S(N, D) as ``[m, n]`` and its terms (for the Jacobian)."""
+        c = self._consts(data) if c is None else c
         k = 1 + F
         S = np.zeros((len(th), len(data.N)))
         terms: dict[str, np.ndarray] = {}
         if self.uses("N"):
-            terms["N"] = np.exp(-th[:, k : k + 1] * self.log_scale(data, "N"))
+            terms["N"] = np.exp(-th[:, k : k + 1] * c["N"])
             S = S + terms["N"]
             k += 1
         if self.uses("D"):
             b = th[:, k : k + 1] if self.uses("N") else 0.0
             k += 1 if self.uses("N") else 0
-            terms["D"] = np.exp(b - th[:, k : k + 1] * self.log_scale(data, "D"))
+            terms["D"] = np.exp(b - th[:, k : k + 1] * c["D"])
             S = S + terms["D"]
         if not terms:
             S = S + 1.0
         return S, terms
 
-    def _parts(self, theta: np.ndarray, data: FamilyData):
+    def _parts(self, theta: np.ndarray, data: FamilyData, c: dict[str, np.ndarray] | None = None):
+        c = self._consts(data) if c is None else c
         th, one = columns(theta)
-        P = self.shares(data)
+        P = c["P"]
         F = P.shape[1]
         M = np.exp(th[:, 1 : 1 + F] @ P.T)
-        S, terms = self._scale(th, data, F)
+        S, terms = self._scale(th, data, F, c)
         L = th[:, :1] + M * S
         return th, one, P, F, M, S, terms, L
 
@@ -67,18 +74,31 @@ class YeMixingLaw(CrossFamilyLaw):
         return out[0] if one else out
 
     def jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
-        th, _, P, F, M, S, terms, L = self._parts(theta, data)
+        return self._jacobian(self._parts(theta, data), self._consts(data))
+
+    def _jacobian(self, parts, c: dict[str, np.ndarray]) -> np.ndarray:
+        th, _, P, F, M, S, terms, L = parts
         M, S, L = M[0], S[0], L[0]
         cols = [np.ones_like(L), (M * S)[:, None] * P]
         if self.uses("N"):
-            cols.append((-M * self.log_scale(data, "N") * terms["N"][0])[:, None])
+            cols.append((-M * c["N"] * terms["N"][0])[:, None])
         if self.uses("D"):
             td = M * terms["D"][0]
             if self.uses("N"):
                 cols.append(td[:, None])
-            cols.append((-self.log_scale(data, "D") * td)[:, None])
-        jac = np.column_stack([cols[0]] + [c for c in cols[1:]])
+            cols.append((-c["D"] * td)[:, None])
+        jac = np.column_stack(cols)
         return jac / L[:, None]
+
+    def evaluator(self, data: FamilyData):
+        """The shares and log sizes once per fit; the law's parts once per step, for the value and the Jacobian."""
+        c = self._consts(data)
+
+        def evaluate(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            parts = self._parts(theta, data, c)
+            return np.log(parts[-1])[0], self._jacobian(parts, c)
+
+        return evaluate
 
     def share_jacobian(self, theta: np.ndarray, data: FamilyData) -> np.ndarray:
         th, _, P, F, M, S, _, L = self._parts(theta, data)

@@ -3,10 +3,13 @@ one log-linear law per target,
 
     y = exp(c) + exp(Σ_j t_j p_j),
 
-fitted by minimising the sum of a Huber loss (δ = 0.02, olmix's default) of the residuals ŷ - y, in the target's own
-units (bits per byte), over (c, t). As olmix does, the fit starts from a grid of c (log c from -2 to 1.5) with every
-t_j near 0 (here exactly 0: the mixture term starts flat), runs L-BFGS from each start and keeps the one with the
-lowest training loss. No regularisation; bounds only keep exp(·) finite. Analytic gradient, scipy's L-BFGS-B.
+fitted by minimising the sum of a Huber loss (δ = 0.02, the δ olmix's log-linear regressor uses) of the residuals
+ŷ - y, in the target's own units (bits per byte), over (c, t), keeping the start with the lowest training loss.
+Where this differs from olmix: olmix starts from 10 values of log c in [-2, 1.5] times 30 random t (small, the
+target's own domain negative) and runs at most 100 steps of torch's L-BFGS; here 8 values of log c in the same
+range with t = 0 (deterministic), each run to convergence by scipy's L-BFGS-B with an analytic gradient (olmix's
+targets here are no training domain, so no t_j is "the target's own"). No regularisation; bounds |c|, |t_j| <= 50
+only keep exp(·) finite.
 """
 
 from __future__ import annotations

@@ -316,3 +316,16 @@ def test_an_event_file_cut_before_any_validation_loss_is_a_named_error(tmp_path)
     events.write_bytes(events.read_bytes()[: ends[first_val][0] - 3])
     with pytest.raises(MappingError, match=rf"run 'mix_b': no scalar 'lm loss validation-<name>'.*{events.name} is truncated"):
         import_tensorboard([str(d)], {"mix_b": {"ratios": {"en": 1.0}, "N": 1, "D": 1}})
+
+
+@needs_olmix
+def test_olmix_swarm_saved_by_a_spreadsheet_with_a_bom_and_semicolons_imports_as_published(tmp_path):
+    """The byte-order mark lands before olmix's unnamed index header: that column is still skipped, not read as '\ufeff'."""
+    original = import_olmix(str(OLMIX), N=30e6, D=3e9)
+    for name in ("ratios.csv", "metrics.csv"):
+        rewrite(OLMIX / name, tmp_path / name, delimiter=";", bom=True)
+    assert (tmp_path / "ratios.csv").read_bytes().startswith(b"\xef\xbb\xbf;run;name;index;")
+    notes: list[str] = []
+    assert import_olmix(str(tmp_path), N=30e6, D=3e9, notes=notes) == original
+    assert notes == [f"read {n}: a UTF-8 byte-order mark, ';' separators, 1 column(s) without a name skipped (position 1: "
+                     "a pandas index)" for n in ("ratios.csv", "metrics.csv")]

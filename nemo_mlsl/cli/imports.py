@@ -8,7 +8,7 @@ from nemo_mlsl.cli.common import ratios_arg
 from nemo_mlsl.errors import ConfigError
 
 
-def _records(a: argparse.Namespace, warnings: list[str]) -> list[dict]:
+def _records(a: argparse.Namespace, warnings: list[str], notes: list[str]) -> list[dict]:
     if a.format == "csv":
         from nemo_mlsl.importers.csv_pair import CsvPairSpec, import_csv_pair
 
@@ -16,14 +16,15 @@ def _records(a: argparse.Namespace, warnings: list[str]) -> list[dict]:
             raise ConfigError("import-runs csv needs --shares FILE and --losses FILE")
         spec = CsvPairSpec(a.shares, a.losses, index=a.index or "index", share_pattern=a.share_pattern,
                            loss_pattern=a.loss_pattern, N=a.N, D=a.D, N_column=a.N_column, D_column=a.D_column,
-                           ignore=[c for c in (a.ignore or "").split(",") if c], run_prefix=a.run_prefix, warnings=warnings)
+                           ignore=[c for c in (a.ignore or "").split(",") if c], run_prefix=a.run_prefix, warnings=warnings, notes=notes)
         return import_csv_pair(spec)
     if a.format == "olmix":
         from nemo_mlsl.importers.olmix import import_olmix
 
         if not a.swarm or a.N is None or a.D is None:
             raise ConfigError("import-runs olmix needs --swarm DIR (ratios.csv, metrics.csv) and the runs' --N and --D")
-        return import_olmix(a.swarm, a.N, a.D, metric_pattern=a.loss_pattern, domain_pattern=a.share_pattern, warnings=warnings)
+        return import_olmix(a.swarm, a.N, a.D, metric_pattern=a.loss_pattern, domain_pattern=a.share_pattern, warnings=warnings,
+                            notes=notes)
     from nemo_mlsl.importers.tensorboard import import_tensorboard, runs_table
 
     if not a.logdirs:
@@ -38,7 +39,7 @@ def _records(a: argparse.Namespace, warnings: list[str]) -> list[dict]:
     else:
         raise ConfigError("give each run's shares, N and D: --runs-table CSV (a row per log directory name), or for one "
                           "run --ratios fam=p,... --N --D")
-    return import_tensorboard(a.logdirs, table, name_pattern=a.name_pattern, warnings=warnings)
+    return import_tensorboard(a.logdirs, table, name_pattern=a.name_pattern, warnings=warnings, notes=notes)
 
 
 def cmd_import_runs(a: argparse.Namespace) -> int:
@@ -50,16 +51,30 @@ def cmd_import_runs(a: argparse.Namespace) -> int:
     if not Path(a.out).is_dir():  # (a study directory stands for its results.jsonl)
         output_file(a.out, "--out")  # before anything is read
     warnings: list[str] = []
-    recs = _records(a, warnings)
+    notes: list[str] = []
+    recs = _records(a, warnings, notes)
     store = ResultsStore(a.out)
     added = store.extend(recs)
+    families = {f for r in recs for f in r["ratios"]}
     trained = sorted({f for r in recs for f, p in r["ratios"].items() if p > 0})
     evaluated = sorted({f for r in recs for f in r["family_loss"]})
     print(f"imported {added} of {len(recs)} runs ({len(recs) - added} already there) -> {store.path}")
-    print(f"  {len(trained)} families trained on, {len(evaluated)} evaluated: {', '.join(evaluated)}")
+    print(f"  {len(trained)} families trained on, {len(evaluated)} evaluated: {shown(evaluated)}")
+    strangers = [t for t in evaluated if t not in families]
+    if strangers:
+        from nemo_mlsl.laws.base import whole_mixture_laws
+
+        print(f"  {len(strangers)} of the {len(evaluated)} targets are no training family: they are predicted from the whole "
+              f"mixture ({', '.join(whole_mixture_laws())})")
+    for note in notes:
+        print(f"  {note}")
     if warnings:
         print(f"  warning: {len(warnings)} run(s) had shares summing to 1 only within 1%, renormalized (first: {warnings[0]})")
     return 0
+
+
+def shown(names: list[str], first: int = 12) -> str:
+    return ", ".join(names[:first]) + (f" and {len(names) - first} more" if len(names) > first else "")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -37,6 +37,10 @@ def numbers(a, b, path=""):
             yield from numbers(x, y, f"{path}[{i}]")
     elif isinstance(a, (int, float)) and not isinstance(a, bool):
         yield path, float(a), float(b)
+    elif path.endswith("/skipped"):
+        # whether a law was skipped is the fitter's behaviour; the wording of its reason belongs to the laws' own
+        # tests (it has changed since the fixture was written: "target" for "family")
+        assert (a is None) == (b is None), path
     else:
         assert a == b, path
 

@@ -71,10 +71,12 @@ def cmd_optimize(a: argparse.Namespace) -> int:
     elif a.max_epochs is not None:
         raise ConfigError("--max-epochs needs --data DIR (the prepared data whose token counts the caps come from)")
     out = optimal_from_fit(doc, N=a.N, D=a.D, objective=a.objective, weights=ratios_arg(a.weights), min_ratio=min_ratio,
-                           caps=caps)
+                           caps=caps, targets=a.targets)
     if a.json:
         print_json(out)
         return 0
+    for g in out.get("targets") or []:
+        print(f"target {g['pattern']}: weight {g['weight']:g}" + (f" shared by {len(g['members'])} targets" if len(g["members"]) > 1 else ""))
     print(f"optimal ratios ({out['objective']}, law {out['law']}, N={out['N']}, D={out['D']}):")
     for fam, p in out["ratios"].items():
         ci = out.get("ci", {}).get(fam)
@@ -122,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-epochs", type=float, help="epoch cap of each language with --data (default 4, as the recipes)")
     s.add_argument("--within", default="natural", help="within-family sampling of the planned run (for the per-language caps)")
     s.add_argument("--objective", default="normalized", choices=["normalized", "raw"])
-    s.add_argument("--weights")
+    s.add_argument("--weights", help="per-target weights by name, e.g. amber=2,ruby=1 (default 1 each)")
+    s.add_argument("--targets", help="the targets the optimum serves, as NAME, PATTERN or PATTERN=WEIGHT items, e.g. "
+                   "'arc_*=1,hellaswag*=1': a pattern's weight is shared by the targets it matches (their mean); "
+                   "targets not named weigh 0")
     s.add_argument("--min-ratio")
     s.add_argument("--json", action="store_true")

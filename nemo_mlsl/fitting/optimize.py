@@ -67,9 +67,9 @@ class RatioProblem:
                     "raise max_epochs, lower D, or add data"
                 )
             raise ConfigError(f"maximum ratios sum to {self.upper.sum():.4g} < 1 ({detail}); raise them")
-        if np.any(self.coef <= 0):
-            raise ConfigError("loss coefficients must be positive: "
-                              + ", ".join(f"{self.label(i)} {c:.4g}" for i, c in enumerate(self.coef) if c <= 0))
+        if np.any(~(self.coef >= 0)) or not np.any(self.coef > 0):
+            raise ConfigError("loss coefficients must be >= 0 and at least one positive (a family of weight 0 takes its "
+                              "minimum ratio): " + ", ".join(f"{self.label(i)} {c:.4g}" for i, c in enumerate(self.coef)))
 
     def binding_caps(self, p: np.ndarray, tol: float = 1e-9) -> list[str]:
         """Families whose data cap is the bound their optimal ratio sits on."""
@@ -86,7 +86,7 @@ def solve_kkt(prob: RatioProblem, tol: float = 1e-14) -> np.ndarray:
     """Exact optimum via the multiplier λ (monotone 1-D root find in log λ)."""
     prob.validate()
     g = prob.gamma
-    active = g > 0
+    active = (g > 0) & (prob.coef > 0)  # a family of weight 0 serves no target: it keeps its minimum
     lo, hi = prob.lower, prob.upper
     if lo.sum() >= 1 - BOUND_TOLERANCE:
         return lo / lo.sum()  # the minimum ratios use up the simplex: the only feasible point
@@ -94,7 +94,7 @@ def solve_kkt(prob: RatioProblem, tol: float = 1e-14) -> np.ndarray:
         return hi / hi.sum()  # likewise for the maxima (e.g. data caps that just suffice)
 
     def p_of(log_lam: float) -> np.ndarray:
-        p = lo.copy()  # γ_i <= 0: more data does not help, so the family takes its minimum
+        p = lo.copy()  # γ_i <= 0 or weight 0: more data does not help, so the family takes its minimum
         with np.errstate(over="ignore"):
             free = np.exp((np.log(prob.coef[active] * g[active]) - log_lam) / (1.0 + g[active]))
         p[active] = np.clip(free, lo[active], hi[active])
@@ -203,15 +203,29 @@ def optimal_from_fit(
     min_ratio: Mapping[str, float] | float = 0.0,
     max_ratio: Mapping[str, float] | float = 1.0,
     caps: Mapping[str, float] | None = None,
+    targets: str | Sequence[str] | Mapping[str, float] | None = None,
 ) -> dict:
     """Optimal ratios (and bootstrap intervals) from a ``fit.json`` document; ``caps`` are per-family data caps
-    (``mixtures.data_caps``): the result lists them and the ones the optimum sits on."""
+    (``mixtures.data_caps``): the result lists them and the ones the optimum sits on. ``targets`` selects and weighs
+    the targets the optimum serves (``fitting.target_weights``: names or patterns, a pattern's weight shared by its
+    members); the others get weight 0. It replaces ``weights`` (per-target weights by name): give one of the two."""
     check_positive(N, "N (--N)", "the model's non-embedding parameters, e.g. 1e8")
     check_positive(D, "D (--D)", "the run's training tokens, e.g. 2e10")
+    groups = None
+    if targets is not None:
+        from nemo_mlsl.fitting.target_weights import resolve_groups, target_weights
+
+        if weights:
+            raise ConfigError("give either --targets (names or patterns with weights) or --weights (per-target weights), "
+                              "not both: --targets NAME=WEIGHT covers --weights")
+        names = sorted(fit_doc["families"])
+        groups = [g.to_dict() for g in resolve_groups(targets, names)]
+        weights = target_weights(targets, names)
     law = str(fit_doc["law"]).split(":")[0]
     if law not in SEPARABLE_LAWS:
-        return optimal_general(fit_doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio,
-                               max_ratio=max_ratio, caps=caps)
+        out = optimal_general(fit_doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio,
+                              max_ratio=max_ratio, caps=caps)
+        return {**out, "targets": groups} if groups is not None else out
     if objective not in ("normalized", "raw"):
         raise ConfigError(f"--objective must be 'normalized' or 'raw', got {objective!r}")
     fams = sorted(fit_doc["families"])
@@ -262,6 +276,8 @@ def optimal_from_fit(
             s = np.array(samples)
             out["ci"] = {f: [float(np.percentile(s[:, i], 2.5)), float(np.percentile(s[:, i], 97.5))] for i, f in enumerate(fams)}
             out["replicates"] = len(samples)
+    if groups is not None:
+        out["targets"] = groups
     return out
 
 
@@ -453,13 +469,20 @@ def optimal_general(
         lower = np.maximum(lower, ZERO_FLOOR)
     prob = RatioProblem(np.ones(len(fams)), np.zeros(len(fams)), lower, upper, tuple(fams), tuple(caps[f] for f in fams) if caps else ())
     prob.validate()
+    bad = {t: x for t, x in weights.items() if not (np.isfinite(float(x)) and float(x) >= 0)}
+    if bad:
+        raise ConfigError(f"target weights must be finite and >= 0, got {bad}")
+    every = {t: float(weights.get(t, 1.0)) for t in targets}
+    targets = [t for t in targets if every[t] > 0]  # a target of weight 0 costs nothing to leave out
+    if not targets:
+        raise ConfigError("every target has weight 0; give at least one target a positive weight")
     w = np.array([float(weights.get(t, 1.0)) for t in targets])
     obj = MixtureObjective(lf, fams, targets, w, float(N), float(D))
     if objective == "normalized":
         obj.normalizer = unit_normalizer(obj)
     point = solve_simplex(obj, lower, upper, general_starts(lower, upper))
     out = {"ratios": {f: float(p) for f, p in zip(fams, point)}, "objective": objective, "law": fit_doc["law"],
-           "N": N, "D": D, "weights": {t: float(x) for t, x in zip(targets, w)}, "solver": "slsqp"}
+           "N": N, "D": D, "weights": every, "solver": "slsqp"}
     if caps:
         out["caps"] = caps
         out["binding_caps"] = prob.binding_caps(point)

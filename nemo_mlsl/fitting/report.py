@@ -53,6 +53,7 @@ def fit_and_report(
     D: float | None = None,
     objective: str = "normalized",
     weights: Mapping[str, float] | None = None,
+    targets: str | Sequence[str] | Mapping[str, float] | None = None,
     min_ratio: float | Mapping[str, float] = 0.0,
     tokens: Mapping[str, float] | None = None,
     caps: Mapping[str, float] | None = None,
@@ -90,11 +91,12 @@ def fit_and_report(
     D = D if D is not None else float(obs.D.max())
     optimal = None
     if lf.law.mixture_aware:  # KKT for the separable laws, the simplex optimizer for the others
-        optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio, caps=caps)
+        optimal = optimal_from_fit(doc, N=N, D=D, objective=objective, weights=weights, min_ratio=min_ratio, caps=caps,
+                                   targets=targets)
         base = baselines(list(optimal["ratios"]), tokens if tokens is None or set(optimal["ratios"]) <= set(tokens) else None, D)
         z = unit_losses(doc, N, D)
         optimal["comparison"] = {
-            name: _total(doc, r, N, D, z, objective) for name, r in {"optimal": optimal["ratios"], **base}.items()
+            name: _total(doc, r, N, D, z, objective, optimal["weights"]) for name, r in {"optimal": optimal["ratios"], **base}.items()
         }
         optimal["baselines"] = base
         doc["optimal"] = optimal
@@ -115,9 +117,11 @@ def fit_and_report(
     return FitReport(lf, doc, optimal, files)
 
 
-def _total(doc: Mapping, ratios: Mapping[str, float], N: float, D: float, z: Mapping[str, float], objective: str) -> dict:
+def _total(doc: Mapping, ratios: Mapping[str, float], N: float, D: float, z: Mapping[str, float], objective: str,
+           weights: Mapping[str, float]) -> dict:
+    """The optimizer's own objective at ``ratios``: Σ_t w_t L_t / Z_t (a target the optimum does not serve has w_t = 0)."""
     pred = predicted_losses(doc, ratios, N, D)
-    norm = {f: pred[f] / (z[f] if objective == "normalized" else 1.0) for f in pred}
+    norm = {f: weights.get(f, 0.0) * pred[f] / (z[f] if objective == "normalized" else 1.0) for f in pred}
     return {"ratios": dict(ratios), "predicted_loss": pred, "total": float(sum(norm.values()))}
 
 
@@ -190,7 +194,13 @@ def render_markdown(lf: LawFit, doc: Mapping, title: str, files: list[str]) -> s
                       + ", ".join(f"{f} ≤ {c:.4g}" for f, c in opt["caps"].items()) + ". "
                       + (f"**Binding at the optimum: {', '.join(binding)}** (the law would sample more of "
                          f"{'it' if len(binding) == 1 else 'them'} if the data allowed)." if binding else "None binds at the optimum.")]
-        lines += ["", "Predicted total loss (sum over targets" + (", each divided by its loss at its reference mixture: p=1 for a "
+        if opt.get("targets"):
+            lines += ["", "Targets the optimum serves (a pattern's weight shared by the targets it matches; the others weigh 0): "
+                      + "; ".join(f"`{g['pattern']}` weight {g['weight']:g} over {len(g['members'])} target"
+                                  + ("s" if len(g["members"]) > 1 else "") for g in opt["targets"]) + "."]
+        weighted = any(w != 1.0 for w in opt.get("weights", {}).values()) or bool(opt.get("targets"))
+        lines += ["", "Predicted total loss (" + ("weighted " if weighted else "") + "sum over targets"
+                  + (", each divided by its loss at its reference mixture: p=1 for a "
                   "family, the uniform mixture for any other target" if opt["objective"] == "normalized" else "") + "):", ""]
         for name, c in opt["comparison"].items():
             lines.append(f"- {name}: {c['total']:.4f}")

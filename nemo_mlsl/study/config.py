@@ -53,9 +53,14 @@ class DesignConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
+    """What the optimum minimises: Σ w_f L_f / Z_f (``normalized``) or Σ w_f L_f (``raw``). ``weights`` by family
+    name (1 each by default), or ``targets``: {NAME or PATTERN: weight}, a pattern's weight shared by the families it
+    matches and the families no item names weighing 0 (``nemo_mlsl.fitting.target_weights``); one of the two."""
+
     type: str = "normalized"
     weights: dict[str, float] = field(default_factory=dict)
     min_ratio: float = 0.02
+    targets: dict[str, float] | None = None
 
 
 
@@ -137,6 +142,13 @@ class StudyConfig:
         bad = {f: w for f, w in self.objective.weights.items() if not w >= 0}
         if bad:
             raise ConfigError(f"objective.weights must be >= 0, got {bad}")
+        if self.objective.targets is not None:
+            from nemo_mlsl.fitting.target_weights import parse_selection
+
+            if self.objective.weights:
+                raise ConfigError("objective: give either weights (per family) or targets (names or patterns with "
+                                  "weights), not both")
+            parse_selection(self.objective.targets, "objective.targets")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap is a number of replicates and must be >= 0, got {self.bootstrap}")
         if self.seed < 0:

@@ -259,9 +259,14 @@ def power_lines(predicted: Mapping[str, float | None], sigma: float, sigma_sourc
             for name in baselines]
 
 
-def total(losses: Mapping[str, float], units: Mapping[str, float], objective: str) -> float:
-    """The objective's total over families: Σ L_f/Z_f (normalized) or Σ L_f (raw)."""
-    return float(sum(losses[f] / units[f] for f in units)) if objective == "normalized" else float(sum(losses[f] for f in units))
+def total(losses: Mapping[str, float], units: Mapping[str, float], objective: str,
+          weights: Mapping[str, float] | None = None) -> float:
+    """The objective's total over families: Σ w_f L_f/Z_f (normalized) or Σ w_f L_f (raw); ``weights`` are the
+    optimizer's (``fit.json``'s ``optimal.weights``; 1 each when not given)."""
+    w = {f: float((weights or {}).get(f, 1.0)) for f in units}
+    if objective == "normalized":
+        return float(sum(w[f] * losses[f] / units[f] for f in units if w[f]))
+    return float(sum(w[f] * losses[f] for f in units if w[f]))
 
 
 def predicted_gains(fit_doc: Mapping[str, Any], mixtures: Mapping[str, Mapping[str, float]], N: float, D: float,
@@ -270,7 +275,8 @@ def predicted_gains(fit_doc: Mapping[str, Any], mixtures: Mapping[str, Mapping[s
     from nemo_mlsl.fitting.optimize import predicted_losses, unit_losses
 
     z = unit_losses(fit_doc, N, D)
-    tot = {name: total(predicted_losses(fit_doc, r, N, D), z, objective) for name, r in mixtures.items()}
+    w = (fit_doc.get("optimal") or {}).get("weights")
+    tot = {name: total(predicted_losses(fit_doc, r, N, D), z, objective, w) for name, r in mixtures.items()}
     return {name: (t - tot["optimal"]) / t for name, t in tot.items() if name != "optimal"}
 
 

@@ -58,6 +58,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     opt = fit_doc["optimal"]
     N, D = float(opt["N"]), float(opt["D"])
     z = unit_losses(fit_doc, N, D)
+    weights = opt.get("weights")  # the optimizer's: the confirmation judges the objective the optimum minimised
 
     confirm: dict[str, dict[int, Mapping[str, Any]]] = {}
     for r in records:
@@ -72,10 +73,11 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
         nv = naive.get(name, {}).get("family_loss", {})
         comp[name] = {
             "ratios": rec["ratios"], "observed": obs_l, "predicted": pred, "naive": nv, "seeds": sorted(by_seed),
-            "totals_by_seed": {str(k): power.total(r["family_loss"], z, cfg.objective.type) for k, r in sorted(by_seed.items())},
+            "totals_by_seed": {str(k): power.total(r["family_loss"], z, cfg.objective.type, weights) for k, r in sorted(by_seed.items())},
             "abs_error": {f: abs(pred[f] - obs_l[f]) for f in fams},
             "naive_abs_error": {f: abs(nv[f] - obs_l[f]) for f in fams if f in nv},
-            "total_observed": power.total(obs_l, z, cfg.objective.type), "total_predicted": power.total(pred, z, cfg.objective.type),
+            "total_observed": power.total(obs_l, z, cfg.objective.type, weights),
+            "total_predicted": power.total(pred, z, cfg.objective.type, weights),
         }
     gains = _gains(comp, sigma)
     law_mae = float(np.mean([e for c in comp.values() for e in c["abs_error"].values()])) if comp else None

@@ -98,6 +98,10 @@ class Study:
         """Corpus, parameter counts and the phase-1 runs (checked against an existing plan.json)."""
         manifest = prepare_corpus(self.cfg, self.out, self.progress)
         families = sorted(manifest.families)
+        if self.cfg.objective.targets is not None:  # every pattern must name a family of this corpus, before any run
+            from nemo_mlsl.fitting.target_weights import resolve_groups
+
+            resolve_groups(self.cfg.objective.targets, families, "objective.targets")
         nparams = self.n_params(manifest.vocab_size)
         if nparams[self.cfg.confirm_rung] <= max(nparams[r] for r in self.cfg.fit_rungs):
             raise ConfigError(f"ladder.confirm {self.cfg.confirm_rung!r} must be larger than every fit rung")
@@ -136,7 +140,8 @@ class Study:
         bar.write(f"fitting {self.cfg.law} to {len(fit_records)} runs (bootstrap {self.cfg.bootstrap}) ...")
         rep = fit_and_report(fit_records, out / "fit", law=self.cfg.law, bootstrap=self.cfg.bootstrap, seed=self.cfg.seed,
                              N=N, D=D, objective=self.cfg.objective.type, weights=self.cfg.objective.weights,
-                             min_ratio=self.cfg.objective.min_ratio, tokens=fam_tokens, caps=caps,
+                             targets=self.cfg.objective.targets, min_ratio=self.cfg.objective.min_ratio,
+                             tokens=fam_tokens, caps=caps,
                              title=f"Study {self.cfg.name}: fit", candidates=study_laws())
         if "selection" in rep.doc:
             bar.write(f"law selection chose {rep.doc['law']} (held-out table in {out / 'fit' / 'report.md'})")

@@ -5,7 +5,9 @@ the speed-ups (tests/fixtures/regmix_selection.json, written at commit a9edef9 b
     PYTHONPATH=/tmp/ref_main .venv/bin/python tests/fixtures/make_regmix_selection.py /work/shared/data/regmix \
         tests/fixtures/regmix_selection.json
 
-), within 1e-6 relative, with two worker processes.
+), within 1e-6 relative, with two worker processes. One fixture per CPU kind the project's machines have
+(regmix_selection.json: AVX-512; regmix_selection_avx2.json: AVX2 without AVX-512); write another under a new
+name for a new kind.
 
 The chosen law (shukor_additive) stops at L-BFGS-B's 500-iteration cap on these runs, where its iterates are chaotic:
 one input moved by an ulp moves its held-out MAPE by ~1e-3 (so do ye_mixing's and some of loglinear's starts).
@@ -54,10 +56,11 @@ def test_regmix_selection_chooses_the_same_law_with_the_same_heldout_table_as_be
     from nemo_mlsl.fitting.observations import Observations
     from nemo_mlsl.fitting.selection import select_law
 
-    before = json.loads((FIXTURES / "regmix_selection.json").read_text())
-    if before["cpu_features"] != cpu_features():
-        pytest.skip(f"the fixture's bits belong to a CPU with numpy features {before['cpu_features']}; this one has "
-                    f"{cpu_features()}: rewrite the fixture here with the command in this module's docstring")
+    written = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("regmix_selection*.json"))]
+    before = next((doc for doc in written if doc["cpu_features"] == cpu_features()), None)
+    if before is None:
+        pytest.skip(f"the fixtures' bits belong to CPUs with numpy features {[d['cpu_features'] for d in written]}; this "
+                    f"one has {cpu_features()}: write a fixture for it with the command in this module's docstring")
     obs = Observations.from_records(regmix_train(REGMIX))
     now = select_law(obs, folds=5, seed=0, jobs=2).to_dict()
     assert now["chosen"] == before["selection"]["chosen"] == "shukor_additive"

@@ -43,7 +43,7 @@ def cmd_study(a: argparse.Namespace) -> int:
     if law["how"] == "auto":
         mape = law["heldout_mape"].get(law["name"])
         print(f"law: {law['name']} (chosen by cross-validation among {len(law['candidates'])} laws"
-              + (f", held-out MAPE {mape:.3f}%" if mape is not None else "")
+              + (f", held-out MAPE {mape:.3f}% on {'/'.join(law['compared_on']) or 'every split'}" if mape is not None else "")
               + (f"; runner-up {law['runner_up']} {law['heldout_mape'][law['runner_up']]:.3f}%" if law.get("runner_up") else "") + ")")
     else:
         print(f"law: {law['name']} (named in the study config)")

@@ -260,13 +260,19 @@ def law_choice(cfg, fit_doc: Mapping[str, Any]) -> dict[str, Any]:
                            "how": "auto" if "selection" in fit_doc else "named in the config"}
     sel = fit_doc.get("selection")
     if sel:
-        scored = sorted((x for x in sel["laws"] if not x["skipped"] and x["mean_heldout_mape"] is not None),
-                        key=lambda x: x["mean_heldout_mape"])
-        mape = {x["law"]: x["mean_heldout_mape"] for x in scored}
+        # held-out MAPE over the splits the choice compared the laws on (every remaining law was scored on them)
+        on = list(sel.get("compared_on") or [])
+
+        def mape_of(x: Mapping[str, Any]) -> float | None:
+            vals = [x["splits"][k]["mape"] for k in on if "mape" in x["splits"].get(k, {})]
+            return float(np.mean(vals)) if on and len(vals) == len(on) else x["mean_heldout_mape"]
+
+        mape = {x["law"]: mape_of(x) for x in sel["laws"] if not x["skipped"] and mape_of(x) is not None}
         out["candidates"] = [x["law"] for x in sel["laws"]]
         out["skipped"] = {x["law"]: x["skipped"] for x in sel["laws"] if x["skipped"]}
+        out["compared_on"] = on
         out["heldout_mape"] = mape
-        out["runner_up"] = next((x["law"] for x in scored if x["law"] != sel["chosen"]), None)
+        out["runner_up"] = next((n for n in sorted(mape, key=mape.get) if n != sel["chosen"]), None)
     return out
 
 
@@ -278,7 +284,7 @@ def _law_line(s: Mapping[str, Any]) -> str:
     mape = c["heldout_mape"]
     why = f"; chosen by cross-validation (law: auto) among {len(c['candidates'])} laws a study can take"
     if c["name"] in mape:
-        why += f": mean held-out MAPE {mape[c['name']]:.3f}%"
+        why += f": held-out MAPE {mape[c['name']]:.3f}%" + (f" on the {', '.join(c['compared_on'])} split(s)" if c.get("compared_on") else "")
         if c.get("runner_up"):
             why += f" vs {mape[c['runner_up']]:.3f}% for `{c['runner_up']}`, the runner-up"
     if c["skipped"]:
@@ -335,7 +341,7 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
 
         sel = selection_markdown(fit_doc["selection"])
         L += ["## Law selection", "", sel[0].replace("## Law selection: ", "") + " (cross-validated on the phase-1 runs; "
-              "the same table is in [fit/report.md](fit/report.md)).", ""] + sel[1:]
+              "the same table is in [fit/report.md](fit/report.md)).", ""] + sel[2:]
     L += ["## Confirmation at the largest rung", ""]
     if s["gains"]:
         L += ["Every mixture ran with the same seeds (paired: a seed's effect cancels in the differences). A gain is beyond "

@@ -27,9 +27,12 @@ def study_with(tmp_path, **changes):
 
 @pytest.mark.parametrize("changes,match", [
     ({"law": "nosuch"}, r"law: unknown law 'nosuch'; available: .*joint_family"),
-    ({"law": "chinchilla"}, r"law 'chinchilla' cannot run a study: the optimal ratios need a law of the form"),
-    ({"law": "atlas"}, r"law 'atlas' cannot run a study"),
-    ({"law": "family_power"}, r"family_power knows L\* only at the \(N, D\) settings it was fitted on"),
+    ({"law": "chinchilla"}, r"law 'chinchilla' cannot run a study: 'chinchilla' does not depend on the mixture .*; a study takes "
+                            r"a mixture-aware law with N and D terms: .*shukor_joint"),
+    ({"law": "family_power"}, r"law 'family_power' cannot run a study: 'family_power' has no N and D terms"),
+    ({"design": {**DEFAULT["design"], "zeros": -1}}, r"design.zeros must be >= 0"),
+    ({"design": {**DEFAULT["design"], "zeros": 2}}, r"law 'joint_family' cannot take the design.zeros runs: .*share of 0; use a "
+                                                    r"law that takes zero shares \(atlas, .*shukor_joint.*\) or law: auto"),
     ({"law": "atlas:x"}, r"law: law atlas:x: the argument is the number of transfer families"),
     ({"law": 3}, r"law = 3 must be a string|unknown law '3'"),
     ({"baselines": ["uniform", "nosuch"]}, r"baselines\[1\] 'nosuch': unknown mixture 'nosuch'"),
@@ -65,6 +68,56 @@ def study_with(tmp_path, **changes):
 def test_a_study_config_is_validated_whole_at_load(tmp_path, changes, match):
     with pytest.raises(ConfigError, match=match):
         load_study(study_with(tmp_path, **changes))
+
+
+@pytest.mark.parametrize("law", ["shukor_joint", "shukor_additive", "ye_mixing", "loglinear", "atlas", "atlas:2"])
+def test_a_study_takes_a_cross_family_law_with_n_and_d_terms(tmp_path, law):
+    """Issue 23 item 4: a named non-separable law that predicts the confirmation rung is accepted, zero design too."""
+    cfg = load_study(study_with(tmp_path, law=law, design={**DEFAULT["design"], "zeros": 2}))
+    assert cfg.law == law and cfg.design.zeros == 2
+
+
+def test_a_refused_study_law_is_one_line_naming_the_laws_that_can(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_study(study_with(tmp_path, law="family_power"))
+    msg = str(err.value)
+    assert "\n" not in msg and "'family_power'" in msg
+    for ok in ("joint_family", "shukor_joint", "atlas", "ye_mixing"):
+        assert ok in msg.split("a study takes")[1]
+    assert "chinchilla" not in msg.split("a study takes")[1]
+
+
+def test_the_study_candidates_are_the_mixture_aware_laws_with_n_and_d_terms(monkeypatch):
+    """`law: auto` chooses among them: the cross-family laws with N and D terms are in, the rest out; decided by the
+    law's attributes, so a third-party law declares it (``extrapolates_nd``)."""
+    from nemo_mlsl.fitting.optimize import study_law_problem
+    from nemo_mlsl.laws.cross import CrossFamilyLaw
+    from nemo_mlsl.laws.family_power import FamilyPowerLaw
+    from nemo_mlsl.registry import LAWS
+    from nemo_mlsl.study.runner import study_laws
+
+    got = study_laws()
+    assert {"joint_family", "shukor_joint", "shukor_additive", "ye_mixing", "loglinear", "atlas"} <= set(got)
+    assert not {"family_power", "chinchilla"} & set(got)
+    for name in got:
+        cls = LAWS.get(name)
+        assert cls.mixture_aware and cls.extrapolates_nd and study_law_problem(name) is None
+
+    class ThirdParty(CrossFamilyLaw):
+        name = "third_party"
+
+    class Declared(FamilyPowerLaw):
+        name = "declared"
+        extrapolates_nd = True
+
+    class Undeclared(ThirdParty):
+        name = "undeclared"
+        extrapolates_nd = False
+
+    for cls in (ThirdParty, Declared, Undeclared):
+        monkeypatch.setitem(LAWS._extra, cls.name, cls)
+    got = study_laws()
+    assert "third_party" in got and "declared" in got and "undeclared" not in got
 
 
 def test_the_shipped_study_configs_load():

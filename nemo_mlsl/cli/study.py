@@ -39,8 +39,20 @@ def cmd_study(a: argparse.Namespace) -> int:
     s = study.run(resume=a.resume)
     print()
     print(f"Report: {out / 'report.md'}  (figures beside it; TensorBoard: tensorboard --logdir {out / 'tb'})")
-    print("gamma per family: " + ", ".join(f"{f} {g:.3f}" for f, g in s["gamma"].items()))
+    law = s["law"]
+    if law["how"] == "auto":
+        mape = law["heldout_mape"].get(law["name"])
+        print(f"law: {law['name']} (chosen by cross-validation among {len(law['candidates'])} laws"
+              + (f", held-out MAPE {mape:.3f}% on {'/'.join(law['compared_on']) or 'every split'}" if mape is not None else "")
+              + (f"; runner-up {law['runner_up']} {law['heldout_mape'][law['runner_up']]:.3f}%" if law.get("runner_up") else "") + ")")
+    else:
+        print(f"law: {law['name']} (named in the study config)")
+    if any(g is not None for g in s["gamma"].values()):  # He et al.'s exponent; cross-family laws and ATLAS have none
+        print("gamma per family: " + ", ".join(f"{f} {g:.3f}" for f, g in s["gamma"].items() if g is not None))
     print("optimal ratios:   " + ", ".join(f"{f} {p:.3f}" for f, p in s["optimal_ratios"].items()))
+    ci = s.get("optimal_ci")
+    if ci:
+        print("  95% bootstrap:  " + ", ".join(f"{f} [{ci[f][0]:.3f}, {ci[f][1]:.3f}]" for f in s["optimal_ratios"]))
     if s.get("binding_caps"):
         print("data caps binding at the optimum: " + ", ".join(f"{f} <= {s['data_caps'][f]:.3f}" for f in s["binding_caps"]))
     c = s["comparison"].get("optimal")

@@ -310,15 +310,37 @@ def unit_losses(fit_doc: Mapping, N: float | None = None, D: float | None = None
 
 def study_law_problem(law: str) -> str | None:
     """Why a study cannot take ``law``'s optimum at its confirmation rung and budget (a larger N and a D it was
-    not fitted at), or None: the optimum needs a separable law that extrapolates in N and D."""
+    not fitted at), or None. A study needs a law that is mixture-aware (an optimum over the simplex exists) and
+    whose form has N and D terms (``Law.extrapolates_nd``: it predicts the larger confirmation model at its token
+    budget). Separable laws take the KKT closed form, the others ``optimal_general``."""
+    from nemo_mlsl.registry import LAWS
+
     name = law.split(":")[0].strip()
-    if name not in SEPARABLE_LAWS:
-        return (f"the optimal ratios need a law of the form c_i(N, D)·p_i^-γ_i ({', '.join(SEPARABLE_LAWS)}); fit "
-                f"{name!r} with `mlsl fit` on the study's runs instead")
-    if name == "family_power":
-        return ("family_power knows L* only at the (N, D) settings it was fitted on, and the study predicts the larger "
-                "confirmation rung: use joint_family")
-    return None
+    cls = LAWS.get(name)
+    why = None
+    if not getattr(cls, "mixture_aware", True):
+        why = f"{name!r} does not depend on the mixture (it has no optimal mixture)"
+    elif not getattr(cls, "extrapolates_nd", False):
+        why = (f"{name!r} has no N and D terms (it knows the loss only at the (N, D) settings it was fitted on), and the "
+               "study predicts the larger confirmation rung at its token budget")
+    if why is None:
+        return None
+    return f"{why}; a study takes a mixture-aware law with N and D terms: {', '.join(study_laws())} (or auto)"
+
+
+def study_laws() -> list[str]:
+    """The registered laws a study can take (``study_law_problem`` is None): ``law: auto`` chooses among them."""
+    from nemo_mlsl.registry import LAWS
+
+    out = []
+    for name in LAWS.names():
+        try:
+            cls = LAWS.get(name)
+        except Exception:  # a broken third-party entry point must not hide the others
+            continue
+        if getattr(cls, "mixture_aware", True) and getattr(cls, "extrapolates_nd", False):
+            out.append(name)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

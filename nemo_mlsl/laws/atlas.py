@@ -86,6 +86,7 @@ def own_unique(data: FamilyData) -> float:
 class AtlasLaw(Law):
     name = "atlas"
     zero_shares = True
+    extrapolates_nd = True
     formula = "L_t = E + A/N^α + B/D_eff^β,  D_eff = S_λ(D_t) + Σ_j τ_j S_λ(D_j) + τ_o S_λ(D_other)"
 
     def __init__(self, arg: str | None = None):

@@ -47,6 +47,10 @@ class Law(ABC):
     mixture_aware: bool = True
     #: Whether each family's loss depends on its own share alone (c_i(N, D)·p_i^-γ_i): the KKT closed form applies.
     separable: bool = False
+    #: Whether the form has N and D terms (present wherever the fitted runs vary N and D), so the fitted law predicts
+    #: a larger model and another token budget than it was fitted at: what a study needs of its law (it predicts the
+    #: confirmation rung). A third-party law declares it here; ``study_law_problem`` reads it.
+    extrapolates_nd: bool = False
 
     @property
     def own_share(self) -> bool:

@@ -65,6 +65,7 @@ class ChinchillaLaw(Law):
     # training mix, so a zero share never enters a prediction (those runs are simply not used per family).
     zero_shares = True
     mixture_aware = False
+    extrapolates_nd = True
 
     def __init__(self, arg: str | None = None):
         super().__init__(arg)

@@ -23,6 +23,7 @@ class CrossFamilyLaw(Law):
     training family or anything else the runs were evaluated on."""
 
     zero_shares = True
+    extrapolates_nd = True
 
     def layout(self, data: FamilyData) -> dict[str, Any]:
         names = list(data.families or [str(j) for j in range(data.P.shape[1])])

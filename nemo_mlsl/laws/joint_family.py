@@ -16,6 +16,7 @@ class JointFamilyLaw(Law):
     name = "joint_family"
     formula = "L_i(N,D,p_i) = (E_i + A_i/N^α_i + B_i/D^β_i) · p_i^(-γ_i)"
     separable = True
+    extrapolates_nd = True
 
     def params(self, data: FamilyData) -> list[Param]:
         return scale_params(data) + [Param("gamma", 0.0, 2.5, (0.0, 0.1, 0.3))]

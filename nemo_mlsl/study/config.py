@@ -45,8 +45,16 @@ class RepeatDesign:
 
 @dataclass(frozen=True)
 class DesignConfig:
+    """The phase-1 design. ``mixtures``: scrambled-Sobol points per (rung, D), each family >= ``floor``.
+    ``zeros``: K more mixtures per (rung, D) that each leave one family out entirely (share 0; the families are left
+    out in turn, the others share the rest as a Sobol point >= ``floor``). Zero shares are data only for laws that
+    take them (``Law.zero_shares``: the cross-family laws and ATLAS): a config that names a p^-γ law (joint_family)
+    with ``zeros`` > 0 is refused at load; with ``law: auto`` the p^-γ laws are skipped by the selection (they
+    cannot be scored on those runs), so a cross-family law is chosen. 0 (the default): no zero shares."""
+
     mixtures: int = 5
     floor: float = 0.05
+    zeros: int = 0
     independence: IndependenceDesign = field(default_factory=IndependenceDesign)
     repeats: RepeatDesign = field(default_factory=RepeatDesign)
 
@@ -187,6 +195,8 @@ class StudyConfig:
             raise ConfigError(f"design.mixtures must be >= 2 (distinct ratios per setting), got {d.mixtures}")
         if not 0 <= d.floor < 1:
             raise ConfigError(f"design.floor must be in [0, 1), got {d.floor}")
+        if d.zeros < 0:
+            raise ConfigError(f"design.zeros must be >= 0 (leave-one-family-out mixtures per setting), got {d.zeros}")
         if not 0 < ind.ratio < 1:
             raise ConfigError(f"design.independence.ratio must be in (0, 1), got {ind.ratio}")
         if not 0 <= ind.floor < 1:
@@ -202,13 +212,14 @@ class StudyConfig:
     def design_counts(self) -> dict[str, int]:
         """What phase 1 gives the fit of each family: runs and distinct values of N, D and p."""
         d = self.design
-        runs = len(self.fit_rungs) * len(self.tokens) * d.mixtures + d.independence.mixtures
+        runs = len(self.fit_rungs) * len(self.tokens) * (d.mixtures + d.zeros) + d.independence.mixtures
         return {"runs": runs + d.repeats.points * d.repeats.seeds, "N": len(set(self.fit_rungs)), "D": len(set(self.tokens)),
-                "p": d.mixtures}
+                "p": d.mixtures + d.zeros, "mixtures": d.mixtures + d.zeros}
 
     def _validate_law(self) -> None:
         from nemo_mlsl.fitting.lawfit import make_law
         from nemo_mlsl.fitting.optimize import study_law_problem
+        from nemo_mlsl.laws.base import zero_share_laws
 
         if self.law == "auto":
             return  # selected by cross-validation among the laws a study can take, once phase 1 has run (nemo_mlsl.fitting.selection)
@@ -219,6 +230,12 @@ class StudyConfig:
         problem = study_law_problem(self.law)
         if problem:
             raise ConfigError(f"law {self.law!r} cannot run a study: {problem}")
+        if self.design.zeros and not law.zero_shares:
+            from nemo_mlsl.fitting.optimize import study_laws
+
+            takes = [n for n in study_laws() if n in zero_share_laws()]
+            raise ConfigError(f"law {self.law!r} cannot take the design.zeros runs: its p^-gamma is infinite at a share of 0; "
+                              f"use a law that takes zero shares ({', '.join(takes)}) or law: auto, or set design.zeros: 0")
         have = self.design_counts()
         for key, need in law.requirements().items():
             if have.get(key, 0) < need:
@@ -297,9 +314,9 @@ def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
     if "fit" not in ladder or "confirm" not in ladder:
         raise ConfigError(f"{where}: ladder needs fit: [RUNG, RUNG, ...] and confirm: RUNG")
     design = _mapping(d.get("design"), f"{where}: design")
-    unknown = sorted(set(design) - {"mixtures", "floor", "independence", "repeats"})
+    unknown = sorted(set(design) - {"mixtures", "floor", "zeros", "independence", "repeats"})
     if unknown:
-        raise ConfigError(f"{where}: design: unknown field(s) {unknown}; valid: floor, independence, mixtures, repeats")
+        raise ConfigError(f"{where}: design: unknown field(s) {unknown}; valid: floor, independence, mixtures, repeats, zeros")
     cfg = StudyConfig(
         name=_value(d, "name", str, path.stem, where),
         corpus=typed(CorpusConfig, _mapping(d.get("corpus"), f"{where}: corpus"), f"{where}: corpus"),
@@ -310,6 +327,7 @@ def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
         design=DesignConfig(
             mixtures=_value(design, "mixtures", int, 5, f"{where}: design"),
             floor=_value(design, "floor", float, 0.05, f"{where}: design"),
+            zeros=_value(design, "zeros", int, 0, f"{where}: design"),
             independence=typed(IndependenceDesign, _mapping(design.get("independence"), f"{where}: design.independence"),
                                f"{where}: design.independence"),
             repeats=typed(RepeatDesign, _mapping(design.get("repeats"), f"{where}: design.repeats"), f"{where}: design.repeats"),

@@ -25,6 +25,24 @@ def simplex_sobol(n: int, families: Sequence[str], floor: float, seed: int) -> l
     return [_rounded(dict(zip(families, row))) for row in p]
 
 
+def leave_one_out(n: int, families: Sequence[str], floor: float, seed: int) -> list[dict[str, float]]:
+    """``n`` mixtures that each give one family no share at all: the families are left out in turn (the first
+    ``n % len(families)`` once more than the others), and the families left in share the mixture as a
+    scrambled-Sobol point, each >= ``floor``. What a law with terms for transfer between families (a finite loss
+    at p_i = 0) learns most from: how much a family gains from the others alone."""
+    k = len(families)
+    if k < 2:
+        raise ConfigError("design.zeros needs at least two families (a mixture must train on something)")
+    per = [len(range(j, n, k)) for j in range(k)]
+    points = {j: simplex_sobol(per[j], [f for f in families if f != families[j]], floor, seed + 104729 * (j + 1))
+              for j in range(k) if per[j]}
+    out = []
+    for i in range(n):
+        j = i % k
+        out.append({families[j]: 0.0, **points[j][i // k]})
+    return [{f: r[f] for f in families} for r in out]
+
+
 def independence_design(n: int, families: Sequence[str], fixed: str, ratio: float, floor: float, seed: int) -> list[dict[str, float]]:
     """``fixed`` held at ``ratio`` while the other families share the rest, as differently as possible:
     first each other family in turn gets all it can (the rest at ``floor``), then the even split, then

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.study.config import StudyConfig
-from nemo_mlsl.study.design import independence_design, simplex_sobol
+from nemo_mlsl.study.design import independence_design, leave_one_out, simplex_sobol
 
 
 FIT_PURPOSES = ("design", "independence", "repeat")  # the runs the law is fitted on
@@ -37,13 +37,17 @@ def _tok(t: int) -> str:
 
 
 def phase1(cfg: StudyConfig, families: Sequence[str], n_params: Mapping[str, int]) -> list[PlannedRun]:
-    """Design, independence and repeat runs on the fit rungs, smallest model and budget first."""
+    """Design (with ``design.zeros`` leave-one-family-out mixtures), independence and repeat runs on the fit rungs,
+    smallest model and budget first."""
     runs: list[PlannedRun] = []
     rungs = sorted(cfg.fit_rungs, key=lambda r: n_params[r])
     for rung in rungs:
         for tokens in sorted(cfg.tokens):
             for i, r in enumerate(simplex_sobol(cfg.design.mixtures, families, cfg.design.floor, cfg.seed)):
                 runs.append(PlannedRun(f"design-{rung}-{_tok(tokens)}-m{i}", "design", rung, tokens, r, cfg.seed, n_params[rung]))
+            if cfg.design.zeros:  # mixtures that leave one family out (design.zeros; only laws that take zero shares)
+                for i, r in enumerate(leave_one_out(cfg.design.zeros, families, cfg.design.floor, cfg.seed)):
+                    runs.append(PlannedRun(f"design-{rung}-{_tok(tokens)}-z{i}", "design", rung, tokens, r, cfg.seed, n_params[rung]))
     ind = cfg.design.independence
     fixed = ind.family or sorted(families)[0]
     # On the largest fit rung and budget: the smallest models, early in training, share capacity in ways

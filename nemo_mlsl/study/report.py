@@ -108,7 +108,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     # γ is He et al.'s exponent; laws without it (cross-family, ATLAS) report none.
     gam = {f: (fit_doc["families"][f]["params"].get("gamma"), fit_doc["families"][f]["ci"].get("gamma")) for f in fams}
     summary = {
-        "study": cfg.name, "runs": len(records), "gamma": {f: g for f, (g, _) in gam.items()},
+        "study": cfg.name, "runs": len(records), "law": law_choice(cfg, fit_doc), "gamma": {f: g for f, (g, _) in gam.items()},
         "gamma_ci": {f: ci for f, (_, ci) in gam.items()}, "optimal_ratios": opt["ratios"], "optimal_ci": opt.get("ci"),
         "data_caps": opt.get("caps"), "binding_caps": opt.get("binding_caps", []),
         "skipped_baselines": _skipped(out),
@@ -246,16 +246,66 @@ def _plot_realized(records: Sequence[Mapping[str, Any]], fams: Sequence[str], pa
     return plots.save(fig, path)
 
 
+def law_choice(cfg, fit_doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Which law the study's optimum comes from, its form, and why: named in the config, or chosen by the
+    cross-validation of ``law: auto`` (the runner up and the held-out MAPE of both)."""
+    from nemo_mlsl.registry import LAWS
+
+    name = str(fit_doc["law"])
+    try:
+        cls = LAWS.get(name.split(":")[0])
+        formula, separable = cls.formula, bool(cls.separable)
+    except Exception:  # a third-party law no longer installed: the fit still names it
+        formula, separable = "", False
+    out: dict[str, Any] = {"name": name, "formula": formula, "separable": separable,
+                           "optimum": "KKT closed form" if separable else "SLSQP over the simplex (optimal_general)",
+                           "how": "auto" if "selection" in fit_doc else "named in the config"}
+    sel = fit_doc.get("selection")
+    if sel:
+        # held-out MAPE over the splits the choice compared the laws on (every remaining law was scored on them)
+        on = list(sel.get("compared_on") or [])
+
+        def mape_of(x: Mapping[str, Any]) -> float | None:
+            vals = [x["splits"][k]["mape"] for k in on if "mape" in x["splits"].get(k, {})]
+            return float(np.mean(vals)) if on and len(vals) == len(on) else x["mean_heldout_mape"]
+
+        mape = {x["law"]: mape_of(x) for x in sel["laws"] if not x["skipped"] and mape_of(x) is not None}
+        out["candidates"] = [x["law"] for x in sel["laws"]]
+        out["skipped"] = {x["law"]: x["skipped"] for x in sel["laws"] if x["skipped"]}
+        out["compared_on"] = on
+        out["heldout_mape"] = mape
+        out["runner_up"] = next((n for n in sorted(mape, key=mape.get) if n != sel["chosen"]), None)
+    return out
+
+
+def _law_line(s: Mapping[str, Any]) -> str:
+    c = s["law"]
+    line = f"- **Law**: `{c['name']}`" + (f", {c['formula']}" if c["formula"] else "") + f" (optimum by {c['optimum']})"
+    if c["how"] != "auto":
+        return line + "; named in the study config."
+    mape = c["heldout_mape"]
+    why = f"; chosen by cross-validation (law: auto) among {len(c['candidates'])} laws a study can take"
+    if c["name"] in mape:
+        why += f": held-out MAPE {mape[c['name']]:.3f}%" + (f" on the {', '.join(c['compared_on'])} split(s)" if c.get("compared_on") else "")
+        if c.get("runner_up"):
+            why += f" vs {mape[c['runner_up']]:.3f}% for `{c['runner_up']}`, the runner-up"
+    if c["skipped"]:
+        why += f"; skipped: {', '.join(f'`{n}`' for n in c['skipped'])}"
+    return line + why + " (table below, [Law selection](#law-selection))."
+
+
 def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind_tests, rcorr) -> str:
     fams = sorted(s["gamma"])
     sig = s["seed_noise"]["sigma"]
     L = [f"# Study `{cfg.name}`", ""]
     L += ["## Headline", ""]
+    L += [_law_line(s)]
     if any(g is not None for g in s["gamma"].values()):
         L += ["- **γ per family** (95% bootstrap CI): " + "; ".join(
             f"{f} {s['gamma'][f]:.3f}" + (f" [{s['gamma_ci'][f][0]:.3f}, {s['gamma_ci'][f][1]:.3f}]" if s["gamma_ci"][f] else "")
             for f in fams if s["gamma"][f] is not None)]
-    L += [f"- **Optimal ratios** ({cfg.objective.type} objective, at N={s['N_confirm']:,.0f}, D={s['D_confirm']:,.0f}): " + ", ".join(
+    L += [f"- **Optimal ratios** ({cfg.objective.type} objective, at N={s['N_confirm']:,.0f}, D={s['D_confirm']:,.0f}"
+          + (", 95% bootstrap CI" if s.get("optimal_ci") else "") + "): " + ", ".join(
         f"{f} {p:.3f}" + (f" [{s['optimal_ci'][f][0]:.3f}, {s['optimal_ci'][f][1]:.3f}]" if s.get("optimal_ci") else "")
         for f, p in s["optimal_ratios"].items())]
     if s.get("binding_caps"):
@@ -283,10 +333,17 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     L += ["", "## Design", "", f"Corpus: {len(manifest.languages)} languages in {len(fams)} families "
           f"({', '.join(f'{f}: {len(v)}' for f, v in manifest.families.items())}), vocabulary {manifest.vocab_size}. "
           f"Rungs fitted: {', '.join(cfg.fit_rungs)}; token budgets {', '.join(f'{t:,}' for t in cfg.tokens)}; "
-          f"{cfg.design.mixtures} scrambled-Sobol mixtures per setting (floor {cfg.design.floor}); largest rung {cfg.confirm_rung} "
+          f"{cfg.design.mixtures} scrambled-Sobol mixtures per setting (floor {cfg.design.floor})"
+          + (f" and {cfg.design.zeros} that leave one family out (share 0)" if cfg.design.zeros else "") + f"; largest rung {cfg.confirm_rung} "
           f"at D={cfg.confirm_tokens:,}. {s['runs']} runs in total.", ""]
-    L += ["## Fit", "", f"See [fit/report.md](fit/report.md) for the full table and figures. In-sample R² "
+    L += ["## Fit", "", f"Law `{fit_doc['law']}`. See [fit/report.md](fit/report.md) for the full table and figures. In-sample R² "
           f"{fit_doc['metrics']['in_sample']['overall']['r2']:.4f}, MAPE {fit_doc['metrics']['in_sample']['overall']['mape']:.2f}%.", ""]
+    if fit_doc.get("selection"):
+        from nemo_mlsl.fitting.selection import selection_markdown
+
+        sel = selection_markdown(fit_doc["selection"])
+        L += ["## Law selection", "", sel[0].replace("## Law selection: ", "") + " (cross-validated on the phase-1 runs; "
+              "the same table is in [fit/report.md](fit/report.md)).", ""] + sel[2:]
     L += ["## Confirmation at the largest rung", ""]
     if s["gains"]:
         L += ["Every mixture ran with the same seeds (paired: a seed's effect cancels in the differences). A gain is beyond "

@@ -18,11 +18,10 @@ from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.dirlock import hold
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import MixtureContext, compute_mixture, data_caps
-from nemo_mlsl.fitting.optimize import study_law_problem
+from nemo_mlsl.fitting.optimize import study_laws
 from nemo_mlsl.outputs import output_dir
 from nemo_mlsl.recipes import load as load_recipe
 from nemo_mlsl.results import ResultsStore
-from nemo_mlsl.registry import LAWS
 from nemo_mlsl.fitting.selection import AUTO
 from nemo_mlsl.study import plan as planning
 from nemo_mlsl.study import power
@@ -231,11 +230,6 @@ class Study:
 
         execute(runs, self.out, manifest, self.backend, self.launcher, law=self.cfg.law, within=self.cfg.within,
                 on_done=after_each, log=bar.write, what=f"phase {phase}")
-
-
-def study_laws() -> list[str]:
-    """The registered laws a study can take (its optimum at the confirmation rung): ``law: auto`` chooses among them."""
-    return [name for name in LAWS.names() if study_law_problem(name) is None]
 
 
 def run_specs(runs: Sequence[planning.PlannedRun], out: Path, manifest: Manifest, *, law: str | None = "joint_family",

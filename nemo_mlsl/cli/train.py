@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nemo_mlsl.backends import BACKENDS, backend
 from nemo_mlsl.cli.parser import non_negative_int, positive_int
+from nemo_mlsl.errors import ConfigError
 
 
 def check_outputs(a: argparse.Namespace) -> None:
@@ -40,6 +41,13 @@ def cmd_train(a: argparse.Namespace) -> int:
         make_law(a.law)
     plugin = backend(a.backend)
     plugin.supports("train")
+    if (a.ratios is None) == (a.schedule is None):
+        raise ConfigError("give the run's family ratios (--ratios fam=p,...) or a mixture schedule (--schedule FILE), "
+                          + ("not both" if a.ratios else "one of them"))
+    if a.schedule is not None and not plugin.schedules:
+        able = [n for n in BACKENDS.names() if backend(n, check=False).schedules]
+        raise ConfigError(f"--backend {a.backend} does not train a mixture schedule yet; --schedule trains on: {', '.join(able)} "
+                          "(or give --ratios)")
     check_outputs(a)
     with run_lock(a):
         plugin.train(a)
@@ -56,7 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus-per-node", type=positive_int, help="bridge: GPUs per node (default: the recipe's)")
     s.add_argument("--recipe", required=True)
     s.add_argument("--data", required=True)
-    s.add_argument("--ratios", required=True)
+    s.add_argument("--ratios", help="family ratios fam=p,... for the whole run (or --schedule)")
+    s.add_argument("--schedule", metavar="FILE", help="a mixture schedule (YAML or JSON): ratios that change at step "
+                                                      "boundaries, 'intervals: [{until_step: S, ratios: {fam: p}}, ...]' "
+                                                      "(docs/howto.md, 'A mixture that changes during the run')")
     s.add_argument("--out", required=True)
     s.add_argument("--within", default="natural")
     s.add_argument("--max-steps", type=int)

@@ -12,18 +12,21 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.outputs import output_dir, write_json_atomic
 from nemo_mlsl.recipes import Recipe, load
+
+if TYPE_CHECKING:
+    from nemo_mlsl.data.schedule import MixtureSchedule
 
 
 @dataclass
 class TrainRequest:
     recipe: str
     data: str
-    ratios: Mapping[str, float]
+    ratios: Mapping[str, float] | None
     out: str
     overrides: Sequence[str] = ()
     within: str = "natural"
@@ -42,6 +45,28 @@ class TrainRequest:
     normalize: bool = False
     extra_callbacks: list = field(default_factory=list)
     extra_record: dict = field(default_factory=dict)
+    schedule: "str | Path | MixtureSchedule | None" = None  # a schedule file (YAML/JSON) or object, instead of ratios
+
+
+def _schedule(recipe: Recipe, req: TrainRequest) -> "tuple[MixtureSchedule | None, int, str]":
+    """The run's schedule (None: one interval on ``req.ratios``), its steps, and how errors name it. Without
+    --max-steps / --tokens a schedule whose last interval has an until_step sets the run's length."""
+    from nemo_mlsl.data.schedule import MixtureSchedule
+
+    if req.schedule is None:
+        if req.ratios is None:
+            raise ConfigError("a run needs its family ratios or a schedule: give --ratios fam=p,... or --schedule FILE")
+        return None, _steps(recipe, req), "schedule"
+    if req.ratios is not None:
+        raise ConfigError("give --ratios or --schedule, not both (a schedule carries each interval's ratios)")
+    explicit = req.max_steps is not None or req.tokens is not None
+    steps = _steps(recipe, req) if explicit else None
+    default = recipe.train.run_steps(None, None)
+    if isinstance(req.schedule, MixtureSchedule):
+        sched = MixtureSchedule.from_dict(req.schedule.to_dict(), steps, default_steps=default)
+        return sched, sched.steps, "schedule"
+    sched = MixtureSchedule.load(req.schedule, steps, default_steps=default)
+    return sched, sched.steps, f"--schedule {str(req.schedule)!r}:"
 
 
 def _steps(recipe: Recipe, req: TrainRequest) -> int:
@@ -89,6 +114,29 @@ def checkpoint_io() -> Any:
     return UmaskCheckpointIO()
 
 
+def check_schedule(path: Path, schedule: "MixtureSchedule", resume: bool) -> None:
+    """A resumed run keeps its schedule (RUN/schedule.json): another one would read other samples."""
+    import json
+
+    if resume and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            saved = None  # unreadable: rewritten below; the checkpoint's own copy is still compared at load
+        if saved is not None and saved != json.loads(json.dumps(schedule.to_dict())):
+            raise ConfigError(f"--resume: {path} holds another mixture schedule than this run's; resume with the run's own "
+                              f"--ratios / --schedule ({path} itself), or start a new --out")
+
+
+def schedule_record(dm: Any) -> dict[str, Any]:
+    """The record's schedule: every interval with its targets and the family shares its samples realised."""
+    out = dm.schedule.to_dict()
+    if dm.built is not None:
+        for k, iv in enumerate(out["intervals"]):
+            iv["realized"] = {f: a["realized"] for f, a in dm.built.interval_audit(k)["families"].items()}
+    return out
+
+
 def train(req: TrainRequest) -> dict[str, Any]:
     """Train one run and return (and write) its result record."""
     import lightning.pytorch as pl
@@ -101,16 +149,18 @@ def train(req: TrainRequest) -> dict[str, Any]:
         MixtureMonitorCallback,
         RunLogCallback,
         ScalingLawFitCallback,
+        ScheduleCallback,
         TensorBoardLayoutCallback,
     )
     from mlsl_lightning.datamodule import FamilyBlendDataModule
     from mlsl_lightning.model import CausalLM
+    from nemo_mlsl.data.schedule import SCHEDULE_FILE
 
     # Lightning's per-run banner (GPU/TPU availability, "fit stopped") adds nothing in a study of many runs.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     recipe = load(req.recipe, req.overrides)
     t = recipe.train
-    steps = _steps(recipe, req)
+    schedule, steps, where = _schedule(recipe, req)
     out = Path(req.out)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -126,9 +176,11 @@ def train(req: TrainRequest) -> dict[str, Any]:
     dm = FamilyBlendDataModule(
         req.data, req.ratios, within=req.within, seq_length=t.seq_length, micro_batch_size=t.micro_batch_size,
         global_batch_size=t.global_batch_size, max_steps=steps, val_samples_per_language=t.val_samples_per_language,
-        seed=req.seed, max_epochs=t.max_data_epochs, normalize=req.normalize,
+        seed=req.seed, max_epochs=t.max_data_epochs, normalize=req.normalize, schedule=schedule, schedule_where=where,
     )
+    check_schedule(out / SCHEDULE_FILE, dm.schedule, req.resume)
     m = dm.manifest
+    dm.schedule.write(out / SCHEDULE_FILE)
     vocab = m.vocab_size
     counts = recipe.params(vocab)
     model = CausalLM(recipe.model.architecture(), vocab, t.__dict__, steps, m.tokenizer_sha256)
@@ -143,8 +195,10 @@ def train(req: TrainRequest) -> dict[str, Any]:
                "recipe": recipe.name, "seed": req.seed}
     callbacks = [
         fam_cb,
+        ScheduleCallback(dm.schedule, [b.family_ratios for b in dm.scheduled.interval_blends]),
         MixtureMonitorCallback(dm.train_languages, family_of, m.tokens("train"), every=max(1, min(10, steps // 10))),
-        RunLogCallback(out / "metrics.jsonl", fam_cb, tokens_per_step),
+        RunLogCallback(out / "metrics.jsonl", fam_cb, tokens_per_step,
+                       ratios_at=None if schedule is None else (lambda step: dm.schedule.ratios_at(max(0, step - 1)))),
         TensorBoardLayoutCallback(hparams),
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=max(1, min(t.val_every, steps))),
         *req.extra_callbacks,
@@ -170,7 +224,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
             "flops": counts.flops_per_token * tokens, "wall_time_s": round(time.time() - start, 3),
             "family_tokens": fam_tokens, "family_epochs": dm.built.family_epochs if dm.built else {},
             "realized_ratios": {f: a["realized"] for f, a in audit.items()},
-            **({"init_from": str(init)} if init is not None else {}), **req.extra_record,
+            **({"init_from": str(init)} if init is not None else {}),
+            **({"schedule": schedule_record(dm)} if schedule is not None else {}), **req.extra_record,
         }
 
     if req.store:

@@ -3,9 +3,12 @@ joined into one dataset; a resumed run reads the samples of an uninterrupted one
 
 import json
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
+from conftest import run_cli
 
+from mlsl_lightning.train import TrainRequest, train
 from nemo_mlsl.data.blend import BlendConfig, FamilyBlend
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.data.schedule import MixtureSchedule, ScheduledBlend, interval_seed
@@ -145,11 +148,6 @@ def test_bad_ratios_and_data_caps_are_refused_by_interval(synth_data, monkeypatc
 
 # ---- the CPU training path ------------------------------------------------------------------------------------------
 
-import lightning.pytorch as pl  # noqa: E402
-
-from mlsl_lightning.train import TrainRequest, train  # noqa: E402
-from conftest import run_cli  # noqa: E402
-
 RUN = {"intervals": [
     {"until_step": 3, "ratios": {"amber": 0.75, "cobalt": 0.125, "jade": 0.125}},
     {"until_step": 7, "ratios": {"amber": 0.125, "cobalt": 0.75, "jade": 0.125}},
@@ -246,3 +244,39 @@ def test_the_cli_trains_a_schedule_and_refuses_bad_ones_in_one_line(synth_data, 
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
         assert lines[0].startswith("mlsl train: error: ")
+
+
+def test_a_backend_that_cannot_train_a_schedule_refuses_it_by_name(synth_data, tmp_path, monkeypatch, capsys):
+    import nemo_mlsl.cli.train as cli_train
+    from nemo_mlsl.backends import BackendPlugin
+    from nemo_mlsl.cli import main
+
+    trained = []
+    plain = BackendPlugin(name="plain", runs_label="runs", study=lambda g, n: None, train=trained.append)
+    real = cli_train.backend
+    monkeypatch.setattr(cli_train, "backend", lambda name, check=True: plain if name == "nemo" else real(name, check))
+    sched = tmp_path / "s.yaml"
+    sched.write_text("intervals:\n  - {ratios: {amber: 1}}\n")
+    argv = ["train", "--backend", "nemo", "--recipe", "cpu_15k", "--data", str(synth_data), "--out", str(tmp_path / "r"),
+            "--law", "none"]
+    assert main([*argv, "--schedule", str(sched)]) == 2 and not trained
+    assert "--backend nemo does not train a mixture schedule yet; --schedule trains on: cpu (or give --ratios)" in capsys.readouterr().err
+    assert main([*argv, "--ratios", "amber=1"]) == 0 and len(trained) == 1  # --ratios still reaches it
+
+
+def test_mlsl_blend_audits_a_schedule_per_interval(synth_data, tmp_path, capsys):
+    from nemo_mlsl.cli import main
+
+    sched = tmp_path / "s.yaml"
+    sched.write_text("intervals:\n  - {until_step: 2, ratios: {amber: 0.5, cobalt: 0.5}}\n  - {ratios: {jade: 1}}\n")
+    argv = ["blend", "--data", str(synth_data), "--schedule", str(sched), "--seq-length", "64", "--global-batch-size", "8"]
+    assert main([*argv, "--samples", "40", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(iv["start_step"], iv["until_step"]) for iv in out["intervals"]] == [(0, 2), (2, 5)]
+    assert {f: a["samples"] for f, a in out["intervals"][0]["families"].items()} == {"amber": 8, "cobalt": 8, "jade": 0}
+    assert {f: a["samples"] for f, a in out["intervals"][1]["families"].items()} == {"amber": 0, "cobalt": 0, "jade": 24}
+    assert out["whole"]["families"]["jade"]["target"] == pytest.approx(0.6)
+    assert main([*argv, "--samples", "44"]) == 2
+    assert "--samples 44 is not a whole number of global batches of 8" in capsys.readouterr().err
+    assert main([*argv, "--samples", "40", "--ratios", "amber=1"]) == 2
+    assert "give --ratios or --schedule, not both" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Entry-point registries: built-in laws, mixtures and launchers are registered exactly like third-party ones
-(backends: ``nemo_mlsl.backends``)."""
+(backends: ``nemo_mlsl.backends``; mixture schedule policies: ``nemo_mlsl.policies``)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,5 @@ LAWS = Registry("nemo_mlsl.laws")
 MIXTURES = Registry("nemo_mlsl.mixtures")
 # Where a study's runs execute: a factory (ExecutorConfig, jobs directory, title) -> Launcher (nemo_mlsl.study.backend).
 LAUNCHERS = Registry("nemo_mlsl.launchers")
+# The next interval's ratios of a mixture schedule, from the run's validation history (nemo_mlsl.policies).
+POLICIES = Registry("nemo_mlsl.policies")

@@ -28,8 +28,10 @@ class Registry:
             return self._extra[name]
         eps = self._entry_points()
         if name not in eps:
+            kind = self.group.split('.')[-1]
+            kind = kind[:-3] + "y" if kind.endswith("ies") else kind[:-1]  # policies -> policy, laws -> law
             raise ConfigError(
-                f"unknown {self.group.split('.')[-1][:-1]} {name!r}; available: {', '.join(self.names())}. "
+                f"unknown {kind} {name!r}; available: {', '.join(self.names())}. "
                 f"Third-party packages add one through the {self.group!r} entry-point group."
             )
         return eps[name].load()

@@ -260,7 +260,7 @@ def test_a_backend_that_cannot_train_a_schedule_refuses_it_by_name(synth_data, t
     argv = ["train", "--backend", "nemo", "--recipe", "cpu_15k", "--data", str(synth_data), "--out", str(tmp_path / "r"),
             "--law", "none"]
     assert main([*argv, "--schedule", str(sched)]) == 2 and not trained
-    assert "--backend nemo does not train a mixture schedule yet; --schedule trains on: cpu (or give --ratios)" in capsys.readouterr().err
+    assert "--backend nemo does not train a mixture schedule yet; --schedule and --adaptive train on: cpu (or give --ratios)" in capsys.readouterr().err
     assert main([*argv, "--ratios", "amber=1"]) == 0 and len(trained) == 1  # --ratios still reaches it
 
 
@@ -280,3 +280,36 @@ def test_mlsl_blend_audits_a_schedule_per_interval(synth_data, tmp_path, capsys)
     assert "--samples 44 is not a whole number of global batches of 8" in capsys.readouterr().err
     assert main([*argv, "--samples", "40", "--ratios", "amber=1"]) == 2
     assert "give --ratios or --schedule, not both" in capsys.readouterr().err
+
+
+def test_an_adaptive_run_decides_each_interval_and_resumes_to_the_same_samples(synth_data, tmp_path):
+    ratios = {"amber": 0.5, "cobalt": 0.3, "jade": 0.2}
+    kw = dict(max_steps=18, overrides=["train.val_every=2", "train.val_samples_per_language=8"], progress=False, seed=3,
+              adaptive="ado", interval=6, min_share=0.1, smoothing=0.25)
+    full = Recorder()
+    ref = train(TrainRequest("cpu_100k", str(synth_data), ratios, str(tmp_path / "full"), extra_callbacks=[full], **kw))
+    ivs = ref["schedule"]["intervals"]
+    assert [(iv["start_step"], iv["until_step"], iv["reason"]) for iv in ivs] == [(0, 6, "initial"), (6, 12, "ado"), (12, 18, "ado")]
+    for iv in ivs[1:]:
+        ev = iv["evidence"]
+        assert ev["policy"] == "ado" and set(ev["fits"]) == set(ratios) and ev["at_step"] == iv["start_step"]
+        assert sum(iv["ratios"].values()) == pytest.approx(1) and min(iv["ratios"].values()) >= 0.1 - 1e-9
+        assert ev["raw"] != ratios  # decided from the fits, not copied
+        for fam in ratios:  # each decided interval realises its shares exactly
+            assert abs(iv["realized"][fam] - iv["ratios"][fam]) <= 2 / 48
+    assert ivs[1]["ratios"] != ratios and json.loads((tmp_path / "full" / "schedule.json").read_text())["intervals"][2]["reason"] == "ado"
+    assert ref["adaptive"] == {"policy": "ado", "interval": 6, "min_share": 0.1, "smoothing": 0.25}
+    for stop, resumed_at in ((9, 8), (7, 6)):  # inside the second interval; at its boundary, before the checkpoint held its decision
+        out = tmp_path / f"cut{stop}"
+        with pytest.raises((KeyboardInterrupt, RuntimeError, SystemExit)):
+            train(TrainRequest("cpu_100k", str(synth_data), ratios, str(out), extra_callbacks=[Recorder(stop_at=stop)], **kw))
+        again = Recorder()
+        res = train(TrainRequest("cpu_100k", str(synth_data), ratios, str(out), resume=True, extra_callbacks=[again], **kw))
+        assert min(again.seen) == resumed_at and sorted(again.seen) == list(range(resumed_at, 18))
+        for step, batches in again.seen.items():
+            assert batches == full.seen[step], (stop, step)
+        assert [iv["ratios"] for iv in res["schedule"]["intervals"]] == [iv["ratios"] for iv in ivs]
+    with pytest.raises(ConfigError, match="--adaptive needs --interval"):
+        train(TrainRequest("cpu_100k", str(synth_data), ratios, str(tmp_path / "x"), **{**kw, "interval": None}))
+    with pytest.raises(ConfigError, match="unknown policy 'nosuch'"):
+        train(TrainRequest("cpu_100k", str(synth_data), ratios, str(tmp_path / "x"), **{**kw, "adaptive": "nosuch"}))

@@ -187,6 +187,14 @@ class ScheduledDataset:
         self.dataset_index = np.concatenate([idmap[np.asarray(ds.dataset_index[:n], dtype=np.int64)]
                                              for _, n, ds, idmap in self.parts]).astype(np.int64)
 
+    def append(self, n: int, dataset: Any, idmap: np.ndarray) -> None:
+        """The next interval's ``n`` samples, after the last ones (an adaptive run's interval, decided at its start)."""
+        self.parts.append((self.length, n, dataset, idmap))
+        self.starts.append(self.length)
+        self.length += n
+        self.dataset_index = np.concatenate([self.dataset_index,
+                                             idmap[np.asarray(dataset.dataset_index[:n], dtype=np.int64)]]).astype(np.int64)
+
     def __len__(self) -> int:
         return self.length
 
@@ -220,9 +228,10 @@ class ScheduledBlend:
     """A family blend whose ratios follow ``schedule``; validated against the data at construction."""
 
     def __init__(self, manifest: Manifest, config: BlendConfig, schedule: MixtureSchedule, global_batch_size: int,
-                 where: str | None = "schedule"):
+                 where: str | None = "schedule", open_ended: bool = False):
         """``where``: how errors name the schedule (None: a one-interval run from ``--ratios``, whose errors are the
-        blend's own)."""
+        blend's own). ``open_ended``: intervals are added during the run (``extend``), so the table of training
+        datasets holds every language with data (any family may be drawn later)."""
         if global_batch_size < 1:
             raise ConfigError(f"global_batch_size must be >= 1, got {global_batch_size}")
         self.manifest, self.config, self.schedule, self.global_batch_size = manifest, config, schedule, int(global_batch_size)
@@ -239,6 +248,14 @@ class ScheduledBlend:
                 raise ConfigError(f"{where} intervals[{k}].ratios (steps {iv.start_step}-{iv.until_step}): {err}") from None
         # the whole run as one blend: its targets are each family's share of all samples, its training datasets the
         # union of the intervals' (a language any interval draws), which the joined dataset's dataset_id indexes
+        self.open_ended = open_ended
+        self.built: BuiltSchedule | None = None
+        if open_ended:
+            fam_tokens = manifest.family_tokens()
+            table = {f: 1.0 for f in sorted(manifest.families) if fam_tokens.get(f, 0) > 0}
+            self.blend = FamilyBlend(manifest, BlendConfig(table, config.within, config.seq_length, config.seed,
+                                                           config.max_epochs, normalize=True))
+            return
         if len(self.interval_blends) == 1:
             self.blend = self.interval_blends[0]
             return
@@ -274,10 +291,35 @@ class ScheduledBlend:
                 raise
             raise ConfigError(f"{self.where}: over the whole schedule (its steps-weighted mean ratios): {err}") from None
 
+    def extend(self, ratios: Mapping[str, float], until_step: int, reason: str, evidence: Mapping[str, Any],
+               cache_dir: str | Path | None = None) -> Interval:
+        """Add the interval ``[current end, until_step)`` on ``ratios`` (an adaptive run's next interval) and, when
+        built, build its samples."""
+        if not self.open_ended:
+            raise RuntimeError("extend: this schedule was given whole")
+        k, start = len(self.schedule.intervals), self.schedule.steps
+        if until_step <= start:
+            raise ConfigError(f"the next interval must end after step {start}, got until_step {until_step}")
+        cfg = BlendConfig(dict(ratios), self.config.within, self.config.seq_length, interval_seed(self.config.seed, k),
+                          self.config.max_epochs, normalize=True)
+        blend = FamilyBlend(self.manifest, cfg)
+        iv = Interval(start, int(until_step), dict(blend.family_ratios), reason, dict(evidence))
+        self.interval_blends.append(blend)
+        self.schedule = MixtureSchedule((*self.schedule.intervals, iv))
+        if self.built is not None:
+            n = iv.steps * self.global_batch_size
+            self.built.train.append(n, blend.build_train(n, cache_dir), self._idmap(blend))
+            self.built.schedule, self.built.train_samples = self.schedule, self.train_samples
+        return iv
+
+    def _idmap(self, blend: FamilyBlend) -> np.ndarray:
+        index = {(lang, prefix): i for i, (lang, prefix, _) in enumerate(self.blend.train_parts)}
+        return np.asarray([index[(lang, prefix)] for lang, prefix, _ in blend.train_parts], dtype=np.int64)
+
     def build(self, val_samples_per_language: int, cache_dir: str | Path | None = None) -> BuiltSchedule:
         if val_samples_per_language < 1:
             raise ConfigError("val_samples_per_language must be >= 1")
-        epochs = self.check_epochs()
+        epochs = {} if self.open_ended else self.check_epochs()
         run_parts = self.blend.train_parts
         index = {(lang, prefix): i for i, (lang, prefix, _) in enumerate(run_parts)}
         parts = []
@@ -291,5 +333,6 @@ class ScheduledBlend:
             parts.append((iv.start_step * self.global_batch_size, n, ds, idmap))
         train = ScheduledDataset(parts)
         val = validation_set(self.manifest, val_samples_per_language, self.config.seq_length, cache_dir)
-        return BuiltSchedule(self.blend, train, val, epochs, self.train_samples, schedule=self.schedule,
-                             interval_blends=self.interval_blends, global_batch_size=self.global_batch_size)
+        self.built = BuiltSchedule(self.blend, train, val, epochs, self.train_samples, schedule=self.schedule,
+                                   interval_blends=self.interval_blends, global_batch_size=self.global_batch_size)
+        return self.built

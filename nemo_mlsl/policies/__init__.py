@@ -4,7 +4,7 @@
 schedule keeps as that interval's ``reason`` and ``evidence``.
 
 A policy is a callable ``policy(ctx: PolicyContext) -> Decision``; publish one under the ``nemo_mlsl.policies``
-entry-point group. Not yet wired into ``mlsl train`` (``--adaptive``): see docs/howto.md.
+entry-point group and ``mlsl train --adaptive NAME --interval STEPS`` (the CPU backend) runs it at every boundary.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Entry-point registries: built-in laws, mixtures and launchers are registered exactly like third-party ones
-(backends: ``nemo_mlsl.backends``)."""
+(backends: ``nemo_mlsl.backends``; mixture schedule policies: ``nemo_mlsl.policies``)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ class Registry:
             return self._extra[name]
         eps = self._entry_points()
         if name not in eps:
+            kind = self.group.split('.')[-1]
+            kind = kind[:-3] + "y" if kind.endswith("ies") else kind[:-1]  # policies -> policy, laws -> law
             raise ConfigError(
-                f"unknown {self.group.split('.')[-1][:-1]} {name!r}; available: {', '.join(self.names())}. "
+                f"unknown {kind} {name!r}; available: {', '.join(self.names())}. "
                 f"Third-party packages add one through the {self.group!r} entry-point group."
             )
         return eps[name].load()
@@ -43,3 +45,5 @@ LAWS = Registry("nemo_mlsl.laws")
 MIXTURES = Registry("nemo_mlsl.mixtures")
 # Where a study's runs execute: a factory (ExecutorConfig, jobs directory, title) -> Launcher (nemo_mlsl.study.backend).
 LAUNCHERS = Registry("nemo_mlsl.launchers")
+# The next interval's ratios of a mixture schedule, from the run's validation history (nemo_mlsl.policies).
+POLICIES = Registry("nemo_mlsl.policies")

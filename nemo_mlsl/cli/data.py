@@ -6,6 +6,7 @@ import argparse
 import os
 
 from nemo_mlsl.cli.common import print_json, ratios_arg
+from nemo_mlsl.cli.parser import positive_int
 from nemo_mlsl.errors import ConfigError
 
 
@@ -52,6 +53,8 @@ def cmd_blend(a: argparse.Namespace) -> int:
     from nemo_mlsl.mixtures import MixtureContext, compute_mixture
 
     m = Manifest.load(a.data)
+    if a.schedule:
+        return _blend_schedule(a, m)
     ratios = ratios_arg(a.ratios)
     if ratios is None:
         ratios = compute_mixture(a.mixture, MixtureContext(m.family_tokens(), budget=a.samples * a.seq_length))
@@ -67,6 +70,44 @@ def cmd_blend(a: argparse.Namespace) -> int:
     print(f"{'language':<16}{'target':>9}{'realized':>10}{'tokens':>12}{'epochs':>8}")
     for lang, l in audit["languages"].items():
         print(f"{lang:<16}{l['target']:>9.4f}{l['realized']:>10.4f}{l['tokens']:>12,}{l['epochs']:>8.2f}")
+    return 0
+
+
+def _family_table(families: dict) -> None:
+    print(f"{'family':<16}{'target':>9}{'realized':>10}{'tokens':>12}{'epochs':>8}")
+    for fam, f in families.items():
+        print(f"{fam:<16}{f['target']:>9.4f}{f['realized']:>10.4f}{f['tokens']:>12,}{f['epochs']:>8.2f}")
+
+
+def _blend_schedule(a: argparse.Namespace, m) -> int:
+    """``mlsl blend --schedule``: the audit of every interval, counted over its samples, and of the whole run."""
+    from nemo_mlsl.data.blend import BlendConfig
+    from nemo_mlsl.data.schedule import MixtureSchedule, ScheduledBlend
+
+    if a.ratios:
+        raise ConfigError("give --ratios or --schedule, not both (a schedule carries each interval's ratios)")
+    if a.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {a.samples}")
+    if a.samples % a.global_batch_size:
+        raise ConfigError(f"--samples {a.samples} is not a whole number of global batches of {a.global_batch_size} "
+                          "(--global-batch-size); the schedule's boundaries are in steps")
+    steps = a.samples // a.global_batch_size
+    schedule = MixtureSchedule.load(a.schedule, steps)
+    sb = ScheduledBlend(m, BlendConfig({}, a.within, a.seq_length, a.seed, a.max_epochs, a.normalize), schedule,
+                        a.global_batch_size, where=f"--schedule {a.schedule!r}:")
+    built = sb.build(1)
+    audits = [built.interval_audit(k) for k in range(len(schedule.intervals))]
+    if a.json:
+        print_json({"intervals": [{"start_step": x["start_step"], "until_step": x["until_step"], "families": x["families"],
+                                   "languages": x["languages"]} for x in audits],
+                    "whole": {k: v for k, v in built.audit().items() if k in ("families", "languages")}})
+        return 0
+    for iv, x in zip(schedule.intervals, audits):
+        print(f"steps {iv.start_step}-{iv.until_step} ({iv.reason}): {x['samples']} samples x {x['seq_length']} tokens")
+        _family_table(x["families"])
+    whole = built.audit()
+    print(f"whole run: {whole['samples']} samples x {whole['seq_length']} tokens (target: the steps-weighted mean)")
+    _family_table(whole["families"])
     return 0
 
 
@@ -117,4 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=1234)
     s.add_argument("--max-epochs", type=float, default=4.0)
     s.add_argument("--normalize", action="store_true")
+    s.add_argument("--schedule", metavar="FILE", help="a mixture schedule (as mlsl train --schedule): audit each interval; "
+                                                      "--samples is the run's, --global-batch-size its batch")
+    s.add_argument("--global-batch-size", type=positive_int, default=1, help="with --schedule: samples per step")
     s.add_argument("--json", action="store_true")

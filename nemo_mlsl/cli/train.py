@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nemo_mlsl.backends import BACKENDS, backend
 from nemo_mlsl.cli.parser import non_negative_int, positive_int
+from nemo_mlsl.errors import ConfigError
 
 
 def check_outputs(a: argparse.Namespace) -> None:
@@ -40,6 +41,20 @@ def cmd_train(a: argparse.Namespace) -> int:
         make_law(a.law)
     plugin = backend(a.backend)
     plugin.supports("train")
+    if (a.ratios is None) == (a.schedule is None):
+        raise ConfigError("give the run's family ratios (--ratios fam=p,...) or a mixture schedule (--schedule FILE), "
+                          + ("not both" if a.ratios else "one of them"))
+    if a.adaptive is None:
+        given = [f for f, v in (("--interval", a.interval), ("--min-share", a.min_share), ("--smoothing", a.smoothing))
+                 if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} set(s) an --adaptive run; give --adaptive POLICY (e.g. ado) or leave "
+                              f"{given[0]} out")
+    if (a.schedule is not None or a.adaptive is not None) and not plugin.schedules:
+        able = [n for n in BACKENDS.names() if backend(n, check=False).schedules]
+        raise ConfigError(f"--backend {a.backend} does not train a mixture schedule yet; --schedule and --adaptive train on: "
+                          f"{', '.join(able)} "
+                          "(or give --ratios)")
     check_outputs(a)
     with run_lock(a):
         plugin.train(a)
@@ -56,7 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus-per-node", type=positive_int, help="bridge: GPUs per node (default: the recipe's)")
     s.add_argument("--recipe", required=True)
     s.add_argument("--data", required=True)
-    s.add_argument("--ratios", required=True)
+    s.add_argument("--ratios", help="family ratios fam=p,... for the whole run (or --schedule)")
+    s.add_argument("--schedule", metavar="FILE", help="a mixture schedule (YAML or JSON): ratios that change at step "
+                                                      "boundaries, 'intervals: [{until_step: S, ratios: {fam: p}}, ...]' "
+                                                      "(docs/howto.md, 'A mixture that changes during the run')")
+    s.add_argument("--adaptive", metavar="POLICY", help="a mixture that adapts during the run: POLICY (e.g. ado, from the "
+                                                        "'nemo_mlsl.policies' entry points) decides each next interval's "
+                                                        "ratios from the run's validation history; --ratios is the first")
+    s.add_argument("--interval", type=positive_int, metavar="STEPS", help="with --adaptive: the steps of each interval")
+    s.add_argument("--min-share", type=float, help="with --adaptive: every family's least share (default 0.02)")
+    s.add_argument("--smoothing", type=float, help="with --adaptive: weight of the previous ratios in the next (default 0.5)")
     s.add_argument("--out", required=True)
     s.add_argument("--within", default="natural")
     s.add_argument("--max-steps", type=int)

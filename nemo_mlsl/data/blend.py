@@ -124,12 +124,19 @@ class FamilyBlend:
     def build(self, train_samples: int, val_samples_per_language: int, cache_dir: str | Path | None = None) -> "BuiltBlend":
         """Build the training blend (the run's seed) and the study's fixed validation set (``validation_set``);
         megatron caches its indices under ``cache_dir``."""
-        from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-        from megatron.core.datasets.gpt_dataset import GPTDataset
-
         if train_samples < 1 or val_samples_per_language < 1:
             raise ConfigError("train_samples and val_samples_per_language must be >= 1")
         epochs = self.check_epochs(train_samples)
+        train_ds = self.build_train(train_samples, cache_dir)
+        val_ds = validation_set(self.manifest, val_samples_per_language, self.config.seq_length, cache_dir)
+        return BuiltBlend(self, train_ds, val_ds, epochs, train_samples)
+
+    def build_train(self, train_samples: int, cache_dir: str | Path | None = None) -> Any:
+        """megatron's training blend of ``train_samples`` samples with the config's seed (no epoch check: ``build``
+        and a schedule's build check the caps over what they draw)."""
+        from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+        from megatron.core.datasets.gpt_dataset import GPTDataset
+
         cache = _cache_dir(self.manifest, cache_dir)
         parts = self.train_parts
         train = ([prefix for _, prefix, _ in parts], [w for _, _, w in parts])
@@ -138,10 +145,7 @@ class FamilyBlend:
                 GPTDataset, [train_samples, None, None], lambda: True,
                 _gpt_config(self.manifest, self.config.seed, self.config.seq_length, cache, [train, None, None])
             ).build()
-        if not hasattr(train_ds, "dataset_index"):
-            train_ds = _Tagged(train_ds)
-        val_ds = validation_set(self.manifest, val_samples_per_language, self.config.seq_length, cache)
-        return BuiltBlend(self, train_ds, val_ds, epochs, train_samples)
+        return train_ds if hasattr(train_ds, "dataset_index") else _Tagged(train_ds)
 
 
 def _cache_dir(manifest: Manifest, cache_dir: str | Path | None) -> Path:
@@ -315,34 +319,37 @@ class BuiltBlend:
 
     def audit(self) -> dict[str, dict]:
         """Target vs realized share per family and language, counted over the requested samples of the built index."""
-        langs = self.train_languages
         drawn = np.asarray(self.train.dataset_index[: self.train_samples], dtype=np.int64)
-        counts = np.bincount(drawn, minlength=len(langs))
-        total = counts.sum()
-        seq = self.blend.config.seq_length
-        m = self.blend.manifest
-        per_language = {lang: 0 for lang in m.languages}
-        for lang, n in zip(langs, counts.tolist()):
-            per_language[lang] += n
-        train_tokens = m.tokens("train")
-        languages: dict[str, dict] = {}
-        families: dict[str, dict] = {}
-        for lang, n in per_language.items():
-            drawn = n * seq
-            fam = m.family_of(lang)
-            languages[lang] = {
-                "family": fam, "target": self.blend.weights.get(lang, 0.0), "realized": n / total,
-                "samples": n, "tokens": drawn, "epochs": drawn / max(1, train_tokens[lang]),
-            }
-            f = families.setdefault(fam, {"target": self.blend.family_ratios[fam], "realized": 0.0, "samples": 0, "tokens": 0})
-            f["realized"] += n / total
-            f["samples"] += n
-            f["tokens"] += drawn
-        fam_tokens = m.family_tokens("train")
-        for fam, f in families.items():
-            f["epochs"] = f["tokens"] / max(1, fam_tokens[fam])
-        return {"families": dict(sorted(families.items())), "languages": languages,
-                "samples": int(total), "seq_length": seq}
+        return audit_drawn(self.blend, self.train_languages, drawn)
+
+
+def audit_drawn(blend: FamilyBlend, languages: Sequence[str], drawn: np.ndarray) -> dict[str, dict]:
+    """The audit of drawn samples (``drawn``: their ``dataset_id``, indexing ``languages``) against ``blend``'s targets."""
+    counts = np.bincount(np.asarray(drawn, dtype=np.int64), minlength=len(languages))
+    total = counts.sum()
+    seq = blend.config.seq_length
+    m = blend.manifest
+    per_language = {lang: 0 for lang in m.languages}
+    for lang, n in zip(languages, counts.tolist()):
+        per_language[lang] += n
+    train_tokens = m.tokens("train")
+    langs: dict[str, dict] = {}
+    families: dict[str, dict] = {}
+    for lang, n in per_language.items():
+        tokens = n * seq
+        fam = m.family_of(lang)
+        langs[lang] = {
+            "family": fam, "target": blend.weights.get(lang, 0.0), "realized": n / total,
+            "samples": n, "tokens": tokens, "epochs": tokens / max(1, train_tokens[lang]),
+        }
+        f = families.setdefault(fam, {"target": blend.family_ratios[fam], "realized": 0.0, "samples": 0, "tokens": 0})
+        f["realized"] += n / total
+        f["samples"] += n
+        f["tokens"] += tokens
+    fam_tokens = m.family_tokens("train")
+    for fam, f in families.items():
+        f["epochs"] = f["tokens"] / max(1, fam_tokens[fam])
+    return {"families": dict(sorted(families.items())), "languages": langs, "samples": int(total), "seq_length": seq}
 
 
 def blend_paths(data_dir: str, ratios: str | Mapping[str, float] | None, within: str = "natural", normalize: bool = False, *,

@@ -12,18 +12,21 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.outputs import output_dir, write_json_atomic
 from nemo_mlsl.recipes import Recipe, load
+
+if TYPE_CHECKING:
+    from nemo_mlsl.data.schedule import MixtureSchedule
 
 
 @dataclass
 class TrainRequest:
     recipe: str
     data: str
-    ratios: Mapping[str, float]
+    ratios: Mapping[str, float] | None
     out: str
     overrides: Sequence[str] = ()
     within: str = "natural"
@@ -42,6 +45,47 @@ class TrainRequest:
     normalize: bool = False
     extra_callbacks: list = field(default_factory=list)
     extra_record: dict = field(default_factory=dict)
+    schedule: "str | Path | MixtureSchedule | None" = None  # a schedule file (YAML/JSON) or object, instead of ratios
+    adaptive: str | None = None  # a policy of the nemo_mlsl.policies registry: decides each next interval from validation
+    interval: int | None = None  # with adaptive: steps per interval (the first one trains on ratios)
+    min_share: float = 0.02
+    smoothing: float = 0.5
+
+
+def _schedule(recipe: Recipe, req: TrainRequest) -> "tuple[MixtureSchedule | None, int, str | None]":
+    """The run's schedule (None: one interval on ``req.ratios``), its steps, and how errors name it. Without
+    --max-steps / --tokens a schedule whose last interval has an until_step sets the run's length."""
+    from nemo_mlsl.data.schedule import MixtureSchedule
+
+    if req.adaptive is not None:
+        from nemo_mlsl.policies import policy
+
+        policy(req.adaptive)  # an unknown policy is refused before training
+        if req.schedule is not None or req.ratios is None:
+            raise ConfigError("--adaptive starts from --ratios (its first interval) and decides the next ones; give "
+                              "--ratios, not --schedule")
+        if not req.interval or req.interval < 1:
+            raise ConfigError("--adaptive needs --interval STEPS >= 1: the steps of each interval, one decision per boundary")
+        if not 0 <= req.min_share < 1 or not 0 <= req.smoothing <= 1:
+            raise ConfigError(f"--min-share must be in [0, 1) and --smoothing in [0, 1]; got {req.min_share}, {req.smoothing}")
+        steps = _steps(recipe, req)
+        return MixtureSchedule.one_interval(req.ratios, min(req.interval, steps), reason="initial"), steps, None
+    if req.interval is not None:
+        raise ConfigError("--interval is the step count of an --adaptive run's intervals; give --adaptive POLICY too")
+    if req.schedule is None:
+        if req.ratios is None:
+            raise ConfigError("a run needs its family ratios or a schedule: give --ratios fam=p,... or --schedule FILE")
+        return None, _steps(recipe, req), "schedule"
+    if req.ratios is not None:
+        raise ConfigError("give --ratios or --schedule, not both (a schedule carries each interval's ratios)")
+    explicit = req.max_steps is not None or req.tokens is not None
+    steps = _steps(recipe, req) if explicit else None
+    default = recipe.train.run_steps(None, None)
+    if isinstance(req.schedule, MixtureSchedule):
+        sched = MixtureSchedule.from_dict(req.schedule.to_dict(), steps, default_steps=default)
+        return sched, sched.steps, "schedule"
+    sched = MixtureSchedule.load(req.schedule, steps, default_steps=default)
+    return sched, sched.steps, f"--schedule {str(req.schedule)!r}:"
 
 
 def _steps(recipe: Recipe, req: TrainRequest) -> int:
@@ -89,6 +133,33 @@ def checkpoint_io() -> Any:
     return UmaskCheckpointIO()
 
 
+def check_schedule(path: Path, schedule: "MixtureSchedule", resume: bool, adaptive: bool = False) -> None:
+    """A resumed run keeps its schedule (RUN/schedule.json): another one would read other samples (an adaptive run: its
+    first interval; the policy's decisions follow from it)."""
+    import json
+
+    if resume and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            saved = None  # unreadable: rewritten below; the checkpoint's own copy is still compared at load
+        want = json.loads(json.dumps(schedule.to_dict()))
+        if saved is not None and adaptive:
+            saved, want = saved.get("intervals", [None])[:1], want["intervals"][:1]
+        if saved is not None and saved != want:
+            raise ConfigError(f"--resume: {path} holds another mixture schedule than this run's; resume with the run's own "
+                              f"--ratios / --schedule ({path} itself), or start a new --out")
+
+
+def schedule_record(dm: Any) -> dict[str, Any]:
+    """The record's schedule: every interval with its targets and the family shares its samples realised."""
+    out = dm.schedule.to_dict()
+    if dm.built is not None:
+        for k, iv in enumerate(out["intervals"]):
+            iv["realized"] = {f: a["realized"] for f, a in dm.built.interval_audit(k)["families"].items()}
+    return out
+
+
 def train(req: TrainRequest) -> dict[str, Any]:
     """Train one run and return (and write) its result record."""
     import lightning.pytorch as pl
@@ -97,20 +168,24 @@ def train(req: TrainRequest) -> dict[str, Any]:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from mlsl_lightning.callbacks import (
+        AdaptiveMixtureCallback,
         FamilyValidationCallback,
         MixtureMonitorCallback,
         RunLogCallback,
         ScalingLawFitCallback,
+        ScheduleCallback,
         TensorBoardLayoutCallback,
     )
     from mlsl_lightning.datamodule import FamilyBlendDataModule
     from mlsl_lightning.model import CausalLM
+    from nemo_mlsl.data.schedule import SCHEDULE_FILE
+    from nemo_mlsl.policies import policy
 
     # Lightning's per-run banner (GPU/TPU availability, "fit stopped") adds nothing in a study of many runs.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     recipe = load(req.recipe, req.overrides)
     t = recipe.train
-    steps = _steps(recipe, req)
+    schedule, steps, where = _schedule(recipe, req)
     out = Path(req.out)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -124,11 +199,15 @@ def train(req: TrainRequest) -> dict[str, Any]:
     pl.seed_everything(req.seed, workers=True, verbose=False)
 
     dm = FamilyBlendDataModule(
-        req.data, req.ratios, within=req.within, seq_length=t.seq_length, micro_batch_size=t.micro_batch_size,
+        req.data, req.ratios if schedule is None else None, within=req.within, seq_length=t.seq_length, micro_batch_size=t.micro_batch_size,
         global_batch_size=t.global_batch_size, max_steps=steps, val_samples_per_language=t.val_samples_per_language,
-        seed=req.seed, max_epochs=t.max_data_epochs, normalize=req.normalize,
+        seed=req.seed, max_epochs=t.max_data_epochs, normalize=req.normalize, schedule=schedule, schedule_where=where,
+        adaptive=req.adaptive is not None,
     )
+    check_schedule(out / SCHEDULE_FILE, dm.schedule, req.resume, adaptive=dm.adaptive)
     m = dm.manifest
+    if not (dm.adaptive and req.resume and (out / SCHEDULE_FILE).is_file()):  # an adaptive run's file holds its decisions
+        dm.schedule.write(out / SCHEDULE_FILE)
     vocab = m.vocab_size
     counts = recipe.params(vocab)
     model = CausalLM(recipe.model.architecture(), vocab, t.__dict__, steps, m.tokenizer_sha256)
@@ -138,15 +217,22 @@ def train(req: TrainRequest) -> dict[str, Any]:
     family_of = {l: m.family_of(l) for l in m.languages}
     fam_cb = FamilyValidationCallback(dm.validation_languages, family_of, m.bytes_per_token("validation"))
     tokens_per_step = t.global_batch_size * t.seq_length
+    # an adaptive run validates at every boundary (its decisions read that validation): the recipe's cadence if it
+    # divides the interval, else the interval
+    val_every = t.val_every if not dm.adaptive or req.interval % t.val_every == 0 else req.interval
     ratios = dict(dm.blend.family_ratios)
     hparams = {**{f"ratio/{k}": v for k, v in ratios.items()}, "N": counts.non_embedding, "D": steps * tokens_per_step,
                "recipe": recipe.name, "seed": req.seed}
     callbacks = [
         fam_cb,
+        ScheduleCallback(dm),
         MixtureMonitorCallback(dm.train_languages, family_of, m.tokens("train"), every=max(1, min(10, steps // 10))),
-        RunLogCallback(out / "metrics.jsonl", fam_cb, tokens_per_step),
+        RunLogCallback(out / "metrics.jsonl", fam_cb, tokens_per_step,
+                       ratios_at=None if schedule is None else (lambda step: dm.schedule.ratios_at(max(0, step - 1)))),
         TensorBoardLayoutCallback(hparams),
-        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=max(1, min(t.val_every, steps))),
+        *([AdaptiveMixtureCallback(dm, req.adaptive, policy(req.adaptive), req.interval, steps, out / "metrics.jsonl",
+                                   out / SCHEDULE_FILE, req.min_share, req.smoothing)] if dm.adaptive else []),
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=max(1, min(val_every, steps))),
         *req.extra_callbacks,
     ]
     logger = TensorBoardLogger(save_dir=req.tb_root or str(out / "tb"), name=run_id if req.tb_root else "", version="",
@@ -162,7 +248,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         audit = dm.built.audit()["families"] if dm.built else {}
         return {
             "run_id": run_id, "recipe": recipe.name, "N": counts.non_embedding, "N_total": counts.total, "D": tokens,
-            "ratios": ratios, "family_loss": {f: v["loss"] for f, v in final["families"].items()},
+            "ratios": dm.schedule.mean_ratios() if dm.adaptive else ratios, "family_loss": {f: v["loss"] for f, v in final["families"].items()},
             "family_bpb": {f: v["bpb"] for f, v in final["families"].items()},
             "language_loss": {l: v["loss"] for l, v in final["languages"].items()},
             "language_bpb": {l: v["bpb"] for l, v in final["languages"].items()},
@@ -170,14 +256,17 @@ def train(req: TrainRequest) -> dict[str, Any]:
             "flops": counts.flops_per_token * tokens, "wall_time_s": round(time.time() - start, 3),
             "family_tokens": fam_tokens, "family_epochs": dm.built.family_epochs if dm.built else {},
             "realized_ratios": {f: a["realized"] for f, a in audit.items()},
-            **({"init_from": str(init)} if init is not None else {}), **req.extra_record,
+            **({"init_from": str(init)} if init is not None else {}),
+            **({"schedule": schedule_record(dm)} if schedule is not None else {}),
+            **({"adaptive": {"policy": req.adaptive, "interval": req.interval, "min_share": req.min_share,
+                             "smoothing": req.smoothing}} if dm.adaptive else {}), **req.extra_record,
         }
 
     if req.store:
         callbacks.append(ScalingLawFitCallback(req.store, req.report_dir or Path(req.store).parent / "fit", make_record,
                                                law=req.law, bootstrap=req.bootstrap, tokens=fam_tokens))
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=steps, val_check_interval=min(t.val_every, steps) * (t.global_batch_size // t.micro_batch_size),
+        accelerator="cpu", devices=1, max_steps=steps, val_check_interval=min(val_every, steps) * (t.global_batch_size // t.micro_batch_size),
         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=logger, callbacks=callbacks,
         enable_progress_bar=req.progress, enable_model_summary=False, gradient_clip_val=t.grad_clip or None,
         accumulate_grad_batches=t.global_batch_size // t.micro_batch_size, precision=t.precision,

@@ -1,10 +1,12 @@
-"""Appends every (non-sanity) validation's per-family metrics to ``RUN/metrics.jsonl``."""
+"""Appends every (non-sanity) validation's per-family metrics to ``RUN/metrics.jsonl`` (in a scheduled run, with the
+ratios of the interval that trained the last step)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Callable, Mapping
 
 import lightning.pytorch as pl
 
@@ -12,8 +14,10 @@ from mlsl_lightning.callbacks.family_validation import FamilyValidationCallback
 
 
 class RunLogCallback(pl.Callback):
-    def __init__(self, path: str | Path, source: FamilyValidationCallback, tokens_per_step: int):
+    def __init__(self, path: str | Path, source: FamilyValidationCallback, tokens_per_step: int,
+                 ratios_at: Callable[[int], Mapping[str, float]] | None = None):
         self.path = Path(path)
+        self.ratios_at = ratios_at  # a scheduled run: the family ratios that trained up to a step
         self.source = source
         self.tokens_per_step = tokens_per_step
 
@@ -28,6 +32,8 @@ class RunLogCallback(pl.Callback):
             "family_bpb": {f: v["bpb"] for f, v in m["families"].items()},
             "language_loss": {l: v["loss"] for l, v in m["languages"].items()},
         }
+        if self.ratios_at is not None:
+            line["ratios"] = dict(self.ratios_at(trainer.global_step))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line, sort_keys=True) + "\n")

@@ -1,0 +1,88 @@
+"""Mixture policies: the ratios of a schedule's next interval, decided from the run's own validation history
+(``nemo_mlsl.policies`` registry; ``ado`` built in). A policy sees only the fixed validation set's per-family losses
+(``ValidationPoint``), never training losses, and returns the next ratios with the evidence behind them, which the
+schedule keeps as that interval's ``reason`` and ``evidence``.
+
+A policy is a callable ``policy(ctx: PolicyContext) -> Decision``; publish one under the ``nemo_mlsl.policies``
+entry-point group and ``mlsl train --adaptive NAME --interval STEPS`` (the CPU backend) runs it at every boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.registry import POLICIES
+
+
+@dataclass(frozen=True)
+class ValidationPoint:
+    """One validation of the run: each family's tokens trained so far and its loss on the fixed validation set."""
+
+    step: int
+    family_tokens: Mapping[str, float]
+    family_loss: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy decides from: the history so far, the ratios in force, and the limits every decision keeps."""
+
+    history: Sequence[ValidationPoint]
+    previous: Mapping[str, float]  # the ratios of the interval that just ended (every family)
+    min_share: float = 0.02  # every family keeps at least this share
+    max_share: Mapping[str, float] = field(default_factory=dict)  # per family (e.g. its data cap); absent: 1
+    smoothing: float = 0.5  # weight of the previous ratios in the next ones
+
+
+@dataclass(frozen=True)
+class Decision:
+    ratios: dict[str, float]
+    evidence: dict[str, Any]
+
+
+def project(raw: Mapping[str, float], lo: float, hi: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The ratios ``clip(c * raw_f, lo, hi_f)`` that sum to 1 (``c`` found by bisection): proportional to ``raw``
+    where no bound binds, every share in ``[lo, hi_f]``."""
+    names = sorted(raw)
+    hi = {f: float((hi or {}).get(f, 1.0)) for f in names}
+    if lo * len(names) > 1 + 1e-12 or sum(hi.values()) < 1 - 1e-12:
+        raise ConfigError(f"no ratios fit the bounds: min share {lo:g} x {len(names)} families > 1, or the maximum shares "
+                          f"sum to {sum(hi.values()):.4g} < 1; lower the minimum share or raise the caps")
+    if any(lo > hi[f] + 1e-12 for f in names):
+        raise ConfigError(f"a family's maximum share is below the minimum share {lo:g}: {hi}")
+    w = {f: max(0.0, float(raw[f])) for f in names}
+    top = max(w.values())
+    w = {f: max(v, 1e-12 * top) if top > 0 else 1.0 for f, v in w.items()}  # a zero weight can still take up the slack
+
+    def shares(c: float) -> dict[str, float]:
+        return {f: min(hi[f], max(lo, c * w[f])) for f in names}
+
+    a, b = 0.0, 1.0
+    while sum(shares(b).values()) < 1:
+        b *= 2
+    for _ in range(200):
+        mid = 0.5 * (a + b)
+        a, b = (mid, b) if sum(shares(mid).values()) < 1 else (a, mid)
+    out = shares(b)
+    total = sum(out.values())
+    return {f: v / total for f, v in out.items()}
+
+
+def policy(name: str) -> Callable[[PolicyContext], Decision]:
+    """The registered policy ``name`` (a named error for unknown names)."""
+    fn = POLICIES.get(name)
+    if not callable(fn):
+        raise ConfigError(f"the {POLICIES.group!r} entry point {name!r} is a {type(fn).__name__}, not a policy")
+    return fn
+
+
+def check_context(ctx: PolicyContext) -> None:
+    if not ctx.previous or not math.isclose(sum(ctx.previous.values()), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"a policy needs the previous interval's ratios, summing to 1; got {dict(ctx.previous)}")
+    if not 0 <= ctx.min_share < 1:
+        raise ConfigError(f"min_share must be in [0, 1), got {ctx.min_share}")
+    if not 0 <= ctx.smoothing <= 1:
+        raise ConfigError(f"smoothing must be in [0, 1], got {ctx.smoothing}")

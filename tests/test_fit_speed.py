@@ -210,19 +210,33 @@ def test_the_lbfgsb_driver_runs_minimize_bit_for_bit_to_convergence_and_to_the_c
         assert a.converged == (spec == "joint_family")
 
 
+CAPPED = ("shukor_additive", "shukor_joint")  # their full fits on these runs stop at L-BFGS-B's iteration cap
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["family_power", "joint_family", "chinchilla:total", "atlas", "ye_mixing", "shukor_additive",
                                   "shukor_joint", "loglinear"])
 def test_full_fit_objective_on_1000_runs_equals_the_fitter_before_the_speed_up(spec):
     """benchmarks/fit.py's 1,000 planted runs x 5 targets; the objectives the fitter reached at commit a9edef9 are in
     tests/fixtures/fit_objectives.json (how they were made: tests/fixtures/make_fit_objectives.py; two runs identical).
-    Within 1e-6 relative per target (measured: equal to the last bit), with two jobs."""
+    Within 1e-6 relative per target (measured: equal to the last bit), with two jobs. The laws that converge agree on
+    any CPU; those that stop at the 500-iteration cap (``CAPPED``) are chaotic there (an ulp moves the objective by
+    ~1e-4) and are held to the fixture of this CPU kind (one per kind, each recording its numpy CPU features)."""
     import json
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from fit import grid_records
 
-    before = json.loads((Path(__file__).parent / "fixtures" / "fit_objectives.json").read_text())["laws"][spec]["objectives"]
+    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+    from make_fit_objectives import cpu_features
+
+    written = [json.loads(p.read_text()) for p in sorted((Path(__file__).parent / "fixtures").glob("fit_objectives*.json"))]
+    mine = next((doc for doc in written if doc.get("cpu_features") == cpu_features()), None)
+    if mine is None and spec in CAPPED:
+        pytest.skip(f"{spec} stops at the iteration cap, where its objective holds only bit for bit on the CPU kind its "
+                    f"fixture was written on ({[d.get('cpu_features') for d in written]}); this one has {cpu_features()}: "
+                    "write a fixture for it with tests/fixtures/make_fit_objectives.py")
+    before = (mine or written[0])["laws"][spec]["objectives"]
     lf = fit(spec, Observations.from_records(grid_records()), jobs=2)
     assert {t: f.objective for t, f in lf.fits.items()} == pytest.approx(before, rel=1e-6)

@@ -298,7 +298,9 @@ def test_an_adaptive_run_decides_each_interval_and_resumes_to_the_same_samples(s
         for fam in ratios:  # each decided interval realises its shares exactly
             assert abs(iv["realized"][fam] - iv["ratios"][fam]) <= 2 / 48
     assert ivs[1]["ratios"] != ratios and json.loads((tmp_path / "full" / "schedule.json").read_text())["intervals"][2]["reason"] == "ado"
+    timing = {k: ref["adaptive"].pop(k) for k in ("decisions", "decision_s")}
     assert ref["adaptive"] == {"policy": "ado", "interval": 6, "min_share": 0.1, "smoothing": 0.25}
+    assert timing["decisions"] == 2 and timing["decision_s"] > 0  # the policy's own cost (benchmarks/adaptive.py)
     for stop, resumed_at in ((9, 8), (7, 6)):  # inside the second interval; at its boundary, before the checkpoint held its decision
         out = tmp_path / f"cut{stop}"
         with pytest.raises((KeyboardInterrupt, RuntimeError, SystemExit)):

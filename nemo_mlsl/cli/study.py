@@ -11,7 +11,7 @@ from nemo_mlsl.registry import LAUNCHERS
 
 def cmd_study(a: argparse.Namespace) -> int:
     from nemo_mlsl.study.config import load_study, with_executor
-    from nemo_mlsl.study.report import gain_lines
+    from nemo_mlsl.study.report import adaptive_lines, gain_lines
     from nemo_mlsl.study.backend import launcher
     from nemo_mlsl.study.runner import Study, run_specs
 
@@ -27,6 +27,10 @@ def cmd_study(a: argparse.Namespace) -> int:
         print(f"study {cfg.name}: {len(runs)} phase-1 {plugin.runs_label} on the {a.backend} backend, executor {cfg.executor.type} "
               f"(at most {cfg.executor.max_parallel} in flight); phase 2, the largest rung at the optimum and baselines, "
               "is planned after the fit")
+        if cfg.adaptive is not None:
+            ad = cfg.adaptive
+            print(f"  and the adaptive arm {ad.name}: at {cfg.confirm_rung} on the confirmation's paired seeds, from {ad.start}, "
+                  f"the {ad.policy} policy deciding every {ad.interval} steps (min share {ad.min_share}, smoothing {ad.smoothing})")
         for r in runs:
             print(f"  {r.run_id:<44} {r.rung:<9} N={r.N:>10,} D={r.tokens:>10,} " + " ".join(f"{f}={p:.3f}" for f, p in r.ratios.items()))
         power_lines, _ = study.dry_run_power(plan)
@@ -60,7 +64,7 @@ def cmd_study(a: argparse.Namespace) -> int:
         print(f"largest rung {s['confirm_rung']} at the optimum, predicted vs observed loss:")
         for f in c["observed"]:
             print(f"  {f:<10} predicted {c['predicted'][f]:.4f}  observed {c['observed'][f]:.4f}  |error| {c['abs_error'][f]:.4f}")
-    for line in gain_lines(s):
+    for line in gain_lines(s) + adaptive_lines(s):
         print(line)
     return 0
 

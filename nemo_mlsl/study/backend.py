@@ -63,6 +63,9 @@ def train_arguments(spec: RunSpec, backend: Sequence[str] = (), extra: Sequence[
             "--ratios", ",".join(f"{f}={float(p)!r}" for f, p in r.ratios.items()), "--out", spec.out, "--tokens", str(r.tokens),
             "--seed", str(r.seed), "--run-id", spec.run_id, "--tb-root", spec.tb_root, "--store", spec.store,
             "--report-dir", spec.report_dir, "--law", spec.law or "none", "--bootstrap", "0", "--within", spec.within, *extra]
+    if r.adaptive:  # an adaptive arm: its policy decides every interval from --ratios on
+        args += ["--adaptive", str(r.adaptive["policy"]), "--interval", str(r.adaptive["interval"]),
+                 "--min-share", repr(float(r.adaptive["min_share"])), "--smoothing", repr(float(r.adaptive["smoothing"]))]
     for key, value in spec.tags.items():
         args += ["--tag", f"{key}={value}"]
     return args + list(spec.overrides)  # last: recipe overrides are the command's positional arguments

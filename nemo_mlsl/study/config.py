@@ -74,6 +74,43 @@ class ObjectiveConfig:
 
 
 @dataclass(frozen=True)
+class AdaptiveConfig:
+    """An adaptive arm of the confirmation (``adaptive:`` in a study config): at the largest rung, with the same paired
+    seeds as the optimum and the baselines, one run that starts on the mixture ``start`` and lets ``policy`` (the
+    ``nemo_mlsl.policies`` registry) decide its ratios every ``interval`` steps from its own validation history,
+    every family keeping ``min_share``; ``smoothing`` is the previous ratios' weight in each decision. The report
+    compares it with every static mixture trained there (the optimum, the baselines) by the same paired test."""
+
+    policy: str = "ado"
+    start: str = "natural"
+    interval: int = 20
+    min_share: float = 0.02
+    smoothing: float = 0.5
+
+    @property
+    def name(self) -> str:
+        """The arm's mixture name in the plan, the records and the report."""
+        return f"adaptive:{self.policy}"
+
+    def settings(self) -> dict[str, Any]:
+        return {"policy": self.policy, "interval": self.interval, "min_share": self.min_share, "smoothing": self.smoothing}
+
+    def validate(self, confirm_steps: int) -> None:
+        from nemo_mlsl.registry import POLICIES
+
+        if self.policy not in POLICIES.names():
+            raise ConfigError(f"adaptive.policy must be one of {', '.join(POLICIES.names())} (the 'nemo_mlsl.policies' "
+                              f"entry points), got {self.policy!r}")
+        check_spec(self.start, "adaptive.start")
+        if self.interval < 1 or self.interval >= confirm_steps:
+            raise ConfigError(f"adaptive.interval must be >= 1 and below the confirmation run's {confirm_steps} steps (one "
+                              f"decision per boundary), got {self.interval}")
+        if not 0 <= self.min_share < 1 or not 0 <= self.smoothing <= 1:
+            raise ConfigError(f"adaptive.min_share must be in [0, 1) and adaptive.smoothing in [0, 1]; got {self.min_share}, "
+                              f"{self.smoothing}")
+
+
+@dataclass(frozen=True)
 class ExecutorConfig:
     """Where a study's runs execute. ``inline``: one after the other in the study's process; ``local`` and
     ``slurm``: jobs of NeMo-Run's executors, at most ``max_parallel`` in flight."""
@@ -128,6 +165,7 @@ class StudyConfig:
     confirm_budget: float | None = None
     seed_noise: float | None = None
     expected_gain: float | None = None
+    adaptive: AdaptiveConfig | None = None  # an adaptive arm in the confirmation (None: static mixtures only)
 
     def validate(self) -> None:
         """Everything the run would refuse, refused now (so ``--dry-run`` refuses it too): corpus, ladder, token
@@ -164,6 +202,10 @@ class StudyConfig:
         self._validate_law()
         self.executor.validate()
         self.validate_power()
+        if self.adaptive is not None:
+            from nemo_mlsl.recipes import load
+
+            self.adaptive.validate(load(self.confirm_rung).train.steps_for(self.confirm_tokens))
 
     def validate_power(self) -> None:
         if self.confirm_seeds is not None and self.confirm_seeds < 1:
@@ -257,7 +299,7 @@ def with_executor(cfg: StudyConfig, **changes: Any) -> StudyConfig:
 
 SHAPE = "the shape of studies/default.yaml"
 TOP_LEVEL = ("name", "corpus", "ladder", "tokens", "confirm_tokens", "design", "baselines", "objective", "law", "bootstrap",
-             "within", "seed", "executor", "confirm_seeds", "confirm_budget", "seed_noise", "expected_gain", "quick")
+             "within", "seed", "executor", "confirm_seeds", "confirm_budget", "seed_noise", "expected_gain", "adaptive", "quick")
 
 
 def _value(d: Mapping[str, Any], key: str, hint: Any, default: Any, where: str) -> Any:
@@ -339,6 +381,8 @@ def load_study(path: str | Path, quick: bool = False) -> StudyConfig:
         executor=typed(ExecutorConfig, _mapping(d.get("executor"), f"{where}: executor"), f"{where}: executor"),
         confirm_seeds=_int_field(d, "confirm_seeds"), confirm_budget=_optional_float(d, "confirm_budget"),
         seed_noise=_optional_float(d, "seed_noise"), expected_gain=_optional_float(d, "expected_gain"),
+        adaptive=None if d.get("adaptive") is None else typed(AdaptiveConfig, _mapping(d["adaptive"], f"{where}: adaptive"),
+                                                              f"{where}: adaptive"),
     )
     try:
         cfg.validate()

@@ -27,6 +27,7 @@ class PlannedRun:
     N: int
     phase: int = 1
     mixture: str = ""
+    adaptive: dict[str, Any] | None = None  # an adaptive arm's policy settings (ratios: its first interval's)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,28 +81,40 @@ def confirm_seeds(cfg: StudyConfig, n_params: Mapping[str, int], mixtures: int) 
 
 
 def phase2(cfg: StudyConfig, mixtures: Mapping[str, Mapping[str, float]], n_params: Mapping[str, int],
-           seeds: int | None = None) -> list[PlannedRun]:
+           seeds: int | None = None, adaptive_start: Mapping[str, float] | None = None) -> list[PlannedRun]:
     """The largest rung at the optimal and baseline mixtures with ``seeds`` paired seeds (every mixture the same
     seeds, so seed effects cancel in the differences), and the next-smaller rung at the same mixtures, one seed
-    (the naive predictor)."""
+    (the naive predictor). With ``cfg.adaptive``: the adaptive arm at the largest rung on the same seeds, starting
+    on ``adaptive_start`` (it has no naive run: no law predicts a run whose mixture is decided during it)."""
     naive_rung = max(cfg.fit_rungs, key=lambda r: n_params[r])
-    seeds = confirm_seeds(cfg, n_params, len(mixtures)) if seeds is None else seeds
+    arms = len(mixtures) + (cfg.adaptive is not None)
+    seeds = confirm_seeds(cfg, n_params, arms) if seeds is None else seeds
     runs = []
+
+    def add(purpose: str, rung: str, k: int, name: str, r: Mapping[str, float], adaptive: dict[str, Any] | None = None) -> None:
+        slug = name.replace(":", "").replace(".", "p")
+        rid = f"{purpose}-{rung}-{_tok(cfg.confirm_tokens)}-{slug}" + (f"-seed{cfg.seed + k}" if k else "")
+        runs.append(PlannedRun(rid, purpose, rung, cfg.confirm_tokens, dict(r), cfg.seed + k, n_params[rung], phase=2,
+                               mixture=name, adaptive=adaptive))
+
     for rung, purpose, n_seeds in ((naive_rung, "naive", 1), (cfg.confirm_rung, "confirm", seeds)):
         for k in range(n_seeds):
             for name, r in mixtures.items():
-                slug = name.replace(":", "").replace(".", "p")
-                rid = f"{purpose}-{rung}-{_tok(cfg.confirm_tokens)}-{slug}" + (f"-seed{cfg.seed + k}" if k else "")
-                runs.append(PlannedRun(rid, purpose, rung, cfg.confirm_tokens, dict(r), cfg.seed + k, n_params[rung], phase=2, mixture=name))
+                add(purpose, rung, k, name, r)
+            if purpose == "confirm" and cfg.adaptive is not None:
+                if adaptive_start is None:
+                    raise ValueError("phase2: a study with an adaptive arm needs its start mixture")
+                add(purpose, rung, k, cfg.adaptive.name, adaptive_start, cfg.adaptive.settings())
     return runs
 
 
 def phase2_size(cfg: StudyConfig, n_params: Mapping[str, int] | None = None) -> int:
-    """Runs phase 2 will have (optimum + baselines: one naive run each, and the paired confirmation seeds),
-    known before its mixtures are."""
+    """Runs phase 2 will have (optimum + baselines: one naive run each, and the paired confirmation seeds; an
+    adaptive arm: its confirmation seeds), known before its mixtures are."""
     mixtures = 1 + len(cfg.baselines)
-    seeds = confirm_seeds(cfg, n_params, mixtures) if n_params else (cfg.confirm_seeds or 1)
-    return mixtures * (1 + seeds)
+    arms = mixtures + (cfg.adaptive is not None)
+    seeds = confirm_seeds(cfg, n_params, arms) if n_params else (cfg.confirm_seeds or 1)
+    return mixtures + arms * seeds
 
 
 def save(path: Path, cfg: StudyConfig, runs: Sequence[PlannedRun], extra: Mapping[str, Any] | None = None) -> None:

@@ -79,9 +79,12 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
             "total_observed": power.total(obs_l, z, cfg.objective.type, weights),
             "total_predicted": power.total(pred, z, cfg.objective.type, weights),
         }
-    gains = _gains(comp, sigma)
-    law_mae = float(np.mean([e for c in comp.values() for e in c["abs_error"].values()])) if comp else None
-    naive_mae = float(np.mean([e for c in comp.values() for e in c["naive_abs_error"].values()])) if naive else None
+    arms = sorted({r["mixture"] for r in records if r.get("purpose") == "confirm" and r.get("adaptive")})
+    static = {k: v for k, v in comp.items() if k not in arms}
+    gains = _gains(static, sigma)
+    adaptive = {name: adaptive_summary(name, static, comp[name], sigma, records, out) for name in arms}
+    law_mae = float(np.mean([e for c in static.values() for e in c["abs_error"].values()])) if static else None
+    naive_mae = float(np.mean([e for c in static.values() for e in c["naive_abs_error"].values()])) if naive else None
 
     ind_tests = controlled_test(obs, noise)
     ind = summarize(ind_tests)
@@ -98,10 +101,12 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     if comp:
         files.append(plots.ratio_bars({"optimal": opt["ratios"], **opt["baselines"]}, out / "optimal_vs_baselines.png",
                                       opt.get("ci"), "optimal ratios (95% bootstrap CI) vs baselines").name)
-        files.append(_plot_confirmation(comp, fams, out / "confirmation.png", sigma).name)
+        files.append(_plot_confirmation(static, fams, out / "confirmation.png", sigma).name)
         if gains:
             files.insert(0, _plot_gains(gains, out / "gains.png").name)
-    files.append(_plot_realized(records, fams, out / "realized_vs_target.png").name)
+    files.append(_plot_realized([r for r in records if not r.get("adaptive")], fams, out / "realized_vs_target.png").name)
+    for name, a in adaptive.items():
+        files.append(_plot_adaptive(name, a, fams, out / f"{_slug(name)}.png").name)
 
     total_flops = sum(float(r.get("flops", 0)) for r in records)
     total_wall = sum(float(r.get("wall_time_s", 0)) for r in records)
@@ -113,6 +118,7 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
         "data_caps": opt.get("caps"), "binding_caps": opt.get("binding_caps", []),
         "skipped_baselines": _skipped(out),
         "confirm_rung": cfg.confirm_rung, "N_confirm": N, "D_confirm": D, "comparison": comp, "gains": gains,
+        "adaptive": adaptive,
         "law_mean_abs_error": law_mae, "naive_mean_abs_error": naive_mae, "seed_noise": noise,
         "independence": {"passed": ind["passed"], "tests": ind_tests, "residual_correlations": rcorr},
         "compute": {"flops": total_flops, "train_wall_time_s": total_wall, "elapsed_s": elapsed},
@@ -122,17 +128,18 @@ def write_study_report(out: Path, cfg, runs, records: list[Mapping[str, Any]], r
     return summary
 
 
-def _gains(comp: Mapping[str, Any], sigma: float | None) -> dict[str, Any]:
-    """Optimum vs each baseline over their paired seeds: mean difference, its noise, the verdict, and the power.
+def _gains(comp: Mapping[str, Any], sigma: float | None, reference: str = "optimal") -> dict[str, Any]:
+    """Optimum (``reference``) vs each baseline over their paired seeds: mean difference, its noise, the verdict, and
+    the power.
 
     The verdict is ``power.confirm``'s: the noise of one seed's difference is the std of the paired differences
     pooled over the baselines when there are >= 2 seeds, with the threshold of that estimator at the 2σ level,
     else √2·σ of the total (σ: the study's seed repeats; threshold 2). The detectable gain and the seeds needed
     are computed for that same test (``power.detectable_gain``, ``power.seeds_needed``)."""
-    if "optimal" not in comp:
+    if reference not in comp:
         return {}
-    opt = comp["optimal"]
-    names = [name for name in comp if name != "optimal"]
+    opt = comp[reference]
+    names = [name for name in comp if name != reference]
     if not names:
         return {}
     paired = {name: [k for k in comp[name]["totals_by_seed"] if k in opt["totals_by_seed"]] for name in names}
@@ -169,6 +176,83 @@ def _gains(comp: Mapping[str, Any], sigma: float | None) -> dict[str, Any]:
                       "seeds_needed": power.seeds_needed(pred_abs, sd, b, one_seed=not test.dof), "sd_per_seed": sd})
         gains[name] = g
     return gains
+
+
+def _slug(name: str) -> str:
+    return name.replace(":", "_").replace(".", "p")
+
+
+def _history(out: Path, run_id: str) -> list[dict[str, Any]]:
+    """The validations a run logged (``runs/ID/metrics.jsonl``), in step order; none if the file is gone."""
+    path = Path(out) / "runs" / run_id / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+    return sorted(rows, key=lambda r: r.get("step", 0))
+
+
+def adaptive_summary(name: str, static: Mapping[str, Any], arm: Mapping[str, Any], sigma: float | None,
+                     records: Sequence[Mapping[str, Any]], out: Path) -> dict[str, Any]:
+    """An adaptive arm against every static mixture of the confirmation (the same paired test as the optimum's, the
+    adaptive arm as the reference: a positive gain means the adaptive run did better), its schedule per seed, its
+    validation history, and its compute against the study's."""
+    gains = _gains({**static, name: arm}, sigma, reference=name)
+    runs = sorted((r for r in records if r.get("mixture") == name and r.get("purpose") == "confirm"), key=lambda r: int(r.get("seed", 0)))
+    static_runs = [r for r in records if r.get("purpose") == "confirm" and r.get("mixture") in static]
+    phase1 = [r for r in records if r.get("purpose") in FIT_PURPOSES]
+    per_run = float(np.mean([float(r.get("flops", 0)) for r in runs])) if runs else 0.0
+    wall = float(np.mean([float(r.get("wall_time_s", 0)) for r in runs])) if runs else 0.0
+    static_wall = float(np.mean([float(r.get("wall_time_s", 0)) for r in static_runs])) if static_runs else 0.0
+    study_flops = sum(float(r.get("flops", 0)) for r in records if not r.get("adaptive"))
+    return {
+        "gains": gains, "seeds": [int(r.get("seed", 0)) for r in runs], "settings": dict(runs[0]["adaptive"]) if runs else {},
+        "schedules": {str(r.get("seed", 0)): (r.get("schedule") or {}).get("intervals", []) for r in runs},
+        "history": {str(r.get("seed", 0)): _history(out, r["run_id"]) for r in runs},
+        "compute": {"flops_per_run": per_run, "study_flops": study_flops,
+                    "phase1_flops": sum(float(r.get("flops", 0)) for r in phase1),
+                    "fraction_of_study": per_run / study_flops if study_flops else None,
+                    "wall_per_run_s": wall, "static_wall_per_run_s": static_wall,
+                    "wall_ratio": wall / static_wall if static_wall else None},
+    }
+
+
+def adaptive_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The terminal's lines for each adaptive arm: its gain over each static mixture with the band, and its cost."""
+    out = []
+    for name, a in (summary.get("adaptive") or {}).items():
+        for other, g in a["gains"].items():
+            band = f" ± {100 * g['band_relative']:.2f}% (2σ, {g['seeds']} paired seed(s))" if g.get("noise_sd") else f" ({g['seeds']} seed(s), no noise estimate)"
+            out.append(f"{name} vs {other}: {100 * g['relative']:+.2f}%{band}: {g['verdict']}")
+        c = a["compute"]
+        if c["fraction_of_study"] is not None:
+            out.append(f"{name}: one run costs {100 * c['fraction_of_study']:.1f}% of the study's training FLOPs"
+                       + (f", {c['wall_ratio']:.2f}x a static run's wall time (its validations and decisions)" if c["wall_ratio"] else ""))
+    return out
+
+
+def _plot_adaptive(name: str, a: Mapping[str, Any], fams: Sequence[str], path: Path) -> Path:
+    """The adaptive arm over training: each family's ratio (one line style per seed) and its validation loss."""
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.2), sharex=True)
+    styles = ["-", "--", ":", "-."]
+    for s_i, (seed, intervals) in enumerate(a["schedules"].items()):
+        ls = styles[s_i % len(styles)]
+        for j, f in enumerate(fams):
+            xs = [v for iv in intervals for v in (iv["start_step"], iv["until_step"])]
+            ys = [iv["ratios"].get(f, 0.0) for iv in intervals for _ in (0, 1)]
+            top.plot(xs, ys, ls, color=f"C{j}", lw=1.4, label=f if s_i == 0 else None)
+        hist = a["history"].get(seed, [])
+        for j, f in enumerate(fams):
+            pts = [(h["step"], h["family_loss"][f]) for h in hist if f in h.get("family_loss", {})]
+            if pts:
+                bottom.plot(*zip(*pts), ls, color=f"C{j}", lw=1.2, marker="." if len(pts) < 30 else None)
+    top.set_ylabel("family ratio")
+    top.set_title(f"{name}: ratios decided during the run (line style: seed)")
+    plots.legend(top, fontsize=7, ncol=min(4, len(fams)))
+    bottom.set_ylabel("validation loss (fixed samples)")
+    bottom.set_xlabel("training step")
+    return plots.save(fig, path)
 
 
 def gain_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -373,6 +457,27 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
     L += _table(["mixture", "family", "ratio", "predicted", "observed", "|error|", "naive", "|naive error|", "within 2σ"], rows) + [""]
     L += _table(["mixture", f"observed total ({cfg.objective.type})", "predicted total"],
                 [[n, f"{c['total_observed']:.4f}", f"{c['total_predicted']:.4f}"] for n, c in s["comparison"].items()]) + [""]
+    for name, a in (s.get("adaptive") or {}).items():
+        st = a["settings"]
+        L += [f"## Adaptive mixture `{name}`", "",
+              f"One run per paired seed at {cfg.confirm_rung} (D={cfg.confirm_tokens:,}) that starts on `{cfg.adaptive.start}` and "
+              f"lets the `{st.get('policy')}` policy choose the next {st.get('interval')} steps' ratios at every boundary from its "
+              f"own validation history (minimum share {st.get('min_share')}, smoothing {st.get('smoothing')}). Compared with every "
+              "static mixture by the paired test above, the adaptive run as the reference: a positive difference means the "
+              "adaptive run's total loss was lower.", ""]
+        L += _table(["vs", "seeds", "observed difference", "2σ band", "detectable", "verdict"],
+                    [[n, g["seeds"], f"{100 * g['relative']:+.2f}%", f"±{100 * g['band_relative']:.2f}%" if g.get("noise_sd") else "–",
+                      f"{100 * g['detectable_relative']:.2f}%" if g.get("noise_sd") else "–", g["verdict"]]
+                     for n, g in a["gains"].items()]) + [""]
+        c = a["compute"]
+        if c["fraction_of_study"] is not None:
+            L += [f"Cost: one adaptive run is {c['flops_per_run']:.3g} training FLOPs, {100 * c['fraction_of_study']:.1f}% of the "
+                  f"study's {c['study_flops']:.3g} (phase 1 alone: {c['phase1_flops']:.3g})"
+                  + (f"; its wall time is {c['wall_ratio']:.2f}x a static confirmation run's (the validations at every boundary "
+                     "and the decisions)" if c["wall_ratio"] else "") + ".", ""]
+        for seed, intervals in a["schedules"].items():
+            L += [f"Seed {seed}: " + "; ".join(f"steps {iv['start_step']}-{iv['until_step']}: " + ", ".join(
+                f"{f} {iv['ratios'][f]:.2f}" for f in sorted(iv["ratios"])) for iv in intervals), ""]
     dof = s["seed_noise"].get("dof") or 0
     L += ["## Independence check", "", "Controlled runs: one family's ratio fixed while the others vary; the spread of its mean "
           "log loss over those mixtures is compared with seed noise by an F test (the seed noise σ is estimated from the "

@@ -71,6 +71,16 @@ def phase2_mixtures(cfg: StudyConfig, optimal: Mapping[str, float], tokens: Mapp
     return mixtures, skipped
 
 
+def adaptive_start(cfg: StudyConfig, tokens: Mapping[str, int], D: float, caps: Mapping[str, float]) -> dict[str, float]:
+    """The adaptive arm's first interval: ``adaptive.start`` at D, which must keep every family within its data cap."""
+    ratios = _rounded(compute_mixture(cfg.adaptive.start, MixtureContext(tokens, budget=D)))
+    over = [f for f, p in ratios.items() if p > caps.get(f, 1.0) + 1e-9]
+    if over:
+        raise ConfigError("adaptive.start " + repr(cfg.adaptive.start) + " samples " + ", ".join(
+            f"{f} at {ratios[f]:.3f} above its data cap {caps[f]:.3f}" for f in over) + ": start from another mixture")
+    return ratios
+
+
 class RunsFailed(ConfigError):
     """Some runs of a phase ended without a record (failed, cancelled, killed)."""
 
@@ -114,11 +124,18 @@ class Study:
     def run(self, resume: bool = False, dry_run: bool = False) -> dict[str, Any]:
         """The study (``dry_run``: its plan). A study holds its directory for its whole life: a second process on the same
         ``--out`` is refused at once, naming this one (``nemo_mlsl.dirlock``)."""
+        self.check_backend()
         if dry_run:
             output_dir(self.out, "--out")
             return self.plan()
         with hold(self.out, "--out"):
             return self._run(resume)
+
+    def check_backend(self) -> None:
+        """A study with an adaptive arm needs a backend whose runs take a policy (``adaptive = True``)."""
+        if self.cfg.adaptive is not None and self.backend is not None and not getattr(self.backend, "adaptive", False):
+            raise ConfigError(f"adaptive: the {getattr(self.backend, 'name', '?')} backend does not train adaptive mixtures "
+                              "(the cpu backend does); use --backend cpu, or remove adaptive from the study config")
 
     def _run(self, resume: bool) -> dict[str, Any]:
         out = self.out
@@ -148,12 +165,13 @@ class Study:
             mixtures, skipped = phase2_mixtures(self.cfg, rep.optimal["ratios"], fam_tokens, float(D), caps)
             for name, why in skipped.items():
                 bar.write(f"baseline {name} is not trained: {why}")
-            seeds = planning.confirm_seeds(self.cfg, nparams, len(mixtures))
+            seeds = planning.confirm_seeds(self.cfg, nparams, len(mixtures) + (self.cfg.adaptive is not None))
+            start = adaptive_start(self.cfg, fam_tokens, float(D), caps) if self.cfg.adaptive is not None else None
             lines = self.power_check(fit_records, power.predicted_gains(rep.doc, mixtures, N, D, self.cfg.objective.type), seeds)
             bar.write(f"confirmation power ({seeds} paired seed(s) per mixture at {self.cfg.confirm_rung}):")
             for line in power.describe(lines):
                 bar.write(line)
-            runs2 = planning.phase2(self.cfg, mixtures, nparams, seeds)
+            runs2 = planning.phase2(self.cfg, mixtures, nparams, seeds, adaptive_start=start)
             bar.total = len(runs1) + len(runs2)
             planning.save(plan_path, self.cfg, runs1 + runs2, {"optimal": rep.optimal, "skipped_baselines": skipped,
                                                                 "power": [p.to_dict() for p in lines]})

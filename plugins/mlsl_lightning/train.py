@@ -223,6 +223,8 @@ def train(req: TrainRequest) -> dict[str, Any]:
     ratios = dict(dm.blend.family_ratios)
     hparams = {**{f"ratio/{k}": v for k, v in ratios.items()}, "N": counts.non_embedding, "D": steps * tokens_per_step,
                "recipe": recipe.name, "seed": req.seed}
+    adaptive_cb = (AdaptiveMixtureCallback(dm, req.adaptive, policy(req.adaptive), req.interval, steps, out / "metrics.jsonl",
+                                           out / SCHEDULE_FILE, req.min_share, req.smoothing) if dm.adaptive else None)
     callbacks = [
         fam_cb,
         ScheduleCallback(dm),
@@ -230,8 +232,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
         RunLogCallback(out / "metrics.jsonl", fam_cb, tokens_per_step,
                        ratios_at=None if schedule is None else (lambda step: dm.schedule.ratios_at(max(0, step - 1)))),
         TensorBoardLayoutCallback(hparams),
-        *([AdaptiveMixtureCallback(dm, req.adaptive, policy(req.adaptive), req.interval, steps, out / "metrics.jsonl",
-                                   out / SCHEDULE_FILE, req.min_share, req.smoothing)] if dm.adaptive else []),
+        *([adaptive_cb] if adaptive_cb is not None else []),
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=max(1, min(val_every, steps))),
         *req.extra_callbacks,
     ]
@@ -259,7 +260,9 @@ def train(req: TrainRequest) -> dict[str, Any]:
             **({"init_from": str(init)} if init is not None else {}),
             **({"schedule": schedule_record(dm)} if schedule is not None else {}),
             **({"adaptive": {"policy": req.adaptive, "interval": req.interval, "min_share": req.min_share,
-                             "smoothing": req.smoothing}} if dm.adaptive else {}), **req.extra_record,
+                             "smoothing": req.smoothing, "decisions": adaptive_cb.decisions,
+                             "decision_s": round(adaptive_cb.seconds, 4)}} if adaptive_cb is not None else {}),
+            **req.extra_record,
         }
 
     if req.store:

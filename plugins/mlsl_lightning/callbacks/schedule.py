@@ -4,6 +4,7 @@ run's policy, which decides the next interval at each boundary from the run's va
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +46,7 @@ class AdaptiveMixtureCallback(pl.Callback):
         self.interval, self.max_steps = int(interval), int(max_steps)
         self.metrics, self.schedule_path = Path(metrics), Path(schedule_path)
         self.min_share, self.smoothing = float(min_share), float(smoothing)
+        self.seconds, self.decisions = 0.0, 0  # the policy's cost: its decisions and the building of each next interval
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._decide(trainer)  # a run resumed at a boundary whose decision its checkpoint does not hold
@@ -83,6 +85,7 @@ class AdaptiveMixtureCallback(pl.Callback):
         dm, step = self.dm, trainer.global_step
         if step != dm.schedule.steps or step >= self.max_steps:
             return
+        t0 = time.perf_counter()
         until = min(step + self.interval, self.max_steps)
         seq, m = dm.blend.config.seq_length, dm.manifest
         need = (until - step) * dm.global_batch_size * seq
@@ -92,5 +95,7 @@ class AdaptiveMixtureCallback(pl.Callback):
         prev = dm.scheduled.interval_blends[-1].family_ratios
         decision = self.policy(PolicyContext(self.history(step), prev, self.min_share, max_share, self.smoothing))
         dm.extend(decision.ratios, until, self.name, {**decision.evidence, "max_share": max_share})
+        self.seconds += time.perf_counter() - t0
+        self.decisions += 1
         if trainer.global_rank == 0:
             dm.schedule.write(self.schedule_path)

@@ -197,6 +197,8 @@ def adaptive_summary(name: str, static: Mapping[str, Any], arm: Mapping[str, Any
     adaptive arm as the reference: a positive gain means the adaptive run did better), its schedule per seed, its
     validation history, and its compute against the study's."""
     gains = _gains({**static, name: arm}, sigma, reference=name)
+    for other, g in gains.items():  # the verdict in the arm's words: which of the two runs did better
+        g["verdict"] = g["verdict"].replace("optimal better", f"{name} better").replace("baseline better", f"{other} better")
     runs = sorted((r for r in records if r.get("mixture") == name and r.get("purpose") == "confirm"), key=lambda r: int(r.get("seed", 0)))
     static_runs = [r for r in records if r.get("purpose") == "confirm" and r.get("mixture") in static]
     phase1 = [r for r in records if r.get("purpose") in FIT_PURPOSES]

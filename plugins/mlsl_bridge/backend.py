@@ -20,8 +20,15 @@ def _train(a: argparse.Namespace) -> dict | None:
     from mlsl_bridge.train import BridgeRequest, train
     from nemo_mlsl.cli.common import ratios_arg, tags
 
+    if getattr(a, "adaptive", None) is not None:
+        raise ConfigError(f"--adaptive {a.adaptive} does not train on --backend bridge: its policy decides each next "
+                          "interval from the run's validation, and Bridge's pretrain() builds its training set once, "
+                          "before the first step; give the intervals up front (--schedule FILE) or train --adaptive on "
+                          "--backend cpu")
+    schedule = getattr(a, "schedule", None)
     record = train(BridgeRequest(
-        recipe=a.recipe, data=a.data, ratios=ratios_arg(a.ratios), out=a.out, tokens=a.tokens, max_steps=a.max_steps, seed=a.seed,
+        recipe=a.recipe, data=a.data, ratios=None if schedule is not None else ratios_arg(a.ratios), out=a.out,
+        schedule=schedule, tokens=a.tokens, max_steps=a.max_steps, seed=a.seed,
         within=a.within, run_id=a.run_id, tb_root=a.tb_root, store=a.store, report_dir=a.report_dir,
         law=None if a.law == "none" else a.law, bootstrap=a.bootstrap, overrides=a.overrides, num_nodes=a.nodes,
         gpus_per_node=a.gpus_per_node, extra_record=tags(a.tag)))
@@ -76,4 +83,4 @@ def _build(a: argparse.Namespace) -> int:
 BACKEND = BackendPlugin(name="bridge", runs_label="Megatron-Bridge runs", study=_study, train=_train, build=_build,
                         requires=("megatron.bridge",),
                         missing="needs Megatron-Bridge, which lives in its own Python 3.12 environment: run `make setup-bridge` "
-                                "once, then use .venv-bridge/bin/mlsl")
+                                "once, then use .venv-bridge/bin/mlsl", schedules=True)

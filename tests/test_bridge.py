@@ -352,6 +352,9 @@ def test_a_bad_schedule_or_adaptive_run_is_refused_by_name(synth_data, tmp_path)
                    "--adaptive", "ado", "--out", tmp_path / "r", check=False)
     assert proc.returncode == 2 and "--adaptive ado does not train on --backend bridge" in proc.stderr
     assert "--schedule FILE" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("recipes", "build", "cpu_15k", "--backend", "bridge", "--dry-run", "--data", synth_data, "--ratios", "amber=1",
+                   "--schedule", tmp_path / "bad.yaml", check=False)
+    assert proc.returncode == 2 and "give --ratios or --schedule, not both" in proc.stderr
 
 
 def test_runs_of_different_length_and_seed_validate_on_the_same_fixed_samples(synth_data, tmp_path):
@@ -510,7 +513,7 @@ def test_the_bridge_how_to_runs_as_written(tmp_path):
     from test_docs import blocks, run_doc
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "bridge.md"
-    assert sum(1 for _, _, shown, _ in blocks(doc) if shown) == 3
+    assert sum(1 for _, _, shown, _ in blocks(doc) if shown) == 4
     run_doc(doc, tmp_path)
 
 

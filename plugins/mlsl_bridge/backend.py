@@ -41,19 +41,31 @@ def _build(a: argparse.Namespace) -> int:
     from mlsl_bridge import recipe as mod
     from nemo_mlsl.recipes import load
 
+    schedule_file = getattr(a, "schedule", None)
+    schedule = None
+    if schedule_file is not None:
+        from nemo_mlsl.data.schedule import MixtureSchedule
+
+        if not a.data:
+            raise ConfigError("--schedule needs the prepared data directory (--data DIR)")
+        steps = load(a.name, a.overrides, num_nodes=a.nodes, gpus_per_node=a.gpus_per_node).train.resolved_max_steps
+        schedule = MixtureSchedule.load(schedule_file, steps)
     build = lambda check: mod.bridge_run(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
                                          num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides,
-                                         check_epochs=check, validate=False)
+                                         check_epochs=check, validate=False, schedule=schedule,
+                                         schedule_where=f"--schedule {str(schedule_file)!r}:")
+    mixture = ["--schedule", str(schedule_file)] if schedule is not None else ["--ratios", str(a.ratios)]
     if not a.dry_run:
-        if not (a.data and a.ratios and a.log_dir):
-            raise ConfigError("mlsl recipes build --backend bridge without --dry-run trains: give --data, --ratios and --log-dir")
+        if not (a.data and (a.ratios or schedule is not None) and a.log_dir):
+            raise ConfigError("mlsl recipes build --backend bridge without --dry-run trains: give --data, --ratios (or "
+                              "--schedule) and --log-dir")
         if (a.nodes or 1) > 1:
             raise ConfigError("mlsl recipes build --backend bridge trains on this node only (--nodes 1); for several nodes "
                               "run `mlsl train --backend bridge` under your launcher or `mlsl study --executor slurm`")
         gpus = a.gpus_per_node or load(a.name, a.overrides).parallel.gpus_per_node
         build(True)  # refuse bad input before launching
         cmd = ["torchrun", f"--nproc-per-node={gpus}", "-m", "nemo_mlsl.cli", "train", "--backend", "bridge", "--recipe", a.name,
-               "--data", a.data, "--ratios", a.ratios, "--within", a.within, "--out", a.log_dir, "--nodes", "1", "--gpus-per-node", str(gpus),
+               "--data", a.data, *mixture, "--within", a.within, "--out", a.log_dir, "--nodes", "1", "--gpus-per-node", str(gpus),
                *(["--store", a.store] if a.store else []), *a.overrides]
         import subprocess
 
@@ -74,6 +86,10 @@ def _build(a: argparse.Namespace) -> int:
     else:
         print(f"# family blend: {len(run.blend['train_languages'])} training prefixes, validation over "
               f"{len(run.blend['validation_languages'])} languages (dataset_id order: {', '.join(run.blend['validation_languages'])})")
+    if run.scheduled is not None:
+        spans = ", ".join(f"{iv.start_step}-{iv.until_step}" for iv in run.scheduled.schedule.intervals)
+        print(f"# mixture schedule: {len(run.scheduled.schedule.intervals)} intervals (steps {spans}), the training set "
+              "built by mlsl_bridge.schedule.ScheduledDataset")
     if warning:
         print(f"# warning: {warning}")
     print(mod.to_yaml(checked), end="")

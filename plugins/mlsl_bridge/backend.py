@@ -20,11 +20,6 @@ def _train(a: argparse.Namespace) -> dict | None:
     from mlsl_bridge.train import BridgeRequest, train
     from nemo_mlsl.cli.common import ratios_arg, tags
 
-    if getattr(a, "adaptive", None) is not None:
-        raise ConfigError(f"--adaptive {a.adaptive} does not train on --backend bridge: its policy decides each next "
-                          "interval from the run's validation, and Bridge's pretrain() builds its training set once, "
-                          "before the first step; give the intervals up front (--schedule FILE) or train --adaptive on "
-                          "--backend cpu")
     schedule = getattr(a, "schedule", None)
     record = train(BridgeRequest(
         recipe=a.recipe, data=a.data, ratios=None if schedule is not None else ratios_arg(a.ratios), out=a.out,

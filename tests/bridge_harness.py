@@ -139,12 +139,38 @@ def direct_sums(batches: list[dict[str, torch.Tensor]], n_languages: int) -> np.
     return out
 
 
-def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=None, evaluations: int = 1) -> dict[str, Any]:
+def training_steps(state: Any, forward_step: Any, train_iterator: Any, model: Any) -> list[dict[str, torch.Tensor]]:
+    """Every training step of the run, ``train_iters`` of them, as Bridge's ``train_step`` runs its forward passes:
+    megatron's pipeline schedule (``get_forward_backward_func``) with the forward step, Bridge's training data
+    iterator and this step's microbatches, the model in training mode (forward only: the stand-in has nothing to
+    learn, and no optimizer steps). Returns the batches the forward step read from Bridge's iterator, in order."""
+    from megatron.bridge.training.utils.pg_utils import get_pg_collection
+    from megatron.bridge.training.utils.train_utils import prepare_forward_step_func
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    cfg = state.cfg
+    pg = get_pg_collection([model])
+    recording = _Recording(train_iterator)
+    step_fn = prepare_forward_step_func(forward_step, state)
+    forward_backward = get_forward_backward_func(pp_size=pg.pp.size(), vp_size=cfg.model.virtual_pipeline_model_parallel_size)
+    microbatches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * pg.dp.size())
+    model.train()
+    for step in range(cfg.train.train_iters):
+        state.train_state.step = step
+        forward_backward(forward_step_func=step_fn, data_iterator=recording, model=[model], num_microbatches=microbatches,
+                         seq_length=cfg.model.seq_length, micro_batch_size=cfg.train.micro_batch_size, forward_only=True)
+    model.eval()
+    return recording.batches
+
+
+def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=None, evaluations: int = 1,
+                 train: bool = False) -> dict[str, Any]:
     """Build the run (``mlsl_bridge.train.build_run``), then ``evaluations`` Bridge evaluations (the last at the last
     step) on this process's data-parallel shard and pipeline stage. torch.distributed and megatron's parallel
     state must be initialised (gloo). Writes this rank's batches (those the forward step read in evaluation) and
     results to ``out/rank<k>.json`` and returns them. ``planted(built)`` gives a per-sample loss function of
-    ``dataset_id``."""
+    ``dataset_id``. With ``train``, every training step runs first (``training_steps``) and the batches it read
+    from Bridge's training iterator are written too (``train_batches``)."""
     from megatron.bridge.data.loaders import build_train_valid_test_data_iterators
     from megatron.bridge.data.utils import get_dataset_provider
     from megatron.bridge.training.callbacks import CallbackManager
@@ -164,8 +190,9 @@ def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=N
         cfg.dataset.tokenizer = build_tokenizer(cfg.tokenizer)
         state = GlobalState()
         state.cfg = cfg
-        _, valid, _ = build_train_valid_test_data_iterators(cfg, state.train_state, get_dataset_provider(cfg.dataset),
-                                                            parallel_state.get_data_parallel_group())
+        train_iterator, valid, _ = build_train_valid_test_data_iterators(cfg, state.train_state,
+                                                                         get_dataset_provider(cfg.dataset),
+                                                                         parallel_state.get_data_parallel_group())
         if cfg.model.pipeline_dtype is None:
             cfg.model.pipeline_dtype = torch.float32
         recording = _Recording()
@@ -174,6 +201,7 @@ def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=N
         manager = CallbackManager()
         manager.add(built.callback)
         model = StubGPT(cfg.model, planted(built) if planted else None, recording)
+        trained = training_steps(state, built.forward_step, train_iterator, model) if train else []
         for k in range(evaluations):  # Bridge's own validation stream goes in, as in its training loop
             state.train_state.step = cfg.train.train_iters - (evaluations - 1 - k) if final else 1 + k
             total, _, _ = evaluate(state, built.forward_step, valid, [model], None, cfg.model, callback_manager=manager)
@@ -185,6 +213,7 @@ def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=N
               "record": built.callback.record, "languages": built.forward_step.languages,
               "family_of": built.callback.family_of, "bytes_per_token": built.callback.bytes_per_token,
               "batches": [{k: v.tolist() for k, v in b.items()} for b in recording.batches],
+              "train_batches": [{k: v.tolist() for k, v in b.items() if k == "dataset_id"} for b in trained],
               "evaluations": recording.evaluations, "stage": [parallel_state.get_pipeline_model_parallel_rank(),
                                                             parallel_state.get_data_parallel_rank()]}
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -192,7 +221,8 @@ def evaluate_run(request: Any, out: str | Path, *, final: bool = True, planted=N
     return result
 
 
-def dp_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int = 1, evaluations: int = 1) -> None:
+def dp_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int = 1, evaluations: int = 1,
+              train: bool = False) -> None:
     """One rank of DP x PP (``torch.multiprocessing.spawn`` target); ``request`` and ``out`` may be lists (runs one
     after the other in this process)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
@@ -202,7 +232,7 @@ def dp_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int 
     parallel_state.initialize_model_parallel(1, pp)
     try:
         for req, dest in zip(*((request, out) if isinstance(request, list) else ([request], [out]))):
-            evaluate_run(req, dest, evaluations=evaluations)
+            evaluate_run(req, dest, evaluations=evaluations, train=train)
     finally:
         parallel_state.destroy_model_parallel()
         torch.distributed.destroy_process_group()
@@ -211,7 +241,8 @@ def dp_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int 
 def load_ranks(out: str | Path, world: int) -> list[dict[str, Any]]:
     results = [json.loads((Path(out) / f"rank{r}.json").read_text()) for r in range(world)]
     for res in results:
-        res["batches"] = [{k: torch.tensor(v) for k, v in b.items()} for b in res["batches"]]
+        for key in ("batches", "train_batches"):
+            res[key] = [{k: torch.tensor(v) for k, v in b.items()} for b in res.get(key, [])]
     return results
 
 

@@ -268,6 +268,95 @@ def test_pipeline_parallel_evaluation_through_bridge_equals_a_direct_computation
     assert len(records) == 1 and math.isclose(records[0]["family_loss"]["amber"], want["families"]["amber"]["loss"], rel_tol=1e-5)
 
 
+SCHEDULE = {"intervals": [{"until_step": 2, "ratios": {"amber": 0.7, "cobalt": 0.2, "jade": 0.1}},
+                          {"until_step": 3, "ratios": {"amber": 0.1, "cobalt": 0.3, "jade": 0.6}},
+                          {"ratios": {"cobalt": 0.5, "jade": 0.5}}]}
+
+
+def test_a_mixture_schedule_is_what_bridges_training_iterators_deliver_interval_by_interval(synth_data, tmp_path):
+    """A 3-interval schedule (5 steps, one of them a single global batch) on PP = 2 x DP = 2 gloo ranks: the training
+    set is built by Bridge's own dataset provider from the run's ScheduledDataset, Bridge's data loaders shard it,
+    and every training step runs megatron's pipeline schedule with the forward step over Bridge's training
+    iterator. The samples each interval's steps delivered (their dataset_id, summed over the data-parallel ranks)
+    are exactly what `mlsl blend --schedule` audits for that interval; validation is the fixed set, unchanged; the
+    record carries the schedule with each interval's realised shares."""
+    import yaml
+
+    path = tmp_path / "curriculum.yaml"
+    path.write_text(yaml.safe_dump(SCHEDULE))
+    steps, gbs, mbs, dp = 5, 8, 2, 2
+    over = ["model.num_layers=2", "parallel.pipeline_model_parallel_size=2", f"parallel.gpus_per_node={2 * dp}",
+            f"train.global_batch_size={gbs}", f"train.micro_batch_size={mbs}", "train.val_samples_per_language=4"]
+    store = tmp_path / "results.jsonl"
+    req = _request(synth_data, tmp_path, ratios=None, schedule=str(path), max_steps=steps, overrides=over, store=str(store),
+                   law=None)
+    out = tmp_path / "ranks"
+    world = 2 * dp
+    torch.multiprocessing.spawn(dp_worker, args=(world, _free_port(), req, str(out), 2, 1, True), nprocs=world, join=True)
+    ranks = load_ranks(out, world)
+    audit = json.loads(run_cli("blend", "--data", synth_data, "--schedule", path, "--samples", str(steps * gbs),
+                               "--global-batch-size", str(gbs), "--seq-length", "128", "--seed", "1234", "--json").stdout)
+    from mlsl_bridge.train import build_run
+
+    train_languages = build_run(req).run.scheduled.train_languages  # the run's table: what a dataset_id names
+    per_step = gbs // (mbs * dp)  # microbatches per step on each data-parallel rank
+    for stage in (0, 1):  # both pipeline stages read the same samples from their own iterators
+        readers = [r for r in ranks if r["stage"][0] == stage]
+        assert len(readers) == dp and all(len(r["train_batches"]) == steps * per_step for r in readers)
+        for want in audit["intervals"]:
+            lo, hi = want["start_step"] * per_step, want["until_step"] * per_step
+            got = {lang: 0 for lang in want["languages"]}
+            for r in readers:
+                for b in r["train_batches"][lo:hi]:
+                    for i in b["dataset_id"].tolist():
+                        got[train_languages[i]] += 1
+            assert got == {lang: a["samples"] for lang, a in want["languages"].items()}, (stage, lo)
+            assert sum(got.values()) == (want["until_step"] - want["start_step"]) * gbs
+    assert [(iv["start_step"], iv["until_step"]) for iv in audit["intervals"]] == [(0, 2), (2, 3), (3, 5)]
+    # the validation set is the study's fixed one, unchanged by the schedule: every language's 4 samples
+    last = [r for r in ranks if r["stage"][0] == 1]
+    assert direct_sums([b for r in last for b in r["batches"]], 6)[:, 1].tolist() == [4 * 128] * 6
+    records = [json.loads(line) for line in store.read_text().splitlines()]
+    assert len(records) == 1
+    rec = records[0]
+    assert [iv["ratios"] for iv in rec["schedule"]["intervals"]] == [iv["ratios"] for iv in SCHEDULE["intervals"]]
+    for iv, want in zip(rec["schedule"]["intervals"], audit["intervals"]):
+        assert (iv["start_step"], iv["until_step"]) == (want["start_step"], want["until_step"])
+        assert iv["realized"] == pytest.approx({f: a["realized"] for f, a in want["families"].items()}, abs=1e-12)
+    assert rec["ratios"] == pytest.approx({"amber": 0.3, "cobalt": 0.34, "jade": 0.36})  # the steps-weighted mean
+    assert rec["realized_ratios"] == pytest.approx({f: a["realized"] for f, a in audit["whole"]["families"].items()}, abs=1e-12)
+
+
+def test_a_bad_schedule_or_adaptive_run_is_refused_by_name(synth_data, tmp_path):
+    import yaml
+
+    from mlsl_bridge.train import build_run
+
+    def refused(spec, match, **kw):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        with pytest.raises(ConfigError, match=match) as err:
+            build_run(_request(synth_data, tmp_path, ratios=None, schedule=str(path), max_steps=5, **kw))
+        assert "\n" not in str(err.value)
+
+    ok = SCHEDULE["intervals"]
+    refused({"intervals": [*ok[:2], {**ok[2], "until_step": 4}]},
+            r"intervals\[2\]\.until_step = 4, but the run trains 5 steps")  # not train_iters
+    refused({"intervals": [ok[0], {**ok[1], "until_step": 2}, ok[2]]}, r"intervals\[1\]\.until_step = 2 leaves interval 1 "
+            "without steps.*one global batch")
+    refused({"intervals": [ok[0], {"until_step": 3, "ratios": {"amber": 0.5, "ruby": 0.5}}, ok[2]]},
+            r"intervals\[1\]\.ratios \(steps 2-3\).*ruby")  # a family without data
+    with pytest.raises(ConfigError, match="--ratios .* or a mixture schedule .*not both"):
+        build_run(_request(synth_data, tmp_path, schedule=str(tmp_path / "bad.yaml")))
+    proc = run_cli("train", "--backend", "bridge", "--recipe", "cpu_15k", "--data", synth_data, "--ratios", "amber=1",
+                   "--adaptive", "ado", "--out", tmp_path / "r", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--backend bridge does not train an adaptive mixture yet; --adaptive trains on: cpu" in proc.stderr
+    proc = run_cli("recipes", "build", "cpu_15k", "--backend", "bridge", "--dry-run", "--data", synth_data, "--ratios", "amber=1",
+                   "--schedule", tmp_path / "bad.yaml", check=False)
+    assert proc.returncode == 2 and "give --ratios or --schedule, not both" in proc.stderr
+
+
 def test_runs_of_different_length_and_seed_validate_on_the_same_fixed_samples(synth_data, tmp_path):
     """Two runs (3 and 40 steps, seeds 1 and 5), each evaluated three times through Bridge's evaluate() with Bridge's
     own validation stream handed in: every evaluation of both runs reads the study's fixed validation set from its
@@ -424,7 +513,7 @@ def test_the_bridge_how_to_runs_as_written(tmp_path):
     from test_docs import blocks, run_doc
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "bridge.md"
-    assert sum(1 for _, _, shown, _ in blocks(doc) if shown) == 3
+    assert sum(1 for _, _, shown, _ in blocks(doc) if shown) == 4
     run_doc(doc, tmp_path)
 
 

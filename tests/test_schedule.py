@@ -260,7 +260,9 @@ def test_a_backend_that_cannot_train_a_schedule_refuses_it_by_name(synth_data, t
     argv = ["train", "--backend", "nemo", "--recipe", "cpu_15k", "--data", str(synth_data), "--out", str(tmp_path / "r"),
             "--law", "none"]
     assert main([*argv, "--schedule", str(sched)]) == 2 and not trained
-    assert "--backend nemo does not train a mixture schedule yet; --schedule and --adaptive train on: cpu (or give --ratios)" in capsys.readouterr().err
+    assert "--backend nemo does not train a mixture schedule yet; --schedule trains on: bridge, cpu (or give --ratios)" in capsys.readouterr().err
+    assert main([*argv, "--ratios", "amber=1", "--adaptive", "ado"]) == 2 and not trained
+    assert "--backend nemo does not train an adaptive mixture yet; --adaptive trains on: cpu (or give --ratios)" in capsys.readouterr().err
     assert main([*argv, "--ratios", "amber=1"]) == 0 and len(trained) == 1  # --ratios still reaches it
 
 

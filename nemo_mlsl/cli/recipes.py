@@ -54,6 +54,13 @@ def cmd_recipes(a: argparse.Namespace) -> int:
         return 0
     plugin = backend(a.backend)
     plugin.supports("build")
+    if a.schedule is not None:
+        if a.ratios:
+            raise ConfigError("give --ratios or --schedule, not both (a schedule carries each interval's ratios)")
+        if not plugin.schedules:
+            able = [n for n in BACKENDS.names() if backend(n, check=False).schedules and backend(n, check=False).build]
+            raise ConfigError(f"--backend {a.backend} does not build a mixture schedule yet; --schedule builds on: "
+                              f"{', '.join(able)} (or give --ratios)")
     from nemo_mlsl.outputs import check_output
 
     for flag, path in (("--log-dir", a.log_dir), ("--store", a.store)):
@@ -71,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
     s.add_argument("--data")
     s.add_argument("--ratios")
+    s.add_argument("--schedule", metavar="FILE", help="build: a mixture schedule (YAML or JSON) in place of --ratios "
+                                                      "(backends that train one, e.g. bridge)")
     s.add_argument("--within", default="natural")
     s.add_argument("--nodes", type=positive_int)
     s.add_argument("--gpus-per-node", type=positive_int)

@@ -50,11 +50,12 @@ def cmd_train(a: argparse.Namespace) -> int:
         if given:
             raise ConfigError(f"{', '.join(given)} set(s) an --adaptive run; give --adaptive POLICY (e.g. ado) or leave "
                               f"{given[0]} out")
-    if (a.schedule is not None or a.adaptive is not None) and not plugin.schedules:
-        able = [n for n in BACKENDS.names() if backend(n, check=False).schedules]
-        raise ConfigError(f"--backend {a.backend} does not train a mixture schedule yet; --schedule and --adaptive train on: "
-                          f"{', '.join(able)} "
-                          "(or give --ratios)")
+    for flag, given, can, what in (("--schedule", a.schedule, "schedules", "a mixture schedule"),
+                                   ("--adaptive", a.adaptive, "adaptive", "an adaptive mixture")):
+        if given is not None and not getattr(plugin, can):
+            able = [n for n in BACKENDS.names() if getattr(backend(n, check=False), can)]
+            raise ConfigError(f"--backend {a.backend} does not train {what} yet; {flag} trains on: {', '.join(able)} "
+                              "(or give --ratios)")
     check_outputs(a)
     with run_lock(a):
         plugin.train(a)

@@ -20,8 +20,10 @@ def _train(a: argparse.Namespace) -> dict | None:
     from mlsl_bridge.train import BridgeRequest, train
     from nemo_mlsl.cli.common import ratios_arg, tags
 
+    schedule = getattr(a, "schedule", None)
     record = train(BridgeRequest(
-        recipe=a.recipe, data=a.data, ratios=ratios_arg(a.ratios), out=a.out, tokens=a.tokens, max_steps=a.max_steps, seed=a.seed,
+        recipe=a.recipe, data=a.data, ratios=None if schedule is not None else ratios_arg(a.ratios), out=a.out,
+        schedule=schedule, tokens=a.tokens, max_steps=a.max_steps, seed=a.seed,
         within=a.within, run_id=a.run_id, tb_root=a.tb_root, store=a.store, report_dir=a.report_dir,
         law=None if a.law == "none" else a.law, bootstrap=a.bootstrap, overrides=a.overrides, num_nodes=a.nodes,
         gpus_per_node=a.gpus_per_node, extra_record=tags(a.tag)))
@@ -34,19 +36,31 @@ def _build(a: argparse.Namespace) -> int:
     from mlsl_bridge import recipe as mod
     from nemo_mlsl.recipes import load
 
+    schedule_file = getattr(a, "schedule", None)
+    schedule = None
+    if schedule_file is not None:
+        from nemo_mlsl.data.schedule import MixtureSchedule
+
+        if not a.data:
+            raise ConfigError("--schedule needs the prepared data directory (--data DIR)")
+        steps = load(a.name, a.overrides, num_nodes=a.nodes, gpus_per_node=a.gpus_per_node).train.resolved_max_steps
+        schedule = MixtureSchedule.load(schedule_file, steps)
     build = lambda check: mod.bridge_run(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
                                          num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides,
-                                         check_epochs=check, validate=False)
+                                         check_epochs=check, validate=False, schedule=schedule,
+                                         schedule_where=f"--schedule {str(schedule_file)!r}:")
+    mixture = ["--schedule", str(schedule_file)] if schedule is not None else ["--ratios", str(a.ratios)]
     if not a.dry_run:
-        if not (a.data and a.ratios and a.log_dir):
-            raise ConfigError("mlsl recipes build --backend bridge without --dry-run trains: give --data, --ratios and --log-dir")
+        if not (a.data and (a.ratios or schedule is not None) and a.log_dir):
+            raise ConfigError("mlsl recipes build --backend bridge without --dry-run trains: give --data, --ratios (or "
+                              "--schedule) and --log-dir")
         if (a.nodes or 1) > 1:
             raise ConfigError("mlsl recipes build --backend bridge trains on this node only (--nodes 1); for several nodes "
                               "run `mlsl train --backend bridge` under your launcher or `mlsl study --executor slurm`")
         gpus = a.gpus_per_node or load(a.name, a.overrides).parallel.gpus_per_node
         build(True)  # refuse bad input before launching
         cmd = ["torchrun", f"--nproc-per-node={gpus}", "-m", "nemo_mlsl.cli", "train", "--backend", "bridge", "--recipe", a.name,
-               "--data", a.data, "--ratios", a.ratios, "--within", a.within, "--out", a.log_dir, "--nodes", "1", "--gpus-per-node", str(gpus),
+               "--data", a.data, *mixture, "--within", a.within, "--out", a.log_dir, "--nodes", "1", "--gpus-per-node", str(gpus),
                *(["--store", a.store] if a.store else []), *a.overrides]
         import subprocess
 
@@ -67,6 +81,10 @@ def _build(a: argparse.Namespace) -> int:
     else:
         print(f"# family blend: {len(run.blend['train_languages'])} training prefixes, validation over "
               f"{len(run.blend['validation_languages'])} languages (dataset_id order: {', '.join(run.blend['validation_languages'])})")
+    if run.scheduled is not None:
+        spans = ", ".join(f"{iv.start_step}-{iv.until_step}" for iv in run.scheduled.schedule.intervals)
+        print(f"# mixture schedule: {len(run.scheduled.schedule.intervals)} intervals (steps {spans}), the training set "
+              "built by mlsl_bridge.schedule.ScheduledDataset")
     if warning:
         print(f"# warning: {warning}")
     print(mod.to_yaml(checked), end="")
@@ -76,4 +94,4 @@ def _build(a: argparse.Namespace) -> int:
 BACKEND = BackendPlugin(name="bridge", runs_label="Megatron-Bridge runs", study=_study, train=_train, build=_build,
                         requires=("megatron.bridge",),
                         missing="needs Megatron-Bridge, which lives in its own Python 3.12 environment: run `make setup-bridge` "
-                                "once, then use .venv-bridge/bin/mlsl")
+                                "once, then use .venv-bridge/bin/mlsl", schedules=True)

@@ -90,6 +90,7 @@ class BridgeRun:
     seed: int
     impl: str
     name: str
+    scheduled: Any = None  # the run's ScheduledBlend (mlsl_bridge.schedule) when it trains on a mixture schedule
 
     @property
     def tokens_per_step(self) -> int:
@@ -118,12 +119,16 @@ def bridge_run(
     check_epochs: bool = True,
     validate: bool = True,
     tb_dir: str | None = None,
+    schedule: Any = None,
+    schedule_where: str = "schedule",
 ) -> BridgeRun:
     """The Bridge pretraining config for one rung on the family blend of a prepared data directory.
 
     ``data=None`` builds Bridge's mock dataset in place of the blend (for ``--dry-run`` on a machine without
     prepared data; the model, schedule and parallel layout are the rung's). ``check_epochs`` refuses a run
-    that would repeat a family's or language's data past the recipe's ``max_data_epochs``."""
+    that would repeat a family's or language's data past the recipe's ``max_data_epochs``. ``schedule`` (a
+    ``MixtureSchedule`` ending at the run's last step, in place of ``ratios``) makes the training set the schedule's
+    joined blend (``mlsl_bridge.schedule.ScheduledDataset``); its errors name ``schedule_where``."""
     from megatron.bridge.training.config import (CheckpointConfig, ConfigContainer, DistributedDataParallelConfig,
                                                  DistributedInitConfig, GPTDatasetConfig, LoggerConfig, MockGPTDatasetConfig,
                                                  OptimizerConfig, RNGConfig, TrainingConfig, ValidationConfig)
@@ -134,10 +139,26 @@ def bridge_run(
     p, t = recipe.parallel, recipe.train
     steps = max_steps or t.resolved_max_steps
     out = Path(dir or f"bridge_runs/{name or recipe.name}")
-    blend = None
+    blend = scheduled = None
+    if schedule is not None:
+        from mlsl_bridge.schedule import scheduled_blend
+
+        if not data or ratios is not None:
+            raise ConfigError("a run on a mixture schedule needs the prepared data (--data DIR) and no --ratios (the "
+                              "schedule carries each interval's ratios)")
+        if schedule.steps != steps:
+            raise ConfigError(f"{schedule_where} intervals[{len(schedule.intervals) - 1}].until_step = {schedule.steps}, "
+                              f"but Bridge's train.train_iters is {steps}; make the last interval end at step {steps} or "
+                              "leave its until_step out")
+        scheduled = scheduled_blend(data, schedule, within, t.seq_length, seed, t.max_data_epochs, t.global_batch_size,
+                                    schedule_where)
+        if check_epochs:
+            scheduled.check_epochs()
+        ratios = scheduled.family_ratios  # the whole run's table of training datasets: the schedule's mean
     if data:
-        blend = blend_paths(data, ratios, within, train_samples=steps * t.global_batch_size if check_epochs else None,
-                            seq_length=t.seq_length, max_epochs=t.max_data_epochs)
+        blend = blend_paths(data, ratios, within, normalize=scheduled is not None, seq_length=t.seq_length,
+                            max_epochs=t.max_data_epochs,
+                            train_samples=steps * t.global_batch_size if check_epochs and scheduled is None else None)
         n_val, vocab = len(blend["validation_languages"]), blend["vocab_size"]
     else:
         n_val, vocab = 1, recipe.vocab_size or recipe.paper.get("vocab_size")
@@ -152,6 +173,13 @@ def bridge_run(
         train, val = _split(blend["paths"]["train"]), _split(blend["paths"]["validation"])
         dataset = GPTDatasetConfig(blend_per_split=[train, val, val], split=None, path_to_cache=blend["cache_dir"],
                                    **dataset_common)
+        if scheduled is not None:
+            from mlsl_bridge.schedule import ScheduledDataset
+
+            loader = {k: dataset_common[k] for k in ("dataloader_type", "num_workers")}
+            dataset = ScheduledDataset(blend=dataset, data_dir=str(data), schedule=scheduled.schedule.to_dict(),
+                                       within=within, global_batch_size=t.global_batch_size,
+                                       max_epochs=t.max_data_epochs, **loader)
         tokenizer = tokenizer_config(blend["tokenizer_kind"], blend["tokenizer_model"])
     else:
         dataset = MockGPTDatasetConfig(**dataset_common)
@@ -180,7 +208,8 @@ def bridge_run(
         dist=DistributedInitConfig(),
         mixed_precision="bf16_mixed",
     )
-    run = BridgeRun(config=config, recipe=recipe, blend=blend, steps=steps, seed=seed, impl=impl, name=name or recipe.name)
+    run = BridgeRun(config=config, recipe=recipe, blend=blend, steps=steps, seed=seed, impl=impl, name=name or recipe.name,
+                    scheduled=scheduled)
     if validate:
         validated(config, (num_nodes or p.num_nodes) * (num_gpus_per_node or p.gpus_per_node))
     return run

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from mlsl_bridge.callback import BridgeRunRecord, FamilyValidationCallback, TrainingMixture
 from mlsl_bridge.forward_step import FamilyForwardStep
 from mlsl_bridge.recipe import BridgeRun, bridge_run
+from mlsl_bridge.schedule import ScheduledMixture, schedule_record
 from mlsl_bridge.validation import FixedValidation
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.placement import single_process_env
@@ -22,8 +23,9 @@ from nemo_mlsl.fitting.live import LiveFit
 class BridgeRequest:
     recipe: str
     data: str
-    ratios: Mapping[str, float] | str
+    ratios: Mapping[str, float] | str | None
     out: str
+    schedule: str | Path | None = None  # a mixture schedule file (YAML/JSON) in place of ratios (--schedule FILE)
     tokens: float | None = None
     max_steps: int | None = None
     seed: int = 1234
@@ -54,22 +56,37 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
 
     if not req.data:
         raise ConfigError("a Bridge run needs the prepared data directory (--data DIR)")
+    if (req.ratios is None) == (req.schedule is None):
+        raise ConfigError("a Bridge run needs its family ratios (--ratios fam=p,...) or a mixture schedule (--schedule "
+                          "FILE), " + ("not both" if req.ratios is not None else "one of them"))
     steps = None
-    if req.tokens is not None or req.max_steps is not None:
+    if req.tokens is not None or req.max_steps is not None or req.schedule is not None:
         recipe = load(req.recipe, req.overrides, num_nodes=req.num_nodes, gpus_per_node=req.gpus_per_node)
-        steps = recipe.train.run_steps(req.max_steps, req.tokens)  # the layout checked for the run's GPUs
+        # the layout checked for the run's GPUs
+        steps = recipe.train.run_steps(req.max_steps, req.tokens) if req.tokens is not None or req.max_steps is not None \
+            else recipe.train.resolved_max_steps
+    schedule, where = None, "schedule"
+    if req.schedule is not None:
+        from nemo_mlsl.data.schedule import MixtureSchedule
+
+        schedule = MixtureSchedule.load(req.schedule, steps)  # its end: train_iters; an open last interval runs there
+        where = f"--schedule {str(req.schedule)!r}:"
     run = bridge_run(req.recipe, req.data, req.ratios, within=req.within, num_nodes=req.num_nodes,
                      num_gpus_per_node=req.gpus_per_node, dir=req.out, name=req.run_id, overrides=req.overrides, seed=req.seed,
                      max_steps=steps, validate=False, check_epochs=req.check_epochs,
-                     tb_dir=str(Path(req.tb_root) / (req.run_id or Path(req.out).name)) if req.tb_root else None)
+                     tb_dir=str(Path(req.tb_root) / (req.run_id or Path(req.out).name)) if req.tb_root else None,
+                     schedule=schedule, schedule_where=where)
     blend, recipe = run.blend, run.recipe
     counts = recipe.params(blend["vocab_size"])
     make_record = live = None
+    extra = dict(req.extra_record)
+    if run.scheduled is not None:
+        extra["schedule"] = schedule_record(run.scheduled)
     if req.store:
         make_record = BridgeRunRecord(run_id=run.name, recipe=recipe.name, N=counts.non_embedding, N_total=counts.total,
                                       tokens_per_step=run.tokens_per_step, ratios=blend["family_ratios"], seed=req.seed,
                                       flops_per_token=counts.flops_per_token, family_tokens=blend["family_tokens"],
-                                      within=req.within, transformer_impl=run.impl, extra=req.extra_record)
+                                      within=req.within, transformer_impl=run.impl, extra=extra)
         live = LiveFit(req.store, req.report_dir or str(Path(req.out) / "fit"), law=req.law, bootstrap=req.bootstrap,
                        tokens=blend["family_tokens"])
     hparams = {**{f"ratio/{k}": v for k, v in blend["family_ratios"].items()}, "N": counts.non_embedding,
@@ -77,7 +94,8 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
                "backend": "bridge"}
     t = recipe.train
     mixture = TrainingMixture(blend["train_languages"], blend["paths"]["train"][0::2], blend["family_of"], blend["train_tokens"],
-                              t.seq_length, t.global_batch_size)
+                              t.seq_length, t.global_batch_size) if run.scheduled is None else \
+        ScheduledMixture(run.scheduled, blend["family_of"], blend["train_tokens"])
     validation = FixedValidation(req.data, t.val_samples_per_language, t.seq_length)
     callback = FamilyValidationCallback(blend["validation_languages"], blend["family_of"], blend["bytes_per_token"],
                                         make_record=make_record, live_fit=live, hparams=hparams, mixture=mixture,
@@ -102,6 +120,10 @@ def train(req: BridgeRequest) -> dict[str, Any] | None:
         # one process on one GPU, not under torchrun: the rendezvous torchrun would have set
         os.environ.update(single_process_env())  # a free port: two such jobs on one host must not collide
     Path(req.out).mkdir(parents=True, exist_ok=True)
+    if built.run.scheduled is not None and os.environ.get("RANK", "0") == "0":
+        from nemo_mlsl.data.schedule import SCHEDULE_FILE
+
+        built.run.scheduled.schedule.write(Path(req.out) / SCHEDULE_FILE)
     pretrain = import_pretrain()
     pretrain(built.run.config, built.forward_step, callbacks=[built.callback])
     return built.callback.record

@@ -35,4 +35,4 @@ def _train(a: argparse.Namespace) -> dict:
 
 
 BACKEND = BackendPlugin(name="cpu", runs_label="runs", study=_study, train=_train, requires=("lightning",),
-                        missing="needs Lightning: pip install -e '.[cpu]' (make setup does)", schedules=True)
+                        missing="needs Lightning: pip install -e '.[cpu]' (make setup does)", schedules=True, adaptive=True)

@@ -157,6 +157,9 @@ def test_llm_pretrain_consumes_each_intervals_audited_samples(synth_data, tmp_pa
         assert {l: got.get(l, 0) for l in iv["languages"]} == {l: a["samples"] for l, a in iv["languages"].items()}, k
     (rec,) = ResultsStore(tmp_path / "results.jsonl").read()
     assert rec["steps"] == 6 and rec["backend"] == "nemo"
+    whole = audit["whole"]["families"]  # the mixture monitor read the joined dataset's sample index
+    assert rec["ratios"] == pytest.approx({f: a["target"] for f, a in whole.items()}, abs=1e-12)
+    assert rec["realized_ratios"] == pytest.approx({f: a["realized"] for f, a in whole.items()}, abs=1e-12)
     for k, (iv, want) in enumerate(zip(rec["schedule"]["intervals"], audit["intervals"])):
         assert (iv["start_step"], iv["until_step"]) == (2 * k, 2 * k + 2)
         assert iv["realized"] == pytest.approx({f: a["realized"] for f, a in want["families"].items()}, abs=1e-12)

@@ -123,6 +123,19 @@ def test_recipes_build_takes_a_schedule_file_and_refuses_bad_input_in_one_line(s
         assert proc.stderr.startswith(f"mlsl recipes: error: {message}"), proc.stderr
 
 
+def test_nemos_cli_factory_takes_a_schedule_file(synth_data, tmp_path, monkeypatch):
+    """``nemo llm pretrain --factory "mlsl_<rung>(data=..., schedule=FILE)"``: the file, checked against the rung's
+    steps, replaces the ratios (also $MLSL_RATIOS)."""
+    from mlsl_nemo.factories import _make
+
+    monkeypatch.setenv("MLSL_RATIOS", "amber=1")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(SCHEDULE))
+    r = _make("cpu_15k")(data=str(synth_data), schedule=str(path))
+    assert [iv["until_step"] for iv in r.data.schedule["intervals"]] == [2, 4, 200]
+    assert r.trainer.max_steps == 200
+
+
 @pytest.mark.slow
 def test_llm_pretrain_consumes_each_intervals_audited_samples(synth_data, tmp_path):
     """NeMo's own llm.pretrain trains the scheduled recipe (a real model, the CPU in place of the GPU, in a process of

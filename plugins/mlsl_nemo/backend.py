@@ -40,15 +40,12 @@ def _build(a: argparse.Namespace) -> int:
 
 
 def _schedule(a: argparse.Namespace) -> dict | None:
-    """``--schedule FILE`` checked against the recipe's steps (an open last interval runs to its end), as the dict the
-    recipe carries (NeMo-Run serialises it)."""
+    """``--schedule FILE`` as the dict the recipe carries (NeMo-Run serialises it)."""
     if getattr(a, "schedule", None) is None:
         return None
-    from nemo_mlsl.data.schedule import MixtureSchedule
-    from nemo_mlsl.recipes import load
+    from mlsl_nemo.recipe import schedule_file
 
-    steps = load(a.name, a.overrides, num_nodes=a.nodes, gpus_per_node=a.gpus_per_node).train.resolved_max_steps
-    return MixtureSchedule.load(a.schedule, steps).to_dict()
+    return schedule_file(a.schedule, a.name, a.overrides, a.nodes, a.gpus_per_node)
 
 
 def local_executor(run, parallel, nodes: int | None, gpus_per_node: int | None):

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.model_config import ModelConfig
-from nemo_mlsl.recipes import Recipe, load
+from nemo_mlsl.recipes import Recipe, TrainSettings, load
 
 
 def gpt_config(model: ModelConfig, vocab_size: int | None, dropout: float = 0.0):
@@ -80,8 +80,9 @@ def pretrain_recipe(
     ``check_epochs`` refuses a run that would repeat any family's or language's data past the recipe's
     ``max_data_epochs`` (off only to inspect a configuration on toy data). ``tb_root``: TensorBoard logs go to
     ``TB_ROOT/<name>`` (a study's ``tb/``) instead of NeMo's ``DIR/tb_logs``. ``schedule`` (a ``MixtureSchedule``'s
-dict form, instead of ``ratios``): training follows it, ending at the run's last step; it is checked here against
-the run's steps and the data, written to the run's log directory as ``schedule.json`` and kept in its record."""
+    dict form, instead of ``ratios``; ``schedule_file`` reads one): training follows it to the run's last step; it is
+    checked here against the run's steps and the data, written to the run's log directory as ``schedule.json`` and
+    kept in the run's record."""
     import nemo_run as run
     from megatron.core.distributed import DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig
@@ -174,8 +175,18 @@ the run's steps and the data, written to the run's log directory as ``schedule.j
                        log=_log(dir, run_name, tb_root), optim=optim, resume=default_resume())
 
 
-def scheduled_blend(data: str, ratios: Any, schedule: Mapping[str, Any], within: str, seed: int, steps: int, t: Any,
-                    check_epochs: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def schedule_file(path: str, rung: str, overrides: Sequence[str] = (), num_nodes: int | None = None,
+                  num_gpus_per_node: int | None = None) -> dict[str, Any]:
+    """A schedule file (``--schedule FILE``) checked against the rung's steps (an open last interval runs to its end),
+    in the dict form ``pretrain_recipe(schedule=...)`` takes; errors name the file."""
+    from nemo_mlsl.data.schedule import MixtureSchedule
+
+    steps = load(rung, overrides, num_nodes=num_nodes, gpus_per_node=num_gpus_per_node).train.resolved_max_steps
+    return MixtureSchedule.load(path, steps).to_dict()
+
+
+def scheduled_blend(data: str, ratios: Any, schedule: Mapping[str, Any], within: str, seed: int, steps: int,
+                    t: TrainSettings, check_epochs: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """A scheduled run's schedule (checked against the run's ``steps`` and the data; its dict form) and the blend
     tables of the whole run (its steps-weighted mean ratios: the ``dataset_id`` table every interval maps into)."""
     from nemo_mlsl.data.blend import BlendConfig, blend_paths

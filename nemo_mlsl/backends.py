@@ -32,6 +32,7 @@ class BackendPlugin:
     missing: str = ""  # what to tell a user whose environment lacks them
     schedules: bool = False  # its train takes mlsl train --schedule (a mixture that changes during the run)
     adaptive: bool = False  # its train takes mlsl train --adaptive POLICY (a schedule decided during the run)
+    build_schedules: bool = False  # its build takes mlsl recipes build --schedule (a fixed schedule)
 
     def check_available(self) -> None:
         """A named error where this backend's framework is not installed here."""

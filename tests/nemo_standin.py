@@ -194,6 +194,25 @@ def on_cpu(task):
     return task
 
 
+class RecordingDataStep:
+    """The recipe's family data step, and a JSON line per microbatch in ``out``: its samples' ``dataset_id`` and whether
+    it trains (gradients on) or validates, i.e. the samples the model consumed, in the order it consumed them."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def __call__(self, dataloader_iter, **kw):
+        import json
+
+        from mlsl_nemo.data_step import family_gpt_data_step
+
+        batch = family_gpt_data_step(dataloader_iter, **kw)
+        ids = batch.get("dataset_id")
+        with open(self.out, "a") as fh:
+            fh.write(json.dumps({"train": torch.is_grad_enabled(), "ids": [] if ids is None else ids.tolist()}) + "\n")
+        return batch
+
+
 def run_task_on_cpu(task_file: str) -> int:
     """What ``python -m mlsl_nemo.run_task TASK`` does, on this CPU: NeMo's llm.pretrain, real model and all."""
     from mlsl_nemo.run_task import load_task, run_task

@@ -54,19 +54,31 @@ def cmd_recipes(a: argparse.Namespace) -> int:
         return 0
     plugin = backend(a.backend)
     plugin.supports("build")
-    if a.schedule is not None:
-        if a.ratios:
-            raise ConfigError("give --ratios or --schedule, not both (a schedule carries each interval's ratios)")
-        if not plugin.schedules:
-            able = [n for n in BACKENDS.names() if backend(n, check=False).schedules and backend(n, check=False).build]
-            raise ConfigError(f"--backend {a.backend} does not build a mixture schedule yet; --schedule builds on: "
-                              f"{', '.join(able)} (or give --ratios)")
+    check_mixture(a, plugin)
     from nemo_mlsl.outputs import check_output
 
     for flag, path in (("--log-dir", a.log_dir), ("--store", a.store)):
         if path:
             check_output(path, flag)  # before the recipe is built (a dry run writes nothing; the run would fail there)
     return plugin.build(a)
+
+
+def check_mixture(a: argparse.Namespace, plugin: Any) -> None:
+    """A build's mixture: --ratios, or a fixed --schedule on a backend whose build takes one; --adaptive is refused by
+    name (an adaptive mixture is the CPU backend's for now)."""
+    if a.adaptive is not None:
+        fixed = "; or give a fixed --schedule FILE" if plugin.build_schedules else ""
+        raise ConfigError(f"--adaptive: mlsl recipes build --backend {a.backend} trains no adaptive mixture yet; an adaptive "
+                          f"mixture trains on the CPU backend for now (mlsl train --backend cpu --adaptive POLICY --ratios "
+                          f"...){fixed}")
+    if a.schedule is None:
+        return
+    if not plugin.build_schedules:
+        able = [n for n in BACKENDS.names() if backend(n, check=False).build_schedules]
+        raise ConfigError(f"--backend {a.backend} does not build a mixture schedule yet; mlsl recipes build --schedule builds "
+                          f"on: {', '.join(able)} (or give --ratios)")
+    if a.ratios is not None:
+        raise ConfigError("give --ratios or --schedule, not both (a schedule carries each interval's ratios)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,8 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
     s.add_argument("--data")
     s.add_argument("--ratios")
-    s.add_argument("--schedule", metavar="FILE", help="build: a mixture schedule (YAML or JSON) in place of --ratios "
-                                                      "(backends that train one, e.g. bridge)")
+    s.add_argument("--schedule", metavar="FILE", help="build: a fixed mixture schedule (YAML or JSON, as mlsl train "
+                                                      "--schedule) instead of --ratios; its last interval ends at the "
+                                                      "recipe's last step (backends whose build takes one: nemo, bridge)")
+    s.add_argument("--adaptive", metavar="POLICY", help="refused: an adaptive mixture trains on mlsl train --backend cpu")
     s.add_argument("--within", default="natural")
     s.add_argument("--nodes", type=positive_int)
     s.add_argument("--gpus-per-node", type=positive_int)

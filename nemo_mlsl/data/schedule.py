@@ -224,6 +224,16 @@ class BuiltSchedule(BuiltBlend):
                 "start_step": iv.start_step, "until_step": iv.until_step}
 
 
+def schedule_record(schedule: MixtureSchedule, built: BuiltSchedule | None) -> dict[str, Any]:
+    """A run record's ``schedule``: every interval with its targets and, once built, the family shares its samples
+    realised (every backend's record carries this form)."""
+    out = schedule.to_dict()
+    if built is not None:
+        for k, iv in enumerate(out["intervals"]):
+            iv["realized"] = {f: a["realized"] for f, a in built.interval_audit(k)["families"].items()}
+    return out
+
+
 class ScheduledBlend:
     """A family blend whose ratios follow ``schedule``; validated against the data at construction."""
 

@@ -94,4 +94,4 @@ def _build(a: argparse.Namespace) -> int:
 BACKEND = BackendPlugin(name="bridge", runs_label="Megatron-Bridge runs", study=_study, train=_train, build=_build,
                         requires=("megatron.bridge",),
                         missing="needs Megatron-Bridge, which lives in its own Python 3.12 environment: run `make setup-bridge` "
-                                "once, then use .venv-bridge/bin/mlsl", schedules=True)
+                                "once, then use .venv-bridge/bin/mlsl", schedules=True, build_schedules=True)

@@ -153,11 +153,9 @@ def check_schedule(path: Path, schedule: "MixtureSchedule", resume: bool, adapti
 
 def schedule_record(dm: Any) -> dict[str, Any]:
     """The record's schedule: every interval with its targets and the family shares its samples realised."""
-    out = dm.schedule.to_dict()
-    if dm.built is not None:
-        for k, iv in enumerate(out["intervals"]):
-            iv["realized"] = {f: a["realized"] for f, a in dm.built.interval_audit(k)["families"].items()}
-    return out
+    from nemo_mlsl.data.schedule import schedule_record as record
+
+    return record(dm.schedule, dm.built)
 
 
 def train(req: TrainRequest) -> dict[str, Any]:

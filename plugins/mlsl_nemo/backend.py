@@ -20,9 +20,10 @@ def _build(a: argparse.Namespace) -> int:
     from mlsl_nemo.recipe import pretrain_recipe
     from nemo_mlsl.recipes import load
 
+    schedule = _schedule(a)
     build = lambda check: pretrain_recipe(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
                                           num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides, store=a.store,
-                                          check_epochs=check)
+                                          check_epochs=check, schedule=schedule)
     if a.dry_run:
         try:
             recipe = build(True)
@@ -38,6 +39,15 @@ def _build(a: argparse.Namespace) -> int:
     return 0
 
 
+def _schedule(a: argparse.Namespace) -> dict | None:
+    """``--schedule FILE`` as the dict the recipe carries (NeMo-Run serialises it)."""
+    if getattr(a, "schedule", None) is None:
+        return None
+    from mlsl_nemo.recipe import schedule_file
+
+    return schedule_file(a.schedule, a.name, a.overrides, a.nodes, a.gpus_per_node)
+
+
 def local_executor(run, parallel, nodes: int | None, gpus_per_node: int | None):
     """NeMo-Run's local executor (torchrun on this node) for the recipe's layout: one process per GPU. It starts no
     other node, so a run on several nodes (``--nodes`` or the recipe's ``num_nodes``) is refused, with where to run it."""
@@ -51,4 +61,4 @@ def local_executor(run, parallel, nodes: int | None, gpus_per_node: int | None):
 
 BACKEND = BackendPlugin(name="nemo", runs_label="NeMo runs", study=_study, build=_build, requires=("nemo.collections.llm",),
                         missing="needs NeMo 2 (nemo_toolkit 2.7.3 with nemo.collections.llm): pip install -e '.[nemo]' "
-                                "(make setup does)")
+                                "(make setup does)", build_schedules=True)

@@ -135,3 +135,21 @@ class NeMoHparamsCallback(pl.Callback):
             if isinstance(logger, TensorBoardLogger) and trainer.global_rank == 0:
                 logger.experiment.add_custom_scalars(custom_scalars_layout())
                 logger.log_hyperparams(self.hparams)
+
+
+class NeMoScheduleCallback(pl.Callback):
+    """A scheduled run's ``schedule.json`` in NeMo's log directory (the schedule the data module trains on, checked
+    against the trainer's ``max_steps``), written by global rank 0 when training starts."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from pathlib import Path
+
+        from nemo.utils.app_state import AppState
+
+        from nemo_mlsl.data.schedule import SCHEDULE_FILE
+
+        schedule = getattr(getattr(trainer, "datamodule", None), "schedule", None)
+        if schedule is None or trainer.global_rank != 0:
+            return
+        log_dir = AppState().log_dir or trainer.default_root_dir
+        schedule.write(Path(log_dir) / SCHEDULE_FILE)

@@ -1,50 +1,82 @@
-"""``FamilyPreTrainingDataModule``: NeMo's ``PreTrainingDataModule`` with the study's fixed validation set.
+"""``FamilyPreTrainingDataModule``: NeMo's ``PreTrainingDataModule`` with the study's fixed validation set, and
+optionally a mixture schedule for training.
 
 NeMo sizes the validation blend by the run's number of evaluations, so megatron's shuffle, and with it the
 samples Lightning's evaluation reads first, changes with the run's length. Here training is NeMo's own;
 validation and test are ``nemo_mlsl.data.blend.validation_set`` (fixed count, fixed seed) padded to whole
 global batches (``ValidationWindow``). NeMo's sampler starts validation at sample 0 and Lightning restarts it
 at every evaluation, so every evaluation of every run reads the same samples in the same order.
+
+With ``schedule`` (a ``MixtureSchedule``'s dict form, which NeMo-Run serialises) training reads
+``ScheduledBlend``'s joined dataset instead of NeMo's blend: each interval's samples from megatron's own blend
+builder, sized by NeMo's global batch size, one ``dataset_id`` table for the run. NeMo's sampler reads it in
+order, so the samples of steps ``[start, until)`` are exactly that interval's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from nemo.collections.llm.gpt.data.pre_training import PreTrainingDataModule
 
-from nemo_mlsl.data.blend import ValidationWindow, validation_set
+from nemo_mlsl.data.blend import DEFAULT_MAX_EPOCHS, BlendConfig, ValidationWindow, validation_set
 from nemo_mlsl.data.manifest import Manifest
+from nemo_mlsl.data.schedule import BuiltSchedule, MixtureSchedule, ScheduledBlend
 
 
 class FamilyPreTrainingDataModule(PreTrainingDataModule):
-    """``PreTrainingDataModule(paths=..., ...)`` plus ``data_dir`` (the prepared data) and ``val_samples_per_language``."""
+    """``PreTrainingDataModule(paths=..., ...)`` plus ``data_dir`` (the prepared data), ``val_samples_per_language``
+    and, for a scheduled run, ``schedule`` with the blend's ``within`` and ``max_data_epochs``."""
 
-    def __init__(self, *args: Any, data_dir: str, val_samples_per_language: int, **kwargs: Any):
+    def __init__(self, *args: Any, data_dir: str, val_samples_per_language: int, schedule: Mapping[str, Any] | None = None,
+                 within: str = "natural", max_data_epochs: float = DEFAULT_MAX_EPOCHS, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.data_dir = data_dir
         self.val_samples_per_language = val_samples_per_language
+        self.schedule_spec = dict(schedule) if schedule is not None else None
+        self.within = within
+        self.max_data_epochs = max_data_epochs
+        self.schedule: MixtureSchedule | None = None  # the validated schedule, once built
+        self.built: BuiltSchedule | None = None
 
     def build(self, trainer_max_steps: int, trainer_val_check_interval: int, trainer_limit_val_batches: Any,
               trainer_limit_test_batches: Any) -> None:
-        # NeMo's training blend; its validation and test blends at one batch each (replaced just below)
-        super().build(trainer_max_steps, trainer_max_steps + 1, 1, 1)
-        fixed = validation_set(Manifest.load(self.data_dir), self.val_samples_per_language, self.seq_length,
-                               self.index_mapping_dir)
+        if self.schedule_spec is None:
+            # NeMo's training blend; its validation and test blends at one batch each (replaced just below)
+            super().build(trainer_max_steps, trainer_max_steps + 1, 1, 1)
+            fixed = validation_set(Manifest.load(self.data_dir), self.val_samples_per_language, self.seq_length,
+                                   self.index_mapping_dir)
+        else:
+            self.built = self._build_schedule(trainer_max_steps)
+            self._train_ds, fixed = self.built.train, self.built.validation
+            if self.create_attention_mask:
+                self._train_ds = _CausalMask(self._train_ds, self.seq_length)
         if self.create_attention_mask:  # NeMo asks for one where TransformerEngine is missing (megatron's local attention)
             fixed = _CausalMask(fixed, self.seq_length)
         self._validation_ds = ValidationWindow(fixed, self.data_sampler.global_batch_size)
         self._test_ds = ValidationWindow(fixed, self.data_sampler.global_batch_size)
 
+    def _build_schedule(self, max_steps: int) -> BuiltSchedule:
+        """The schedule checked against the trainer's ``max_steps`` and the data, its intervals built."""
+        self.schedule = MixtureSchedule.from_dict(self.schedule_spec, max_steps, where="schedule")
+        config = BlendConfig({}, self.within, self.seq_length, self.seed, self.max_data_epochs)
+        scheduled = ScheduledBlend(Manifest.load(self.data_dir), config, self.schedule, self.data_sampler.global_batch_size)
+        return scheduled.build(self.val_samples_per_language, self.index_mapping_dir)
+
 
 class _CausalMask:
-    """The fixed validation samples with the causal ``attention_mask`` megatron's GPTDataset adds when asked to."""
+    """Samples with the causal ``attention_mask`` megatron's GPTDataset adds when asked to (``dataset_index``, the
+    blend's sample index the mixture monitor reads, passed through)."""
 
     def __init__(self, samples: Any, seq_length: int):
         import torch
 
         self.samples = samples
         self.mask = torch.tril(torch.ones((seq_length, seq_length))).unsqueeze(0) < 0.5
+
+    @property
+    def dataset_index(self) -> Any:
+        return getattr(self.samples, "dataset_index", None)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -1,7 +1,8 @@
 """NeMo-Run CLI factories, one per rung: ``nemo llm pretrain --factory "mlsl_<rung>(data=DIR, ratios='a=0.5,b=0.5')"``.
 
 Registered through the ``nemo_run.cli`` entry point (``nemo`` imports it), so nothing needs importing
-by hand after ``pip install``. Data and ratios default to ``$MLSL_DATA`` and ``$MLSL_RATIOS``.
+by hand after ``pip install``. Data and ratios default to ``$MLSL_DATA`` and ``$MLSL_RATIOS``; ``schedule=FILE`` (a
+mixture schedule, as ``mlsl recipes build --schedule``) replaces the ratios.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ def _make(rung: str) -> Callable:
         ratios: Optional[str] = None,
         within: str = "natural",
         store: Optional[str] = None,
+        schedule: Optional[str] = None,
     ):
-        from mlsl_nemo.recipe import pretrain_recipe
+        from mlsl_nemo.recipe import pretrain_recipe, schedule_file
 
-        return pretrain_recipe(rung, data or os.environ.get("MLSL_DATA"), ratios or os.environ.get("MLSL_RATIOS"), within=within,
+        sched = schedule_file(schedule, rung, (), num_nodes, num_gpus_per_node) if schedule else None
+        ratios = ratios or (os.environ.get("MLSL_RATIOS") if sched is None else None)
+        return pretrain_recipe(rung, data or os.environ.get("MLSL_DATA"), ratios, within=within,
                                num_nodes=num_nodes, num_gpus_per_node=num_gpus_per_node, dir=dir,
-                               name=None if name == "default" else name, store=store)
+                               name=None if name == "default" else name, store=store, schedule=sched)
 
     factory.__name__ = factory.__qualname__ = f"{PREFIX}{rung}"
     factory.__doc__ = f"nemo-mlsl recipe {rung!r} on the family blend of a prepared data directory."

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.model_config import ModelConfig
-from nemo_mlsl.recipes import Recipe, load
+from nemo_mlsl.recipes import Recipe, TrainSettings, load
 
 
 def gpt_config(model: ModelConfig, vocab_size: int | None, dropout: float = 0.0):
@@ -71,6 +71,7 @@ def pretrain_recipe(
     record_extra: Mapping[str, Any] | None = None,
     check_epochs: bool = True,
     tb_root: str | None = None,
+    schedule: Mapping[str, Any] | None = None,
 ):
     """The full NeMo 2 pretraining recipe for one rung on the family blend.
 
@@ -78,7 +79,10 @@ def pretrain_recipe(
     results store at the final validation and refits ``law`` into ``report_dir`` (default ``DIR/fit``).
     ``check_epochs`` refuses a run that would repeat any family's or language's data past the recipe's
     ``max_data_epochs`` (off only to inspect a configuration on toy data). ``tb_root``: TensorBoard logs go to
-    ``TB_ROOT/<name>`` (a study's ``tb/``) instead of NeMo's ``DIR/tb_logs``."""
+    ``TB_ROOT/<name>`` (a study's ``tb/``) instead of NeMo's ``DIR/tb_logs``. ``schedule`` (a ``MixtureSchedule``'s
+    dict form, instead of ``ratios``; ``schedule_file`` reads one): training follows it to the run's last step; it is
+    checked here against the run's steps and the data, written to the run's log directory as ``schedule.json`` and
+    kept in the run's record."""
     import nemo_run as run
     from megatron.core.distributed import DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig
@@ -90,7 +94,8 @@ def pretrain_recipe(
 
     from mlsl_lightning.callbacks.scaling_law_fit import ScalingLawFitCallback
     from mlsl_nemo.data_module import FamilyPreTrainingDataModule
-    from mlsl_nemo.callback import NeMoFamilyValidationCallback, NeMoHparamsCallback, NeMoMixtureMonitorCallback
+    from mlsl_nemo.callback import (NeMoFamilyValidationCallback, NeMoHparamsCallback, NeMoMixtureMonitorCallback,
+                                    NeMoScheduleCallback)
     from nemo_mlsl.data.blend import blend_paths, validation_batches
     from mlsl_nemo.record import NeMoRunRecord
 
@@ -101,9 +106,12 @@ def pretrain_recipe(
     gpus = num_gpus_per_node or recipe.parallel.gpus_per_node
     p, t = recipe.parallel, recipe.train
     steps = max_steps or t.resolved_max_steps
-    blend = blend_paths(data, ratios, within, train_samples=steps * t.global_batch_size if check_epochs else None,
-                        seq_length=t.seq_length,
-                        max_epochs=t.max_data_epochs)
+    if schedule is not None:
+        schedule, blend = scheduled_blend(data, ratios, schedule, within, seed, steps, t, check_epochs)
+    else:
+        blend = blend_paths(data, ratios, within, train_samples=steps * t.global_batch_size if check_epochs else None,
+                            seq_length=t.seq_length,
+                            max_epochs=t.max_data_epochs)
     n_val = len(blend["validation_languages"])
     limit_val = validation_batches(t.val_samples_per_language * n_val, t.global_batch_size)  # the fixed set, whole
     counts = recipe.params(blend["vocab_size"])
@@ -119,6 +127,8 @@ def pretrain_recipe(
                                                  "N": counts.non_embedding, "D": steps * tokens_per_step, "recipe": recipe.name,
                                                  "seed": seed, "transformer_impl": recipe.model.transformer_impl}),
     ]
+    if schedule is not None:
+        callbacks.append(run.Config(NeMoScheduleCallback))
     if store:
         record = run.Config(NeMoRunRecord, run_id=run_name, recipe=recipe.name, N=counts.non_embedding, N_total=counts.total,
                             tokens_per_step=tokens_per_step, ratios=blend["family_ratios"], seed=seed,
@@ -143,6 +153,7 @@ def pretrain_recipe(
         micro_batch_size=t.micro_batch_size, tokenizer=nemo_tokenizer(blend["tokenizer_kind"], blend["tokenizer_model"]),
         split=None, seed=seed, num_workers=2, index_mapping_dir=blend["cache_dir"], data_dir=str(data),
         val_samples_per_language=t.val_samples_per_language,
+        **({"schedule": schedule, "within": within, "max_data_epochs": t.max_data_epochs} if schedule is not None else {}),
     )
     warm = min(0.5, t.warmup_steps / steps)
     if t.schedule == "cosine":
@@ -162,6 +173,38 @@ def pretrain_recipe(
     model = run.Config(llm.GPTModel, config=gpt_config(recipe.model, blend["vocab_size"], t.dropout))
     return run.Partial(llm.pretrain, model=model, data=data_module, trainer=trainer,
                        log=_log(dir, run_name, tb_root), optim=optim, resume=default_resume())
+
+
+def schedule_file(path: str, rung: str, overrides: Sequence[str] = (), num_nodes: int | None = None,
+                  num_gpus_per_node: int | None = None) -> dict[str, Any]:
+    """A schedule file (``--schedule FILE``) checked against the rung's steps (an open last interval runs to its end),
+    in the dict form ``pretrain_recipe(schedule=...)`` takes; errors name the file."""
+    from nemo_mlsl.data.schedule import MixtureSchedule
+
+    steps = load(rung, overrides, num_nodes=num_nodes, gpus_per_node=num_gpus_per_node).train.resolved_max_steps
+    return MixtureSchedule.load(path, steps).to_dict()
+
+
+def scheduled_blend(data: str, ratios: Any, schedule: Mapping[str, Any], within: str, seed: int, steps: int,
+                    t: TrainSettings, check_epochs: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A scheduled run's schedule (checked against the run's ``steps`` and the data; its dict form) and the blend
+    tables of the whole run (its steps-weighted mean ratios: the ``dataset_id`` table every interval maps into)."""
+    from nemo_mlsl.data.blend import BlendConfig, blend_paths
+    from nemo_mlsl.data.manifest import Manifest
+    from nemo_mlsl.data.schedule import MixtureSchedule, ScheduledBlend
+
+    if ratios is not None:
+        raise ConfigError("give ratios or schedule, not both (a schedule carries each interval's ratios)")
+    sched = MixtureSchedule.from_dict(schedule, steps, where="schedule")
+    config = BlendConfig({}, within, t.seq_length, seed, t.max_data_epochs)
+    scheduled = ScheduledBlend(Manifest.load(data), config, sched, t.global_batch_size, where="schedule")
+    if check_epochs:
+        scheduled.check_epochs()
+    blend = blend_paths(data, scheduled.family_ratios, within, normalize=True, seq_length=t.seq_length,
+                        max_epochs=t.max_data_epochs)
+    if blend["train_languages"] != scheduled.train_languages:  # the monitor reads the joined dataset's dataset_id
+        raise RuntimeError("the schedule's table of training datasets differs from its mean blend's")
+    return sched.to_dict(), blend
 
 
 def _log(dir: str | None, name: str, tb_root: str | None):

@@ -2,7 +2,8 @@
 
 It builds the same record as the CPU path (``mlsl train``): N, D, ratios, per-family and per-language
 losses, realized ratios from the blend's sample index, available tokens (for ATLAS's repetition term),
-the layer implementation, and the study's tags (``purpose``, ``phase``, ``mixture``)."""
+the layer implementation, a scheduled run's intervals with the shares each realised, and the study's tags
+(``purpose``, ``phase``, ``mixture``)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,15 @@ class NeMoRunRecord:
 
     def __call__(self, trainer) -> dict[str, Any] | None:
         from mlsl_nemo.callback import NeMoFamilyValidationCallback, NeMoMixtureMonitorCallback
+        from nemo_mlsl.data.schedule import schedule_record
 
         cb = next((c for c in trainer.callbacks if isinstance(c, NeMoFamilyValidationCallback)), None)
         if cb is None or cb.last is None:
             return None
         mon = next((c for c in trainer.callbacks if isinstance(c, NeMoMixtureMonitorCallback)), None)
         mix = mon.summary(trainer) if mon is not None else None
+        dm = getattr(trainer, "datamodule", None)
+        schedule = getattr(dm, "schedule", None)
         impl = getattr(getattr(trainer.lightning_module, "config", None), "mlsl_transformer_impl", None)
         tokens = trainer.global_step * self.tokens_per_step
         return {**self.fields, "D": tokens, "steps": trainer.global_step, "flops": self.flops_per_token * tokens,
@@ -39,4 +43,5 @@ class NeMoRunRecord:
                 "wall_time_s": round(time.time() - self.started, 3), "backend": "nemo",
                 **({"realized_ratios": {k.split("/")[1]: v for k, v in mix.items() if k.startswith("mixture/") and k.endswith("/ratio")}}
                    if mix else {}),
+                **({"schedule": schedule_record(schedule, dm.built)} if schedule is not None else {}),
                 **({"transformer_impl": impl} if impl else {}), **self.extra}

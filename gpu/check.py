@@ -9,7 +9,9 @@ failure does not waste the GPU's time):
    (``val_family/*``, ``val_language/*``, ``mixture/*``, ``fit/*`` after the third run).
 3. ``validation_cost``: validation wall time with and without the per-family callback.
 4. ``throughput``: tokens/s and MFU of the largest rung that fits one GPU, with the layer implementation used.
-5. ``study``: the default study's ``--quick`` variant on the NeMo backend, if time remains.
+5. ``schedule``: a 3-interval mixture schedule inside ``llm.pretrain`` on the GPU; asserts the record's intervals
+   realise each interval's shares (the samples drawn, by ``dataset_id``) and ``schedule.json`` was written.
+6. ``study``: the default study's ``--quick`` variant on the NeMo backend, if time remains.
 
 ``--dry`` builds every recipe and trainer of every phase without training (on any machine, no GPU).
 """
@@ -54,7 +56,8 @@ class Timer(pl.Callback):
         self.vals.append(time.perf_counter() - self._v)
 
 
-def build(rung: str, tag: str, steps: int, overrides=(), ratios=RATIOS, store=None, family_cb=True, checkpoints=False):
+def build(rung: str, tag: str, steps: int, overrides=(), ratios=RATIOS, store=None, family_cb=True, checkpoints=False,
+          schedule=None):
     import nemo_run as run
 
     from mlsl_nemo.recipe import pretrain_recipe
@@ -62,7 +65,7 @@ def build(rung: str, tag: str, steps: int, overrides=(), ratios=RATIOS, store=No
     d = WORK / f"run_{tag}"
     r = pretrain_recipe(rung, str(WORK / "data"), ratios, num_nodes=1, num_gpus_per_node=1, dir=str(d), name=tag,
                         overrides=list(overrides), store=store, max_steps=steps, law="family_power", report_dir=str(WORK / "fit"),
-                        record_extra={"purpose": "gpu-check"}, check_epochs=not DRY)
+                        record_extra={"purpose": "gpu-check"}, check_epochs=not DRY, schedule=schedule)
     if not family_cb:
         r.trainer.callbacks = [c for c in r.trainer.callbacks if "FamilyValidation" not in str(c.__fn_or_cls__)]
     r.trainer.callbacks.append(run.Config(Timer))
@@ -133,6 +136,29 @@ def throughput() -> dict:
     return throughput_figures(timer.steps, getattr(trainer.lightning_module.config, "mlsl_transformer_impl", None))
 
 
+def schedule() -> dict:
+    """Three intervals of 40 steps, the ratios changing at each boundary, on the small rung."""
+    steps = 120
+    sched = {"intervals": [{"until_step": 40, "ratios": RATIOS},
+                           {"until_step": 80, "ratios": {"amber": 0.1, "cobalt": 0.2, "jade": 0.3, "ruby": 0.4}},
+                           {"until_step": steps, "ratios": {"amber": 0.25, "cobalt": 0.25, "jade": 0.25, "ruby": 0.25}}]}
+    store = WORK / "schedule.jsonl"
+    recipe, d = build("atlas_s00", "schedule", steps, SMALL, None, store=str(store), schedule=sched)
+    trainer = execute(recipe)
+    if DRY:
+        return {"built": True, "intervals": len(sched["intervals"])}
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    rec = json.loads(store.read_text().splitlines()[-1])
+    got = rec["schedule"]["intervals"]
+    assert [(iv["start_step"], iv["until_step"]) for iv in got] == [(0, 40), (40, 80), (80, 120)], got
+    worst = max(abs(iv["realized"][f] - iv["ratios"][f]) for iv in got for f in iv["ratios"])
+    assert worst <= 4 / (40 * 32), f"an interval's realised share is {worst:.4f} off its target"
+    written = sorted(str(p.relative_to(d)) for p in d.rglob("schedule.json"))
+    assert written, f"no schedule.json under {d}"
+    return {"intervals": got, "worst_share_error": worst, "schedule_json": written, "family_loss": rec["family_loss"],
+            "step_s_median": sorted(timer.steps)[len(timer.steps) // 2] if timer.steps else None}
+
+
 def study() -> dict:
     from mlsl_nemo.study import NeMoBackend
     from nemo_mlsl.study.backend import InlineLauncher
@@ -154,6 +180,7 @@ def main() -> int:
     phase("plugins", plugins)
     phase("validation_cost", validation_cost)
     phase("throughput", throughput)
+    phase("schedule", schedule)
     if DRY or time.time() - T0 < BUDGET_S - 150:
         phase("study", study)
     else:

@@ -24,7 +24,8 @@ def test_every_phase_builds_dry(tmp_path):
     report = json.loads((tmp_path / "out" / "gpu_report.json").read_text())
     assert report["dry"] is True
     assert {k: v["ok"] for k, v in report["phases"].items()} == dict.fromkeys(
-        ["corpus", "plugins", "validation_cost", "throughput", "study"], True)
+        ["corpus", "plugins", "validation_cost", "throughput", "schedule", "study"], True)
+    assert report["phases"]["schedule"]["result"] == {"built": True, "intervals": 3}
     assert report["phases"]["study"]["result"]["phase1"] == 17 and report["phases"]["throughput"]["result"]["rung"] == "he2024_1b2"
 
 

@@ -99,7 +99,7 @@ def test_a_quick_adaptive_study_compares_the_arm_with_every_static_mixture(tmp_p
     history = a["history"]["0"]
     assert [h["step"] for h in history] == sorted(h["step"] for h in history) and len(history) >= len(intervals)
     assert 0 < a["compute"]["fraction_of_study"] < 1 and a["compute"]["wall_ratio"] > 0
-    assert_figure(out / "adaptive_ado.png")
+    assert_figure(out / "adaptive_ado.png", (6.4, 6.2))
     report = (out / "report.md").read_text()
     assert "## Adaptive mixture `adaptive:ado`" in report and "adaptive_ado.png" in report
     assert "adaptive:ado vs uniform" in proc.stdout and "of the study's training FLOPs" in proc.stdout

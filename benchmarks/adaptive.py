@@ -28,9 +28,8 @@ import lightning.pytorch as pl
 import torch
 
 from mlsl_lightning.train import TrainRequest, train
-from nemo_mlsl.data.prepare import PrepareConfig, prepare
-from nemo_mlsl.data.synth import SynthConfig, generate
 from nemo_mlsl.recipes import load
+from train_cpu import synthetic_data
 
 RATIOS = {"amber": 0.6, "cobalt": 0.25, "jade": 0.15}
 
@@ -68,10 +67,7 @@ def main() -> None:
     a = ap.parse_args()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp())
-    generate(SynthConfig(families=3, languages_per_family=2, docs=600, seed=0), tmp / "raw")
-    prepare(PrepareConfig(inputs=[str(tmp / "raw")], out=str(tmp / "data"), families_yaml=str(tmp / "raw/families.yaml"),
-                          vocab_size=512, progress=False))
-    data = str(tmp / "data")
+    data = synthetic_data(tmp)
     kinds = ["static", "static_val", "adaptive"]
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     for i in range(a.repeats):

@@ -93,13 +93,18 @@ class TrainTimer(pl.Callback):
         self.end = time.perf_counter()
 
 
-def main() -> None:
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    tmp = Path(tempfile.mkdtemp())
+def synthetic_data(tmp: Path) -> str:
+    """The benchmarks' corpus: 3 synthetic families x 2 languages, prepared under ``tmp``; its data directory."""
     generate(SynthConfig(families=3, languages_per_family=2, docs=600, seed=0), tmp / "raw")
     prepare(PrepareConfig(inputs=[str(tmp / "raw")], out=str(tmp / "data"), families_yaml=str(tmp / "raw/families.yaml"),
                           vocab_size=512, progress=False))
-    data = str(tmp / "data")
+    return str(tmp / "data")
+
+
+def main() -> None:
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    tmp = Path(tempfile.mkdtemp())
+    data = synthetic_data(tmp)
     timer = TrainTimer()
     res = train(TrainRequest(RUNG, data, RATIOS, str(tmp / "run"), max_steps=STEPS, progress=False, overrides=[f"train.val_every={STEPS}"],
                              extra_callbacks=[timer]))

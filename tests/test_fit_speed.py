@@ -221,7 +221,8 @@ def test_full_fit_objective_on_1000_runs_equals_the_fitter_before_the_speed_up(s
     tests/fixtures/fit_objectives.json (how they were made: tests/fixtures/make_fit_objectives.py; two runs identical).
     Within 1e-6 relative per target (measured: equal to the last bit), with two jobs. The laws that converge agree on
     any CPU; those that stop at the 500-iteration cap (``CAPPED``) are chaotic there (an ulp moves the objective by
-    ~1e-4) and are held to the fixture of this CPU kind (one per kind, each recording its numpy CPU features)."""
+    ~1e-4) and are held to the fixture of this CPU kind (one per kind, each recording its numpy CPU features and, since
+    the third, its OpenBLAS kernels: tests/fixtures/machine.py chooses)."""
     import json
     from pathlib import Path
 
@@ -229,11 +230,11 @@ def test_full_fit_objective_on_1000_runs_equals_the_fitter_before_the_speed_up(s
     from fit import grid_records
 
     sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-    from make_fit_objectives import blas_kernels, cpu_features
+    from machine import fixture_for, this_machine
 
     written = [json.loads(p.read_text()) for p in sorted((Path(__file__).parent / "fixtures").glob("fit_objectives*.json"))]
-    here = {"cpu_features": cpu_features(), "blas": blas_kernels()}
-    mine = next((doc for doc in written if all(doc.get(k) == v for k, v in here.items())), None)
+    here = this_machine()
+    mine = fixture_for(written)
     if mine is None and spec in CAPPED:
         # (machines with the same numpy features were seen to differ in OpenBLAS's kernel, and the capped objectives
         # with them by 9e-4: a fixture holds only where both match)

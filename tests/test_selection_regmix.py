@@ -6,13 +6,15 @@ the speed-ups (tests/fixtures/regmix_selection.json, written at commit a9edef9 b
         tests/fixtures/regmix_selection.json
 
 ), within 1e-6 relative, with two worker processes. One fixture per CPU kind the project's machines have
-(regmix_selection.json: AVX-512; regmix_selection_avx2.json: AVX2 without AVX-512); write another under a new
-name for a new kind.
+(regmix_selection.json: AVX-512; regmix_selection_avx2.json: AVX2 without AVX-512; regmix_selection_avx512_cooperlake.json:
+AVX-512 where OpenBLAS chose its Cooperlake kernel); write another under a new name for a new kind
+(tests/fixtures/machine.py says which one holds here).
 
 The chosen law (shukor_additive) stops at L-BFGS-B's 500-iteration cap on these runs, where its iterates are chaotic:
 one input moved by an ulp moves its held-out MAPE by ~1e-3 (so do ye_mixing's and some of loglinear's starts).
-Agreement to 1e-6 therefore needs the same arithmetic bit for bit, which holds on a CPU with the features of the one
-that wrote the fixture (it records them); on another, numpy's exp and log may round differently, and the test says
+Agreement to 1e-6 therefore needs the same arithmetic bit for bit, which holds on a CPU with the numpy features and the
+OpenBLAS kernels of the one that wrote the fixture (it records them; the first two fixtures predate the kernels'
+record and match on features alone); on another, numpy's exp and log or BLAS's products may round differently, and the test says
 so and asks for the fixture to be rewritten there with the command above rather than pass on a looser tolerance.
 """
 
@@ -51,16 +53,18 @@ def numbers(a, b, path=""):
 @pytest.mark.skipif(not (REGMIX / "train_mixture_1m.csv").is_file(), reason="the public RegMix runs are not on this machine")
 def test_regmix_selection_chooses_the_same_law_with_the_same_heldout_table_as_before_the_speed_up():
     sys.path.insert(0, str(FIXTURES))
-    from make_regmix_selection import cpu_features, regmix_train
+    from machine import fixture_for, this_machine
+    from make_regmix_selection import regmix_train
 
     from nemo_mlsl.fitting.observations import Observations
     from nemo_mlsl.fitting.selection import select_law
 
     written = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("regmix_selection*.json"))]
-    before = next((doc for doc in written if doc["cpu_features"] == cpu_features()), None)
+    before = fixture_for(written)
     if before is None:
-        pytest.skip(f"the fixtures' bits belong to CPUs with numpy features {[d['cpu_features'] for d in written]}; this "
-                    f"one has {cpu_features()}: write a fixture for it with the command in this module's docstring")
+        pytest.skip(f"the fixtures' bits belong to CPUs with numpy features and BLAS kernels "
+                    f"{[{k: d.get(k) for k in ('cpu_features', 'blas')} for d in written]}; this one has {this_machine()}: "
+                    "write a fixture for it with the command in this module's docstring")
     obs = Observations.from_records(regmix_train(REGMIX))
     now = select_law(obs, folds=5, seed=0, jobs=2).to_dict()
     assert now["chosen"] == before["selection"]["chosen"] == "shukor_additive"

@@ -1,11 +1,12 @@
-"""What adapting the mixture during a run costs (issue #26): `mlsl train --adaptive ado` against the same run
+"""What adapting the mixture during a run costs (issue #26): `mlsl train --adaptive ado` (or ``--policy law``) against the same run
 without adaptation, on the same data, rung, steps and seed, measured in the same process.
 
 Three runs, repeated ``--repeats`` times in alternating order (the best of each kept, as the runs differ only in what
 is measured):
 - ``static``: a fixed mixture, validating at the recipe's cadence (what a run without adaptation costs);
 - ``static, validating every interval``: the same, validating at every boundary the adaptive run has;
-- ``adaptive``: ADO-style decisions at every boundary (the policy's fits and the building of each next interval).
+- ``adaptive``: the policy's decisions at every boundary (``--policy``, default ``ado``: its fits and the building of each
+  next interval).
 
 The policy's overhead is adaptive / static-validating-every-interval (the same validations, the decisions added);
 the policy's own seconds per training step come from the run's record (``adaptive.decision_s``, timed around each
@@ -45,10 +46,10 @@ class TrainTimer(pl.Callback):
         self.end = time.perf_counter()
 
 
-def one_run(kind: str, data: str, out: Path, rung: str, steps: int, interval: int) -> dict[str, float]:
+def one_run(kind: str, data: str, out: Path, rung: str, steps: int, interval: int, policy: str = "ado") -> dict[str, float]:
     timer = TrainTimer()
     over = [] if kind == "static" else [f"train.val_every={interval}"]
-    extra = {"adaptive": "ado", "interval": interval} if kind == "adaptive" else {}
+    extra = {"adaptive": policy, "interval": interval} if kind == "adaptive" else {}
     res = train(TrainRequest(rung, data, RATIOS, str(out), max_steps=steps, progress=False, overrides=over, law=None,
                              extra_callbacks=[timer], seed=0, **extra))
     secs = timer.end - timer.start
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=196)
     ap.add_argument("--interval", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--policy", default="ado", help="the adaptive run's policy (the nemo_mlsl.policies registry)")
     a = ap.parse_args()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp())
@@ -72,7 +74,7 @@ def main() -> None:
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     for i in range(a.repeats):
         for kind in (kinds if i % 2 == 0 else kinds[::-1]):
-            rows[kind].append(one_run(kind, data, tmp / f"{kind}{i}", a.rung, a.steps, a.interval))
+            rows[kind].append(one_run(kind, data, tmp / f"{kind}{i}", a.rung, a.steps, a.interval, a.policy))
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in rows.items()}
     ad = best["adaptive"]
     t = load(a.rung).train
@@ -80,7 +82,7 @@ def main() -> None:
           f"({ad['decisions']} decisions), {torch.get_num_threads()} threads, best of {a.repeats}")
     print(f"static, validating every {t.val_every} steps:     {best['static']['per_step_s'] * 1000:8.1f} ms/step")
     print(f"static, validating every {a.interval} steps:       {best['static_val']['per_step_s'] * 1000:8.1f} ms/step")
-    print(f"adaptive (ado), every {a.interval} steps:          {ad['per_step_s'] * 1000:8.1f} ms/step")
+    print(f"adaptive ({a.policy}), every {a.interval} steps:          {ad['per_step_s'] * 1000:8.1f} ms/step")
     print(f"policy overhead: adaptive / static with the same validations = {ad['seconds'] / best['static_val']['seconds']:.3f}")
     print(f"  the policy's own time (decisions and building the next intervals): {ad['decision_s']:.3f} s = "
           f"{1000 * ad['decision_s'] / a.steps:.2f} ms/step, {100 * ad['decision_s'] / ad['seconds']:.2f}% of the run")

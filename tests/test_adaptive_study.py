@@ -15,7 +15,7 @@ from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.results import ResultsStore
 from nemo_mlsl.study.backend import RunSpec, train_arguments
 from nemo_mlsl.study.config import load_study
-from nemo_mlsl.study.plan import phase2, phase2_size
+from nemo_mlsl.study.plan import phase2, phase2_size, reconcile_arm
 from nemo_mlsl.study.runner import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,43 @@ def test_the_adaptive_arm_is_planned_on_the_confirmation_s_paired_seeds():
     args = train_arguments(spec)
     at = args.index("--adaptive")
     assert args[at:at + 8] == ["--adaptive", "ado", "--interval", "20", "--min-share", "0.02", "--smoothing", "0.5"]
+    assert "--max-change" not in args  # no step limit: the plan and its command line as before the option existed
+
+
+def test_the_law_policy_with_a_step_limit_is_planned_and_carried_to_the_command_line(tmp_path):
+    doc = yaml.safe_load(ADAPTIVE.read_text())
+    doc["adaptive"].update(policy="law", max_change=0.1, smoothing=0.0)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    cfg = load_study(path)
+    arm = [r for r in phase2(cfg, MIX, NPARAMS, seeds=3, adaptive_start=MIX["natural"]) if r.mixture == "adaptive:law"]
+    assert len(arm) == 3 and all(r.adaptive["max_change"] == 0.1 and r.adaptive["policy"] == "law" for r in arm)
+    args = train_arguments(RunSpec(run=arm[0], data="d", out="o", store="s", tb_root="t", report_dir="r"))
+    at = args.index("--adaptive")
+    assert args[at:at + 10] == ["--adaptive", "law", "--interval", "20", "--min-share", "0.02", "--smoothing", "0.0",
+                                "--max-change", "0.1"]
+    from mlsl_lightning.study_backend import adaptive_request
+
+    assert adaptive_request(arm[0].adaptive)["max_change"] == 0.1  # the in-process CPU backend's request too
+
+
+def test_a_resumed_study_re_plans_its_adaptive_arm_when_the_config_changes_it():
+    cfg = load_study(ADAPTIVE)
+    planned = phase2(cfg, MIX, NPARAMS, seeds=3, adaptive_start=MIX["natural"])
+    same, note = reconcile_arm(cfg, planned, NPARAMS, lambda: pytest.fail("no arm to plan"))
+    assert same == planned and note is None
+    law = dataclasses.replace(cfg, adaptive=dataclasses.replace(cfg.adaptive, policy="law", max_change=0.2))
+    runs, note = reconcile_arm(law, planned, NPARAMS, lambda: MIX["natural"])
+    assert [r for r in runs if not r.adaptive] == [r for r in planned if not r.adaptive]  # the static runs (and records) kept
+    arm = [r for r in runs if r.adaptive]
+    assert [r.seed for r in arm] == [0, 1, 2] and {r.mixture for r in arm} == {"adaptive:law"}
+    assert all(r.adaptive["max_change"] == 0.2 and r.ratios == MIX["natural"] for r in arm)
+    assert not {r.run_id for r in arm} & {r.run_id for r in planned}  # new runs, not the old arm's records
+    assert "adaptive:law" in note and "replaces the planned adaptive:ado" in note
+    static, note = reconcile_arm(dataclasses.replace(cfg, adaptive=None), planned, NPARAMS, lambda: pytest.fail("none"))
+    assert static == [r for r in planned if not r.adaptive] and "is not trained" in note
+    added, note = reconcile_arm(cfg, static, NPARAMS, lambda: MIX["natural"])
+    assert sorted(r.run_id for r in added) == sorted(r.run_id for r in planned) and "is added" in note
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -48,6 +85,7 @@ def test_the_adaptive_arm_is_planned_on_the_confirmation_s_paired_seeds():
     ("interval", 500, "below the confirmation run's 196 steps"),
     ("start", "unimax:x", "adaptive.start"),
     ("smoothing", 2, "adaptive.smoothing"),
+    ("max_change", 0, "adaptive.max_change must be in"),
 ])
 def test_a_bad_adaptive_arm_is_refused_at_load(tmp_path, key, value, message):
     doc = yaml.safe_load(ADAPTIVE.read_text())

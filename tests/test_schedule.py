@@ -301,7 +301,7 @@ def test_an_adaptive_run_decides_each_interval_and_resumes_to_the_same_samples(s
             assert abs(iv["realized"][fam] - iv["ratios"][fam]) <= 2 / 48
     assert ivs[1]["ratios"] != ratios and json.loads((tmp_path / "full" / "schedule.json").read_text())["intervals"][2]["reason"] == "ado"
     timing = {k: ref["adaptive"].pop(k) for k in ("decisions", "decision_s")}
-    assert ref["adaptive"] == {"policy": "ado", "interval": 6, "min_share": 0.1, "smoothing": 0.25}
+    assert ref["adaptive"] == {"policy": "ado", "interval": 6, "min_share": 0.1, "smoothing": 0.25, "max_change": 1.0}
     assert timing["decisions"] == 2 and timing["decision_s"] > 0  # the policy's own cost (benchmarks/adaptive.py)
     for stop, resumed_at in ((9, 8), (7, 6)):  # inside the second interval; at its boundary, before the checkpoint held its decision
         out = tmp_path / f"cut{stop}"
@@ -317,3 +317,28 @@ def test_an_adaptive_run_decides_each_interval_and_resumes_to_the_same_samples(s
         train(TrainRequest("cpu_100k", str(synth_data), ratios, str(tmp_path / "x"), **{**kw, "interval": None}))
     with pytest.raises(ConfigError, match="unknown policy 'nosuch'"):
         train(TrainRequest("cpu_100k", str(synth_data), ratios, str(tmp_path / "x"), **{**kw, "adaptive": "nosuch"}))
+
+
+def test_the_law_policy_runs_through_the_cli_within_its_step_limit_and_for_the_remaining_budget(synth_data, tmp_path):
+    """``mlsl train --adaptive law --max-change``: every decision sees the run's remaining tokens, records the optimum
+    of its fitted curves, and moves the mixture by at most the step limit (total variation)."""
+    out = tmp_path / "law"
+    run_cli("train", "--recipe", "cpu_15k", "--data", synth_data, "--ratios", "amber=0.5,cobalt=0.3,jade=0.2", "--out", out,
+            "--max-steps", "12", "--adaptive", "law", "--interval", "4", "--max-change", "0.05", "--smoothing", "0",
+            "--min-share", "0.1", "--law", "none", "--no-progress", "train.val_every=1", "train.val_samples_per_language=8")
+    res = json.loads((out / "result.json").read_text())
+    per_step = res["D"] / res["steps"]
+    ivs = res["schedule"]["intervals"]
+    assert [(iv["start_step"], iv["reason"]) for iv in ivs] == [(0, "initial"), (4, "law"), (8, "law")]
+    assert res["adaptive"]["policy"] == "law" and res["adaptive"]["max_change"] == 0.05
+    for before, iv in zip(ivs, ivs[1:]):
+        ev = iv["evidence"]
+        assert ev["remaining_tokens"] == (12 - iv["start_step"]) * per_step
+        assert set(ev["optimum"]) == {"amber", "cobalt", "jade"} and min(iv["ratios"].values()) >= 0.1 - 1e-9
+        tv = 0.5 * sum(abs(iv["ratios"][f] - before["ratios"][f]) for f in iv["ratios"])
+        tv_opt = 0.5 * sum(abs(ev["optimum"][f] - before["ratios"][f]) for f in iv["ratios"])
+        assert tv == pytest.approx(min(0.05, tv_opt), abs=1e-9)
+    proc = run_cli("train", "--recipe", "cpu_15k", "--data", synth_data, "--ratios", "amber=1", "--out", tmp_path / "x",
+                   "--max-steps", "4", "--adaptive", "law", "--interval", "2", "--max-change", "0", "--law", "none",
+                   "--no-progress", check=False)
+    assert proc.returncode == 2 and "--max-change must be in (0, 1]" in proc.stderr

@@ -30,7 +30,8 @@ def cmd_study(a: argparse.Namespace) -> int:
         if cfg.adaptive is not None:
             ad = cfg.adaptive
             print(f"  and the adaptive arm {ad.name}: at {cfg.confirm_rung} on the confirmation's paired seeds, from {ad.start}, "
-                  f"the {ad.policy} policy deciding every {ad.interval} steps (min share {ad.min_share}, smoothing {ad.smoothing})")
+                  f"the {ad.policy} policy deciding every {ad.interval} steps (min share {ad.min_share}, smoothing {ad.smoothing}"
+                  + (f", at most {ad.max_change} of the mixture moved per decision" if ad.max_change < 1 else "") + ")")
         for r in runs:
             print(f"  {r.run_id:<44} {r.rung:<9} N={r.N:>10,} D={r.tokens:>10,} " + " ".join(f"{f}={p:.3f}" for f, p in r.ratios.items()))
         power_lines, _ = study.dry_run_power(plan)

@@ -45,7 +45,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise ConfigError("give the run's family ratios (--ratios fam=p,...) or a mixture schedule (--schedule FILE), "
                           + ("not both" if a.ratios else "one of them"))
     if a.adaptive is None:
-        given = [f for f, v in (("--interval", a.interval), ("--min-share", a.min_share), ("--smoothing", a.smoothing))
+        given = [f for f, v in (("--interval", a.interval), ("--min-share", a.min_share), ("--smoothing", a.smoothing),
+                                            ("--max-change", a.max_change))
                  if v is not None]
         if given:
             raise ConfigError(f"{', '.join(given)} set(s) an --adaptive run; give --adaptive POLICY (e.g. ado) or leave "
@@ -82,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--interval", type=positive_int, metavar="STEPS", help="with --adaptive: the steps of each interval")
     s.add_argument("--min-share", type=float, help="with --adaptive: every family's least share (default 0.02)")
     s.add_argument("--smoothing", type=float, help="with --adaptive: weight of the previous ratios in the next (default 0.5)")
+    s.add_argument("--max-change", type=float, help="with --adaptive: the most one decision moves the ratios, as a total "
+                                                    "variation 1/2 sum|next - previous| in (0, 1] (default 1: no limit)")
     s.add_argument("--out", required=True)
     s.add_argument("--within", default="natural")
     s.add_argument("--max-steps", type=int)

@@ -1,5 +1,5 @@
 """Mixture policies: the ratios of a schedule's next interval, decided from the run's own validation history
-(``nemo_mlsl.policies`` registry; ``ado`` built in). A policy sees only the fixed validation set's per-family losses
+(``nemo_mlsl.policies`` registry; ``ado`` and ``law`` built in). A policy sees only the fixed validation set's per-family losses
 (``ValidationPoint``), never training losses, and returns the next ratios with the evidence behind them, which the
 schedule keeps as that interval's ``reason`` and ``evidence``.
 
@@ -35,6 +35,8 @@ class PolicyContext:
     min_share: float = 0.02  # every family keeps at least this share
     max_share: Mapping[str, float] = field(default_factory=dict)  # per family (e.g. its data cap); absent: 1
     smoothing: float = 0.5  # weight of the previous ratios in the next ones
+    max_change: float = 1.0  # the most a decision moves the ratios (total variation, 1/2 sum |next - previous|); 1: no limit
+    remaining_tokens: float | None = None  # the run's tokens after this boundary (None: not known to the caller)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,17 @@ def project(raw: Mapping[str, float], lo: float, hi: Mapping[str, float] | None 
     return {f: v / total for f, v in out.items()}
 
 
+def limit_change(previous: Mapping[str, float], ratios: Mapping[str, float], ctx: PolicyContext) -> dict[str, float]:
+    """``ratios`` moved back toward ``previous`` along the line between them until the total variation between the two
+    is at most ``ctx.max_change``, then onto the bounds (a data cap binds even where it forces a larger move)."""
+    tv = 0.5 * sum(abs(float(ratios[f]) - float(previous[f])) for f in ratios)
+    if tv <= ctx.max_change:
+        return dict(ratios)
+    s = ctx.max_change / tv
+    return project({f: float(previous[f]) + s * (float(ratios[f]) - float(previous[f])) for f in ratios}, ctx.min_share,
+                   ctx.max_share)
+
+
 def policy(name: str) -> Callable[[PolicyContext], Decision]:
     """The registered policy ``name`` (a named error for unknown names)."""
     fn = POLICIES.get(name)
@@ -86,3 +99,5 @@ def check_context(ctx: PolicyContext) -> None:
         raise ConfigError(f"min_share must be in [0, 1), got {ctx.min_share}")
     if not 0 <= ctx.smoothing <= 1:
         raise ConfigError(f"smoothing must be in [0, 1], got {ctx.smoothing}")
+    if not 0 < ctx.max_change <= 1:
+        raise ConfigError(f"max_change must be in (0, 1] (a total variation between two mixtures), got {ctx.max_change}")

@@ -66,6 +66,8 @@ def train_arguments(spec: RunSpec, backend: Sequence[str] = (), extra: Sequence[
     if r.adaptive:  # an adaptive arm: its policy decides every interval from --ratios on
         args += ["--adaptive", str(r.adaptive["policy"]), "--interval", str(r.adaptive["interval"]),
                  "--min-share", repr(float(r.adaptive["min_share"])), "--smoothing", repr(float(r.adaptive["smoothing"]))]
+        if "max_change" in r.adaptive:
+            args += ["--max-change", repr(float(r.adaptive["max_change"]))]
     for key, value in spec.tags.items():
         args += ["--tag", f"{key}={value}"]
     return args + list(spec.overrides)  # last: recipe overrides are the command's positional arguments

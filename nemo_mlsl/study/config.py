@@ -78,7 +78,8 @@ class AdaptiveConfig:
     """An adaptive arm of the confirmation (``adaptive:`` in a study config): at the largest rung, with the same paired
     seeds as the optimum and the baselines, one run that starts on the mixture ``start`` and lets ``policy`` (the
     ``nemo_mlsl.policies`` registry) decide its ratios every ``interval`` steps from its own validation history,
-    every family keeping ``min_share``; ``smoothing`` is the previous ratios' weight in each decision. The report
+    every family keeping ``min_share``; ``smoothing`` is the previous ratios' weight in each decision and
+    ``max_change`` the most one decision moves the ratios (total variation; 1, the default: no limit). The report
     compares it with every static mixture trained there (the optimum, the baselines) by the same paired test."""
 
     policy: str = "ado"
@@ -86,6 +87,7 @@ class AdaptiveConfig:
     interval: int = 20
     min_share: float = 0.02
     smoothing: float = 0.5
+    max_change: float = 1.0
 
     @property
     def name(self) -> str:
@@ -93,7 +95,9 @@ class AdaptiveConfig:
         return f"adaptive:{self.policy}"
 
     def settings(self) -> dict[str, Any]:
-        return {"policy": self.policy, "interval": self.interval, "min_share": self.min_share, "smoothing": self.smoothing}
+        limit = {} if self.max_change == 1.0 else {"max_change": self.max_change}  # (plans without a limit as before)
+        return {"policy": self.policy, "interval": self.interval, "min_share": self.min_share, "smoothing": self.smoothing,
+                **limit}
 
     def validate(self, confirm_steps: int) -> None:
         from nemo_mlsl.registry import POLICIES
@@ -108,6 +112,8 @@ class AdaptiveConfig:
         if not 0 <= self.min_share < 1 or not 0 <= self.smoothing <= 1:
             raise ConfigError(f"adaptive.min_share must be in [0, 1) and adaptive.smoothing in [0, 1]; got {self.min_share}, "
                               f"{self.smoothing}")
+        if not 0 < self.max_change <= 1:
+            raise ConfigError(f"adaptive.max_change must be in (0, 1] (a total variation; 1: no limit), got {self.max_change}")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from nemo_mlsl.data.manifest import write_json_atomic
 from nemo_mlsl.errors import ConfigError
@@ -90,22 +90,51 @@ def phase2(cfg: StudyConfig, mixtures: Mapping[str, Mapping[str, float]], n_para
     arms = len(mixtures) + (cfg.adaptive is not None)
     seeds = confirm_seeds(cfg, n_params, arms) if seeds is None else seeds
     runs = []
-
-    def add(purpose: str, rung: str, k: int, name: str, r: Mapping[str, float], adaptive: dict[str, Any] | None = None) -> None:
-        slug = name.replace(":", "").replace(".", "p")
-        rid = f"{purpose}-{rung}-{_tok(cfg.confirm_tokens)}-{slug}" + (f"-seed{cfg.seed + k}" if k else "")
-        runs.append(PlannedRun(rid, purpose, rung, cfg.confirm_tokens, dict(r), cfg.seed + k, n_params[rung], phase=2,
-                               mixture=name, adaptive=adaptive))
-
     for rung, purpose, n_seeds in ((naive_rung, "naive", 1), (cfg.confirm_rung, "confirm", seeds)):
         for k in range(n_seeds):
             for name, r in mixtures.items():
-                add(purpose, rung, k, name, r)
+                runs.append(_phase2_run(cfg, n_params, purpose, rung, k, name, r))
             if purpose == "confirm" and cfg.adaptive is not None:
                 if adaptive_start is None:
                     raise ValueError("phase2: a study with an adaptive arm needs its start mixture")
-                add(purpose, rung, k, cfg.adaptive.name, adaptive_start, cfg.adaptive.settings())
+                runs += adaptive_arm(cfg, n_params, [k], adaptive_start)
     return runs
+
+
+def _phase2_run(cfg: StudyConfig, n_params: Mapping[str, int], purpose: str, rung: str, k: int, name: str,
+                r: Mapping[str, float], adaptive: dict[str, Any] | None = None) -> PlannedRun:
+    slug = name.replace(":", "").replace(".", "p")
+    rid = f"{purpose}-{rung}-{_tok(cfg.confirm_tokens)}-{slug}" + (f"-seed{cfg.seed + k}" if k else "")
+    return PlannedRun(rid, purpose, rung, cfg.confirm_tokens, dict(r), cfg.seed + k, n_params[rung], phase=2, mixture=name,
+                      adaptive=adaptive)
+
+
+def adaptive_arm(cfg: StudyConfig, n_params: Mapping[str, int], seeds: Sequence[int],
+                 start: Mapping[str, float]) -> list[PlannedRun]:
+    """The adaptive arm's runs at the largest rung, one per confirmation seed offset in ``seeds``, from ``start``."""
+    assert cfg.adaptive is not None
+    return [_phase2_run(cfg, n_params, "confirm", cfg.confirm_rung, k, cfg.adaptive.name, start, cfg.adaptive.settings())
+            for k in seeds]
+
+
+def reconcile_arm(cfg: StudyConfig, planned: Sequence[PlannedRun], n_params: Mapping[str, int],
+                  start: Callable[[], Mapping[str, float]]) -> tuple[list[PlannedRun], str | None]:
+    """A resumed study's planned phase 2 with the adaptive arm of the config as it is now: the static runs as planned
+    (their records stay valid), the arm re-planned on the same paired seeds where the config's ``adaptive:`` changed
+    (another policy or settings: a new arm, whose runs have their own ids; the old arm's records stay in the store),
+    added where the config gained one, and dropped where it lost it. ``start``: the arm's first mixture (only asked for
+    when an arm is planned). Also a line saying what changed (None: nothing)."""
+    static = [r for r in planned if not r.adaptive]
+    arm = [r for r in planned if r.adaptive]
+    if cfg.adaptive is None:
+        return static, (f"the config has no adaptive arm: the planned {arm[0].mixture} is not trained" if arm else None)
+    if arm and all(r.mixture == cfg.adaptive.name and r.adaptive == cfg.adaptive.settings() for r in arm):
+        return list(planned), None
+    seeds = sorted({r.seed - cfg.seed for r in static if r.purpose == "confirm" and r.rung == cfg.confirm_rung})
+    new = adaptive_arm(cfg, n_params, seeds, start())
+    what = f"replaces the planned {arm[0].mixture} ({arm[0].adaptive})" if arm else "is added to the planned phase 2"
+    return static + new, (f"the adaptive arm {cfg.adaptive.name} ({cfg.adaptive.settings()}) {what}, on the paired seeds "
+                          f"{[cfg.seed + k for k in seeds]}; records of other arms stay in the store")
 
 
 def phase2_size(cfg: StudyConfig, n_params: Mapping[str, int] | None = None) -> int:

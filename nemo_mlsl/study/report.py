@@ -464,7 +464,8 @@ def _markdown(cfg, s: Mapping[str, Any], fit_doc, manifest: Manifest, files, ind
         L += [f"## Adaptive mixture `{name}`", "",
               f"One run per paired seed at {cfg.confirm_rung} (D={cfg.confirm_tokens:,}) that starts on `{cfg.adaptive.start}` and "
               f"lets the `{st.get('policy')}` policy choose the next {st.get('interval')} steps' ratios at every boundary from its "
-              f"own validation history (minimum share {st.get('min_share')}, smoothing {st.get('smoothing')}). Compared with every "
+              f"own validation history (minimum share {st.get('min_share')}, smoothing {st.get('smoothing')}"
+              f"{'' if st.get('max_change', 1.0) >= 1 else ', at most ' + str(st.get('max_change')) + ' moved per decision'}). Compared with every "
               "static mixture by the paired test above, the adaptive run as the reference: a positive difference means the "
               "adaptive run's total loss was lower.", ""]
         L += _table(["vs", "seeds", "observed difference", "2σ band", "detectable", "verdict"],

@@ -119,7 +119,11 @@ class Study:
         old = planning.load_runs(plan_path) if plan_path.exists() else []
         if old:
             planning.check_same([r for r in old if r.phase == 1], runs1)
-        return {"phase1": runs1, "phase2": [r for r in old if r.phase == 2], "manifest": manifest, "n_params": nparams}
+        runs2, note = [r for r in old if r.phase == 2], None
+        if runs2:  # a resumed study's adaptive arm follows the config (another policy: a new arm on the same seeds)
+            runs2, note = planning.reconcile_arm(self.cfg, runs2, nparams, lambda: adaptive_start(
+                self.cfg, manifest.family_tokens("train"), float(self.cfg.confirm_tokens), self.phase2_caps(manifest, nparams)))
+        return {"phase1": runs1, "phase2": runs2, "manifest": manifest, "n_params": nparams, "note": note}
 
     def run(self, resume: bool = False, dry_run: bool = False) -> dict[str, Any]:
         """The study (``dry_run``: its plan). A study holds its directory for its whole life: a second process on the same
@@ -145,6 +149,8 @@ class Study:
         manifest, nparams, runs1, runs2 = plan["manifest"], plan["n_params"], plan["phase1"], plan["phase2"]
         plan_path = out / "plan.json"
         planning.save(plan_path, self.cfg, runs1 + runs2)
+        if plan["note"]:
+            self.log(plan["note"])
         recorded = self.store.run_ids() & {r.run_id for r in runs1 + runs2}
         bar = StudyProgress(len(runs1) + (len(runs2) or planning.phase2_size(self.cfg, nparams)), self.progress, self.log, len(recorded))
         self._execute(runs1, manifest, bar, phase=1)

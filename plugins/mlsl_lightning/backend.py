@@ -19,7 +19,7 @@ def _train(a: argparse.Namespace) -> dict:
     from nemo_mlsl.cli.common import ratios_arg, tags
 
     result = train(TrainRequest(recipe=a.recipe, data=a.data, ratios=ratios_arg(a.ratios), schedule=a.schedule, adaptive=a.adaptive,
-                                interval=a.interval, out=a.out, **{k: getattr(a, k) for k in ('min_share', 'smoothing') if getattr(a, k) is not None}, overrides=a.overrides,
+                                interval=a.interval, out=a.out, **{k: getattr(a, k) for k in ('min_share', 'smoothing', 'max_change') if getattr(a, k) is not None}, overrides=a.overrides,
                                 within=a.within, max_steps=a.max_steps, tokens=a.tokens, seed=a.seed, resume=a.resume,
                                 init_from=a.init_from, normalize=a.normalize, store=a.store, law=None if a.law == "none" else a.law,
                                 run_id=a.run_id, tb_root=a.tb_root, report_dir=a.report_dir, bootstrap=a.bootstrap,

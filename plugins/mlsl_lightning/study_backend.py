@@ -18,7 +18,7 @@ def adaptive_request(settings: dict[str, Any] | None) -> dict[str, Any]:
     if not settings:
         return {}
     return {"adaptive": settings["policy"], "interval": int(settings["interval"]), "min_share": float(settings["min_share"]),
-            "smoothing": float(settings["smoothing"])}
+            "smoothing": float(settings["smoothing"]), "max_change": float(settings.get("max_change", 1.0))}
 
 
 class CPUBackend:

@@ -50,6 +50,7 @@ class TrainRequest:
     interval: int | None = None  # with adaptive: steps per interval (the first one trains on ratios)
     min_share: float = 0.02
     smoothing: float = 0.5
+    max_change: float = 1.0  # with adaptive: the most one decision moves the ratios (total variation; 1: no limit)
 
 
 def _schedule(recipe: Recipe, req: TrainRequest) -> "tuple[MixtureSchedule | None, int, str | None]":
@@ -68,6 +69,9 @@ def _schedule(recipe: Recipe, req: TrainRequest) -> "tuple[MixtureSchedule | Non
             raise ConfigError("--adaptive needs --interval STEPS >= 1: the steps of each interval, one decision per boundary")
         if not 0 <= req.min_share < 1 or not 0 <= req.smoothing <= 1:
             raise ConfigError(f"--min-share must be in [0, 1) and --smoothing in [0, 1]; got {req.min_share}, {req.smoothing}")
+        if not 0 < req.max_change <= 1:
+            raise ConfigError(f"--max-change must be in (0, 1] (the total variation one decision may move the ratios by; "
+                              f"1: no limit); got {req.max_change}")
         steps = _steps(recipe, req)
         return MixtureSchedule.one_interval(req.ratios, min(req.interval, steps), reason="initial"), steps, None
     if req.interval is not None:
@@ -222,7 +226,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
     hparams = {**{f"ratio/{k}": v for k, v in ratios.items()}, "N": counts.non_embedding, "D": steps * tokens_per_step,
                "recipe": recipe.name, "seed": req.seed}
     adaptive_cb = (AdaptiveMixtureCallback(dm, req.adaptive, policy(req.adaptive), req.interval, steps, out / "metrics.jsonl",
-                                           out / SCHEDULE_FILE, req.min_share, req.smoothing) if dm.adaptive else None)
+                                           out / SCHEDULE_FILE, req.min_share, req.smoothing, req.max_change) if dm.adaptive else None)
     callbacks = [
         fam_cb,
         ScheduleCallback(dm),
@@ -258,7 +262,7 @@ def train(req: TrainRequest) -> dict[str, Any]:
             **({"init_from": str(init)} if init is not None else {}),
             **({"schedule": schedule_record(dm)} if schedule is not None else {}),
             **({"adaptive": {"policy": req.adaptive, "interval": req.interval, "min_share": req.min_share,
-                             "smoothing": req.smoothing, "decisions": adaptive_cb.decisions,
+                             "smoothing": req.smoothing, "max_change": req.max_change, "decisions": adaptive_cb.decisions,
                              "decision_s": round(adaptive_cb.seconds, 4)}} if adaptive_cb is not None else {}),
             **req.extra_record,
         }

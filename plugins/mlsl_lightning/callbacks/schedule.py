@@ -41,11 +41,11 @@ class AdaptiveMixtureCallback(pl.Callback):
     schedule is rewritten (``schedule.json``). A run resumed at a boundary decides there again, from the same history."""
 
     def __init__(self, dm: Any, name: str, policy: Callable, interval: int, max_steps: int, metrics: str | Path,
-                 schedule_path: str | Path, min_share: float, smoothing: float):
+                 schedule_path: str | Path, min_share: float, smoothing: float, max_change: float = 1.0):
         self.dm, self.name, self.policy = dm, name, policy
         self.interval, self.max_steps = int(interval), int(max_steps)
         self.metrics, self.schedule_path = Path(metrics), Path(schedule_path)
-        self.min_share, self.smoothing = float(min_share), float(smoothing)
+        self.min_share, self.smoothing, self.max_change = float(min_share), float(smoothing), float(max_change)
         self.seconds, self.decisions = 0.0, 0  # the policy's cost: its decisions and the building of each next interval
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -93,7 +93,9 @@ class AdaptiveMixtureCallback(pl.Callback):
         cap = dm.blend.config.max_epochs
         max_share = {f: min(1.0, max(0.0, cap * tokens[f] - drawn[f]) / need) for f in drawn}
         prev = dm.scheduled.interval_blends[-1].family_ratios
-        decision = self.policy(PolicyContext(self.history(step), prev, self.min_share, max_share, self.smoothing))
+        remaining = (self.max_steps - step) * dm.global_batch_size * seq
+        decision = self.policy(PolicyContext(self.history(step), prev, self.min_share, max_share, self.smoothing,
+                                             self.max_change, float(remaining)))
         dm.extend(decision.ratios, until, self.name, {**decision.evidence, "max_share": max_share})
         self.seconds += time.perf_counter() - t0
         self.decisions += 1

@@ -76,6 +76,9 @@ def test_a_resumed_study_re_plans_its_adaptive_arm_when_the_config_changes_it():
     assert "adaptive:law" in note and "replaces the planned adaptive:ado" in note
     static, note = reconcile_arm(dataclasses.replace(cfg, adaptive=None), planned, NPARAMS, lambda: pytest.fail("none"))
     assert static == [r for r in planned if not r.adaptive] and "is not trained" in note
+    with pytest.raises(ConfigError, match=r"adaptive: the arm adaptive:ado was planned with .* use a new --out"):
+        reconcile_arm(dataclasses.replace(cfg, adaptive=dataclasses.replace(cfg.adaptive, smoothing=0.1)), planned, NPARAMS,
+                      lambda: MIX["natural"])
     added, note = reconcile_arm(cfg, static, NPARAMS, lambda: MIX["natural"])
     assert sorted(r.run_id for r in added) == sorted(r.run_id for r in planned) and "is added" in note
 

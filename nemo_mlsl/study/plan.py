@@ -121,7 +121,8 @@ def reconcile_arm(cfg: StudyConfig, planned: Sequence[PlannedRun], n_params: Map
                   start: Callable[[], Mapping[str, float]]) -> tuple[list[PlannedRun], str | None]:
     """A resumed study's planned phase 2 with the adaptive arm of the config as it is now: the static runs as planned
     (their records stay valid), the arm re-planned on the same paired seeds where the config's ``adaptive:`` changed
-    (another policy or settings: a new arm, whose runs have their own ids; the old arm's records stay in the store),
+    (another policy: a new arm, whose runs have their own ids; the old arm's records stay in the store; the same
+    policy with other settings is refused, its run ids being the old ones),
     added where the config gained one, and dropped where it lost it. ``start``: the arm's first mixture (only asked for
     when an arm is planned). Also a line saying what changed (None: nothing)."""
     static = [r for r in planned if not r.adaptive]
@@ -130,6 +131,10 @@ def reconcile_arm(cfg: StudyConfig, planned: Sequence[PlannedRun], n_params: Map
         return static, (f"the config has no adaptive arm: the planned {arm[0].mixture} is not trained" if arm else None)
     if arm and all(r.mixture == cfg.adaptive.name and r.adaptive == cfg.adaptive.settings() for r in arm):
         return list(planned), None
+    if any(r.mixture == cfg.adaptive.name for r in arm):  # same policy, other settings: the run ids would collide
+        raise ConfigError(f"adaptive: the arm {cfg.adaptive.name} was planned with {arm[0].adaptive}, the config now asks "
+                          f"for {cfg.adaptive.settings()}; its runs (and records) keep their ids, so --resume cannot "
+                          "train it again with other settings: use a new --out, or the old settings")
     seeds = sorted({r.seed - cfg.seed for r in static if r.purpose == "confirm" and r.rung == cfg.confirm_rung})
     new = adaptive_arm(cfg, n_params, seeds, start())
     what = f"replaces the planned {arm[0].mixture} ({arm[0].adaptive})" if arm else "is added to the planned phase 2"

@@ -6,7 +6,7 @@ import pytest
 
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.policies import PolicyContext, ValidationPoint, policy, project
-from nemo_mlsl.policies.ado import fit_power
+from nemo_mlsl.policies.curves import fit_power
 from nemo_mlsl.registry import POLICIES
 
 PLANTED = {"amber": (2.0, 30.0, 0.5), "cobalt": (2.5, 0.2, 0.3), "jade": (1.5, 60.0, 0.6)}  # E, B, beta

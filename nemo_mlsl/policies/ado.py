@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from nemo_mlsl.policies import Decision, PolicyContext, check_context, limit_change, project
-from nemo_mlsl.policies.curves import MIN_POINTS, fit_curves, fit_power  # noqa: F401 - fit_power: the fit ado names
+from nemo_mlsl.policies.curves import MIN_POINTS, fit_curves
 
 
 def ado(ctx: PolicyContext) -> Decision:

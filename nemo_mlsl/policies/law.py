@@ -50,7 +50,9 @@ def remaining_optimum(fits: Mapping[str, Mapping[str, float]], tokens: Mapping[s
     live = [f for f in fams if c[f] > 0]
     if not live:  # no family's loss still falls: nothing to trade
         return project({f: 1.0 for f in fams}, lo, hi)
-    gain = lambda f, p: math.log(c[f]) - (fits[f]["beta"] + 1) * math.log(u[f] + p)  # noqa: E731 - log marginal gain
+    def gain(f: str, p: float) -> float:  # log of the marginal gain at share p
+        return math.log(c[f]) - (fits[f]["beta"] + 1) * math.log(u[f] + p)
+
     a = min(gain(f, hi[f]) for f in live) - 1.0  # every live family at its cap: the shares sum to >= 1
     b = max(gain(f, lo) for f in live) + 1.0  # every family at the floor: they sum to <= 1
     for _ in range(200):

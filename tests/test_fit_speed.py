@@ -38,7 +38,7 @@ def repeating_obs() -> Observations:
 CASES = [("atlas", "atlas", "t"), ("atlas:1", "atlas_repeat", "t"), ("atlas:2", "atlas_repeat", "u"),
          ("chinchilla:total", "separable", "total"), ("family_power", "separable", "f0"), ("joint_family", "separable", "f1"),
          ("loglinear", "cross", "f0"), ("shukor_additive", "cross", "f1"), ("shukor_joint", "cross", "f2"),
-         ("ye_mixing", "cross", "f0")]
+         ("ye_mixing", "cross", "f0"), ("transfer_family", "cross", "f1")]
 
 
 def case_data(kind: str) -> Observations:

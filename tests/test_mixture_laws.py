@@ -68,7 +68,7 @@ def close(got, want, rel=0.05):
 
 def test_the_cross_family_laws_are_registered_through_entry_points():
     assert {"ye_mixing", "shukor_additive", "shukor_joint", "loglinear"} <= set(LAWS.names())
-    for name in ("ye_mixing", "shukor_additive", "shukor_joint", "loglinear", "atlas"):
+    for name in ("ye_mixing", "shukor_additive", "shukor_joint", "loglinear", "atlas", "transfer_family"):
         assert LAWS.get(name).zero_shares
     assert not LAWS.get("family_power").zero_shares and not LAWS.get("joint_family").zero_shares
 
@@ -124,6 +124,49 @@ def atlas_records(seed=0, per=8):
                 recs.append({"run_id": f"r{len(recs)}", "N": N, "D": D, "ratios": {"t": p[0], "u": p[1], "v": p[2]},
                              "family_loss": losses})
     return recs
+
+
+TF = {"E": np.array([1.4, 1.7, 1.2]), "a": np.array([-0.8, -1.0, -0.6]), "alpha": np.array([0.3, 0.35, 0.28]),
+      "b": np.array([-0.5, -0.7, -0.9]), "beta": np.array([0.3, 0.32, 0.27]), "gamma": np.array([0.15, 0.25, 0.2]),
+      "tau": np.array([[1.0, 0.6, 0.0], [0.4, 1.0, 0.1], [0.05, 0.3, 1.0]])}  # tau[i, j]: what a share of j is worth to i
+
+
+def transfer_loss(N, D, P):
+    C = TF["E"] + np.exp(TF["a"]) * (N[:, None] / N0) ** -TF["alpha"] + np.exp(TF["b"]) * (D[:, None] / D0) ** -TF["beta"]
+    return C * (P @ TF["tau"].T) ** -TF["gamma"]
+
+
+def test_transfer_family_law_recovers_planted_parameters_with_zero_shares():
+    """He et al.'s joint law with an effective share p_i + Σ τ_ij p_j: finite at p_i = 0, every τ_ij and γ_i given
+    back (a τ of 0 and one of 0.05 told apart), the optimum the one a grid over the simplex finds."""
+    from nemo_mlsl.fitting.optimize import law_losses, optimal_general
+
+    obs = Observations.from_records(records(transfer_loss, seed=3))
+    lf = fit("transfer_family", obs)
+    for i, f in enumerate(FAMS):
+        p = lf.fits[f].params
+        for key in ("E", "alpha", "beta", "gamma"):
+            assert close(p[key], TF[key][i]), (f, key, p[key], TF[key][i])
+        for key in ("a", "b"):
+            assert p[key] == pytest.approx(TF[key][i], abs=0.02), (f, key)
+        for j, g in enumerate(FAMS):
+            if g != f:
+                assert p[f"tau[{g}]"] == pytest.approx(TF["tau"][i, j], abs=0.01), (f, g, p[f"tau[{g}]"])
+    doc = lf.to_dict()
+    opt = optimal_general(doc, N=1e8, D=1e9, objective="raw", min_ratio=0.01)
+    grid = [np.array([a, b, 1 - a - b]) for a in np.arange(0.01, 0.99, 0.01) for b in np.arange(0.01, 0.99, 0.01) if 1 - a - b >= 0.01 - 1e-9]
+    total = lambda P: sum(law_losses(doc, dict(zip(FAMS, P)), 1e8, 1e9).values())
+    best = min(grid, key=total)
+    got = np.array([opt["ratios"][f] for f in FAMS])
+    assert got == pytest.approx(best, abs=0.011) and total(got) <= total(best) + 1e-9
+
+
+def test_transfer_family_law_takes_only_training_families():
+    recs = records(transfer_loss, per=4)
+    for r in recs:
+        r["family_loss"]["task"] = 2.0 + r["ratios"]["f0"]  # evaluated on a task no run trains on
+    with pytest.raises(FitError, match=r"'transfer_family'.*'task' is no training family.*'loglinear'"):
+        fit("transfer_family", Observations.from_records(recs))
 
 
 def test_atlas_takes_a_target_with_no_share_of_its_own():
@@ -239,7 +282,7 @@ def test_cli_fit_atlas_on_several_families_and_zero_shares(tmp_path):
     assert "were left out" in ok.stdout
 
 
-@pytest.mark.parametrize("spec", ["atlas:1", "atlas:2", "ye_mixing", "shukor_additive", "shukor_joint", "loglinear"])
+@pytest.mark.parametrize("spec", ["atlas:1", "atlas:2", "ye_mixing", "shukor_additive", "shukor_joint", "loglinear", "transfer_family"])
 def test_analytic_jacobians_match_central_differences(spec):
     """In the parameters and in the shares (the optimizer's gradient), on runs with zero shares and repetition."""
     from nemo_mlsl.fitting.lawfit import make_law

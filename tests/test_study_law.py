@@ -107,3 +107,16 @@ def test_a_study_on_a_planted_cross_family_law_chooses_confirms_and_reports_it(t
     rep = (out / "report.md").read_text()
     assert f"**Law**: `{law['name']}`" in rep and "chosen by cross-validation" in rep and "## Law selection" in rep
     assert "95% bootstrap CI" in rep and "leave one family out" in rep
+
+    # Resumed under a config whose fit gives another optimum: refused by name, nothing recorded or reported changes;
+    # resumed under its own config: the same optimum, and plan.json keeps what phase 2 was planned with.
+    from nemo_mlsl.errors import ConfigError
+
+    kept = {p: (out / p).read_bytes() for p in ("results.jsonl", "report.md", "summary.json")}
+    changed = replace(cfg, objective=replace(cfg.objective, weights={"amber": 4.0}))
+    with pytest.raises(ConfigError, match=r"--resume: phase 2 was planned and trained on other mixtures.*optimal: planned"):
+        Study(changed, out, TransferBackend(), progress=False, log=lambda line: None).run(resume=True)
+    assert {p: (out / p).read_bytes() for p in kept} == kept
+    again = Study(cfg, out, TransferBackend(), progress=False, log=lambda line: None).run(resume=True)
+    assert again["optimal_ratios"] == s["optimal_ratios"]
+    assert json.loads((out / "plan.json").read_text())["power"] == power

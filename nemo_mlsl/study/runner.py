@@ -8,6 +8,7 @@ runs did not all record stops the study with their names, so nothing is fitted o
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,26 @@ def prepare_corpus(cfg: StudyConfig, out: Path, progress: bool = True) -> Manife
         inputs, families = [str(raw)], str(raw / "families.yaml")
     return prepare(PrepareConfig(inputs=list(inputs), out=str(out / "corpus" / "data"), families_yaml=families,
                                  vocab_size=c.vocab_size, workers=2, progress=progress))
+
+
+def check_phase2_mixtures(planned: Sequence[planning.PlannedRun], mixtures: Mapping[str, Mapping[str, float]]) -> None:
+    """A resumed study's phase 2 was planned on the mixtures of an earlier fit; the refit on the same phase-1 runs must
+    give the same optimum and baselines (it does, bit for bit, under the same config). Otherwise the recorded runs
+    would be reported as the new mixtures' runs: refused, naming what moved."""
+    moved = []
+    planned_mix = {r.mixture: r.ratios for r in planned if r.purpose in ("confirm", "naive") and r.adaptive is None}
+    for name in sorted(set(planned_mix) | set(mixtures)):
+        old, new = planned_mix.get(name), mixtures.get(name)
+        if old is None or new is None:
+            moved.append(f"{name}: {'not planned before' if old is None else 'no longer asked for'}")
+        elif any(abs(float(old.get(f, 0.0)) - float(new.get(f, 0.0))) > 1e-6 for f in set(old) | set(new)):
+            fmt = lambda r: ", ".join(f"{f} {float(r.get(f, 0.0)):.3f}" for f in sorted(r))
+            moved.append(f"{name}: planned {fmt(old)}, now {fmt(new)}")
+    if moved:
+        raise ConfigError("--resume: phase 2 was planned and trained on other mixtures than this config's fit gives ("
+                          + "; ".join(moved) + "): the objective, law, baselines or bootstrap changed since (fit/ now holds this config's fit; "
+                          "the study's report and records are unchanged). Resume with the config phase 2 was planned under, or "
+                          "run the changed study in a new --out")
 
 
 def phase2_mixtures(cfg: StudyConfig, optimal: Mapping[str, float], tokens: Mapping[str, int], D: float,
@@ -123,7 +144,10 @@ class Study:
         if runs2:  # a resumed study's adaptive arm follows the config (another policy: a new arm on the same seeds)
             runs2, note = planning.reconcile_arm(self.cfg, runs2, nparams, lambda: adaptive_start(
                 self.cfg, manifest.family_tokens("train"), float(self.cfg.confirm_tokens), self.phase2_caps(manifest, nparams)))
-        return {"phase1": runs1, "phase2": runs2, "manifest": manifest, "n_params": nparams, "note": note}
+        extra = {}  # what phase 2 was planned with (optimum, skipped baselines, power), kept while its runs are
+        if runs2:
+            extra = {k: v for k, v in json.loads(plan_path.read_text()).items() if k not in ("study", "config", "runs")}
+        return {"phase1": runs1, "phase2": runs2, "manifest": manifest, "n_params": nparams, "note": note, "extra": extra}
 
     def run(self, resume: bool = False, dry_run: bool = False) -> dict[str, Any]:
         """The study (``dry_run``: its plan). A study holds its directory for its whole life: a second process on the same
@@ -148,7 +172,7 @@ class Study:
         plan = self.plan()
         manifest, nparams, runs1, runs2 = plan["manifest"], plan["n_params"], plan["phase1"], plan["phase2"]
         plan_path = out / "plan.json"
-        planning.save(plan_path, self.cfg, runs1 + runs2)
+        planning.save(plan_path, self.cfg, runs1 + runs2, plan["extra"])
         if plan["note"]:
             self.log(plan["note"])
         recorded = self.store.run_ids() & {r.run_id for r in runs1 + runs2}
@@ -167,6 +191,8 @@ class Study:
                              title=f"Study {self.cfg.name}: fit", candidates=study_laws())
         if "selection" in rep.doc:
             bar.write(f"law selection chose {rep.doc['law']} (held-out table in {out / 'fit' / 'report.md'})")
+        if runs2:  # resumed: phase 2 was planned on an optimum that this refit must give again
+            check_phase2_mixtures(runs2, phase2_mixtures(self.cfg, rep.optimal["ratios"], fam_tokens, float(D), caps)[0])
         if not runs2:
             mixtures, skipped = phase2_mixtures(self.cfg, rep.optimal["ratios"], fam_tokens, float(D), caps)
             for name, why in skipped.items():

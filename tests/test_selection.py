@@ -132,3 +132,19 @@ def test_a_study_with_law_auto_fits_with_the_selected_law(tmp_path):
     assert LAWS.get(sel["chosen"]).separable  # the planted backend's law is He et al.'s: a separable law wins
     assert not (out / "fit_live").exists()  # with law: auto the runs are recorded without a per-run refit
     assert "## Law selection" in (out / "fit" / "report.md").read_text() and (out / "report.md").exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_bug_in_a_law_is_raised_as_itself_not_as_an_error_of_the_progress_line(monkeypatch, jobs):
+    """A law's own errors (FitError) score its fold as not fitted; any other exception is a bug and the selection
+    raises it (once found on RegMix's runs as an AttributeError of the progress line that hid a ValueError)."""
+    from nemo_mlsl.laws.ye_mixing import YeMixingLaw
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("planted bug")
+
+    monkeypatch.setattr(YeMixingLaw, "log_predict", broken)
+    monkeypatch.setattr(YeMixingLaw, "evaluator", broken)
+    obs = Observations.from_records(cross_records(ye_loss, per=4))
+    with pytest.raises((ValueError, RuntimeError), match="planted bug"):
+        select_law(obs, ["loglinear", "ye_mixing"], folds=2, jobs=jobs)

@@ -25,7 +25,7 @@ from nemo_mlsl.errors import ConfigError, FitError, MLSLError
 from nemo_mlsl.fitting.lawfit import LawFit, fit, make_law, regression_metrics
 from nemo_mlsl.fitting.observations import Observations
 from nemo_mlsl.laws.base import not_a_family_message
-from nemo_mlsl.fitting.parallel import check_jobs, raise_failed, run_tasks
+from nemo_mlsl.fitting.parallel import Failed, check_jobs, raise_failed, run_tasks
 from nemo_mlsl.fitting.progress import FitProgress
 from nemo_mlsl.registry import LAWS
 
@@ -266,9 +266,12 @@ def select_law(obs: Observations, laws: Sequence[str] | None = None, *, folds: i
         spec, name, f = tasks[i]
         results[tasks[i]] = res
         what = f"fold {f + 1}/{len(splits[name])}" if len(splits[name]) > 1 else "fit"
-        progress.step(f"{spec} {name} {what}: " + (f"{res.seconds:.1f} s" if not res.stage else f"not {'fitted' if res.stage == 'fit' else 'predicted'}"))
         left[spec] -= 1
-        if not left[spec]:
+        if isinstance(res, Failed):  # a bug in the law: raised once every task is back (see below)
+            progress.step(f"{spec} {name} {what}: failed ({res.kind})")
+            return
+        progress.step(f"{spec} {name} {what}: " + (f"{res.seconds:.1f} s" if not res.stage else f"not {'fitted' if res.stage == 'fit' else 'predicted'}"))
+        if not left[spec] and not any(isinstance(results[t], Failed) for t in tasks if t[0] == spec):
             score = next(s for s in scores if s.spec == spec)
             _score(score, splits, results)
             report(score)

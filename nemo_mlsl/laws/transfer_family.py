@@ -78,6 +78,7 @@ class TransferFamilyLaw(CrossFamilyLaw):
         tau = th[:, k + 1 :]
         s_raw = c["own"][None, :] + tau @ c["rest"].T
         s = np.maximum(s_raw, S_FLOOR)
+        C = np.broadcast_to(C, s.shape)  # one column where the runs vary neither N nor D
         logL = np.log(C) - gamma * np.log(s)
         return th, one, C, terms, gamma, tau, s, s_raw > S_FLOOR, logL
 

@@ -33,6 +33,7 @@ class BackendPlugin:
     schedules: bool = False  # its train takes mlsl train --schedule (a mixture that changes during the run)
     adaptive: bool = False  # its train takes mlsl train --adaptive POLICY (a schedule decided during the run)
     build_schedules: bool = False  # its build takes mlsl recipes build --schedule (a fixed schedule)
+    build_adaptive: bool = False  # its build takes mlsl recipes build --adaptive POLICY --interval STEPS
 
     def check_available(self) -> None:
         """A named error where this backend's framework is not installed here."""

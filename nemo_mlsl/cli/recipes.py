@@ -64,13 +64,34 @@ def cmd_recipes(a: argparse.Namespace) -> int:
 
 
 def check_mixture(a: argparse.Namespace, plugin: Any) -> None:
-    """A build's mixture: --ratios, or a fixed --schedule on a backend whose build takes one; --adaptive is refused by
-    name (an adaptive mixture is the CPU backend's for now)."""
+    """A build's mixture: --ratios, a fixed --schedule on a backend whose build takes one, or --adaptive POLICY
+    --interval STEPS (from --ratios) on a backend whose build trains an adaptive mixture."""
+    adaptive_flags = [f for f, v in (("--interval", a.interval), ("--min-share", a.min_share), ("--smoothing", a.smoothing),
+                                     ("--max-change", a.max_change)) if v is not None]
+    if a.adaptive is None and adaptive_flags:
+        raise ConfigError(f"{', '.join(adaptive_flags)} set(s) an --adaptive run; give --adaptive POLICY (e.g. ado) or "
+                          f"leave {adaptive_flags[0]} out")
     if a.adaptive is not None:
-        fixed = "; or give a fixed --schedule FILE" if plugin.build_schedules else ""
-        raise ConfigError(f"--adaptive: mlsl recipes build --backend {a.backend} trains no adaptive mixture yet; an adaptive "
-                          f"mixture trains on the CPU backend for now (mlsl train --backend cpu --adaptive POLICY --ratios "
-                          f"...){fixed}")
+        if not plugin.build_adaptive:
+            able = [n for n in BACKENDS.names() if backend(n, check=False).build_adaptive]
+            fixed = "; or give a fixed --schedule FILE" if plugin.build_schedules else ""
+            raise ConfigError(f"--adaptive: mlsl recipes build --backend {a.backend} trains no adaptive mixture yet; "
+                              f"--adaptive builds on: {', '.join(able)} (or mlsl train --backend cpu --adaptive POLICY)"
+                              f"{fixed}")
+        from nemo_mlsl.policies import policy
+
+        policy(a.adaptive)  # an unknown policy, by name
+        if a.schedule is not None or a.ratios is None:
+            raise ConfigError("--adaptive starts from --ratios (its first interval) and decides the next ones; give "
+                              "--ratios, not --schedule")
+        if a.interval is None:
+            raise ConfigError("--adaptive needs --interval STEPS >= 1: the steps of each interval, one decision per boundary")
+        if a.min_share is not None and not 0 <= a.min_share < 1 or a.smoothing is not None and not 0 <= a.smoothing <= 1:
+            raise ConfigError(f"--min-share must be in [0, 1) and --smoothing in [0, 1]; got {a.min_share}, {a.smoothing}")
+        if a.max_change is not None and not 0 < a.max_change <= 1:
+            raise ConfigError(f"--max-change must be in (0, 1] (the total variation one decision may move the ratios by; "
+                              f"1: no limit); got {a.max_change}")
+        return
     if a.schedule is None:
         return
     if not plugin.build_schedules:
@@ -93,7 +114,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--schedule", metavar="FILE", help="build: a fixed mixture schedule (YAML or JSON, as mlsl train "
                                                       "--schedule) instead of --ratios; its last interval ends at the "
                                                       "recipe's last step (backends whose build takes one: nemo, bridge)")
-    s.add_argument("--adaptive", metavar="POLICY", help="refused: an adaptive mixture trains on mlsl train --backend cpu")
+    s.add_argument("--adaptive", metavar="POLICY", help="build: a mixture that adapts during the run from --ratios: POLICY "
+                                                        "(e.g. ado) decides each next interval at its boundary's "
+                                                        "validation (backends whose build takes one: nemo)")
+    s.add_argument("--interval", type=positive_int, metavar="STEPS", help="with --adaptive: the steps of each interval")
+    s.add_argument("--min-share", type=float, help="with --adaptive: every family's least share (default 0.02)")
+    s.add_argument("--smoothing", type=float, help="with --adaptive: weight of the previous ratios in the next (default 0.5)")
+    s.add_argument("--max-change", type=float, help="with --adaptive: the most one decision moves the ratios (total "
+                                                    "variation; default 1: no limit)")
     s.add_argument("--within", default="natural")
     s.add_argument("--nodes", type=positive_int)
     s.add_argument("--gpus-per-node", type=positive_int)

@@ -176,6 +176,17 @@ def interval_seed(seed: int, k: int) -> int:
     return int.from_bytes(hashlib.sha256(f"mlsl-schedule/{int(seed)}/{k}".encode()).digest()[:4], "little") % (2**31 - 1)
 
 
+def drawn_family_tokens(manifest: Manifest, train_languages: Sequence[str], dataset_index: Any, samples: int,
+                        seq_length: int) -> dict[str, float]:
+    """Each family's tokens in the first ``samples`` samples of a joined dataset's ``dataset_index`` (an index into
+    ``train_languages``): what an adaptive run has drawn by a boundary (every backend's policy reads this)."""
+    fams = sorted(manifest.families)
+    fam_of_id = np.asarray([fams.index(manifest.family_of(l)) for l in train_languages], dtype=np.int64)
+    drawn = np.asarray(dataset_index[:samples], dtype=np.int64)
+    counts = np.bincount(fam_of_id[drawn], minlength=len(fams)) if len(drawn) else np.zeros(len(fams))
+    return {f: float(counts[i]) * seq_length for i, f in enumerate(fams)}
+
+
 class ScheduledDataset:
     """The intervals' megatron blends joined: sample ``i`` is interval ``k``'s sample ``i - start_k``, its
     ``dataset_id`` mapped into the run's one table of training datasets."""

@@ -84,6 +84,20 @@ def limit_change(previous: Mapping[str, float], ratios: Mapping[str, float], ctx
                    ctx.max_share)
 
 
+def boundary_decision(fn: Callable[[PolicyContext], Decision], history: Sequence[ValidationPoint],
+                      previous: Mapping[str, float], *, step: int, until: int, max_steps: int, tokens_per_step: int,
+                      drawn: Mapping[str, float], train_tokens: Mapping[str, float], max_epochs: float, min_share: float,
+                      smoothing: float, max_change: float) -> tuple[Decision, dict[str, float]]:
+    """An adaptive run's decision at the boundary ``step`` for the interval ``[step, until)`` (every backend's): each
+    family's largest share is what its data cap (``max_epochs`` x its training tokens, less the tokens ``drawn`` so far)
+    leaves for the interval's tokens. Returns the policy's decision and those caps (the interval's evidence keeps them)."""
+    need = (until - step) * tokens_per_step
+    max_share = {f: min(1.0, max(0.0, max_epochs * train_tokens[f] - drawn[f]) / need) for f in drawn}
+    remaining = (max_steps - step) * tokens_per_step
+    decision = fn(PolicyContext(history, previous, min_share, max_share, smoothing, max_change, float(remaining)))
+    return decision, max_share
+
+
 def policy(name: str) -> Callable[[PolicyContext], Decision]:
     """The registered policy ``name`` (a named error for unknown names)."""
     fn = POLICIES.get(name)

@@ -23,7 +23,7 @@ def _build(a: argparse.Namespace) -> int:
     schedule = _schedule(a)
     build = lambda check: pretrain_recipe(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
                                           num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides, store=a.store,
-                                          check_epochs=check, schedule=schedule)
+                                          check_epochs=check, schedule=schedule, adaptive=_adaptive(a))
     if a.dry_run:
         try:
             recipe = build(True)
@@ -48,6 +48,14 @@ def _schedule(a: argparse.Namespace) -> dict | None:
     return schedule_file(a.schedule, a.name, a.overrides, a.nodes, a.gpus_per_node)
 
 
+def _adaptive(a: argparse.Namespace) -> dict | None:
+    """``--adaptive POLICY --interval STEPS`` (and --min-share, --smoothing, --max-change) as the recipe's settings."""
+    if getattr(a, "adaptive", None) is None:
+        return None
+    return {"policy": a.adaptive, "interval": a.interval, "min_share": a.min_share, "smoothing": a.smoothing,
+            "max_change": a.max_change}
+
+
 def local_executor(run, parallel, nodes: int | None, gpus_per_node: int | None):
     """NeMo-Run's local executor (torchrun on this node) for the recipe's layout: one process per GPU. It starts no
     other node, so a run on several nodes (``--nodes`` or the recipe's ``num_nodes``) is refused, with where to run it."""
@@ -61,4 +69,4 @@ def local_executor(run, parallel, nodes: int | None, gpus_per_node: int | None):
 
 BACKEND = BackendPlugin(name="nemo", runs_label="NeMo runs", study=_study, build=_build, requires=("nemo.collections.llm",),
                         missing="needs NeMo 2 (nemo_toolkit 2.7.3 with nemo.collections.llm): pip install -e '.[nemo]' "
-                                "(make setup does)", build_schedules=True)
+                                "(make setup does)", build_schedules=True, build_adaptive=True)

@@ -153,3 +153,111 @@ class NeMoScheduleCallback(pl.Callback):
             return
         log_dir = AppState().log_dir or trainer.default_root_dir
         schedule.write(Path(log_dir) / SCHEDULE_FILE)
+
+
+ADAPTIVE_HISTORY_FILE = "adaptive_history.jsonl"
+
+
+class NeMoAdaptiveMixtureCallback(pl.Callback):
+    """An adaptive mixture on NeMo: at each boundary (every ``interval`` steps), at the end of the validation there,
+    the policy ``policy`` (``nemo_mlsl.policies``, as the CPU path's ``AdaptiveMixtureCallback``: the same
+    ``boundary_decision``) decides the next interval's ratios from the run's validation history, which the data module
+    then builds. The history is the per-family losses of ``NeMoFamilyValidationCallback.last`` (reduced over the
+    data-parallel ranks: the same on every rank, so every rank decides the same), kept here and in the log directory
+    (``adaptive_history.jsonl``); global rank 0 rewrites ``schedule.json`` after each decision.
+
+    A run resumed past its first interval is refused (its decisions are not in the checkpoint yet)."""
+
+    def __init__(self, policy: str, interval: int, max_steps: int, min_share: float = 0.02, smoothing: float = 0.5,
+                 max_change: float = 1.0):
+        from nemo_mlsl.policies import policy as get_policy
+
+        self.name, self.policy = policy, get_policy(policy)
+        self.interval, self.max_steps = int(interval), int(max_steps)
+        self.min_share, self.smoothing, self.max_change = float(min_share), float(smoothing), float(max_change)
+        self.losses: dict[int, dict[str, float]] = {}  # step -> family -> validation loss (the first validation of a step)
+        self.seconds, self.decisions = 0.0, 0
+
+    @staticmethod
+    def _dm(trainer):
+        dm = getattr(trainer, "datamodule", None)
+        if not getattr(dm, "adaptive", False):
+            raise RuntimeError("NeMoAdaptiveMixtureCallback needs an adaptive FamilyPreTrainingDataModule (adaptive=True)")
+        return dm
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from nemo_mlsl.errors import ConfigError
+
+        self._dm(trainer)
+        every = trainer.val_check_interval
+        if not isinstance(every, int) or every < 1 or self.interval % every:
+            raise ConfigError(f"adaptive interval: the trainer's val_check_interval ({every!r}) must divide the interval "
+                              f"({self.interval} steps): each decision reads the validation at its boundary; set "
+                              f"trainer.val_check_interval to {self.interval} or a divisor of it")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from nemo_mlsl.errors import ConfigError
+
+        dm = self._dm(trainer)
+        if trainer.global_step > dm.schedule.steps:
+            raise ConfigError(f"adaptive mixture: this run resumes at step {trainer.global_step}, past its first interval "
+                              f"(steps 0-{dm.schedule.steps}); resuming an adaptive NeMo run there is not supported yet: "
+                              "start it in a new log directory")
+
+    def _log_dir(self, trainer):
+        from pathlib import Path
+
+        from nemo.utils.app_state import AppState
+
+        return Path(AppState().log_dir or trainer.default_root_dir)
+
+    def history(self, dm, step: int) -> list:
+        from nemo_mlsl.data.schedule import drawn_family_tokens
+        from nemo_mlsl.policies import ValidationPoint
+
+        m, gbs = dm.scheduled.manifest, dm.data_sampler.global_batch_size
+        return [ValidationPoint(s, drawn_family_tokens(m, dm.scheduled.train_languages, dm.built.train.dataset_index,
+                                                       s * gbs, dm.seq_length), loss)
+                for s, loss in sorted(self.losses.items()) if s <= step]
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        import json
+
+        if trainer.sanity_checking:
+            return
+        fam_cb = next((c for c in trainer.callbacks if isinstance(c, NeMoFamilyValidationCallback)), None)
+        if fam_cb is None or fam_cb.last is None:
+            raise RuntimeError("NeMoAdaptiveMixtureCallback needs NeMoFamilyValidationCallback's per-family losses")
+        step = trainer.global_step
+        if step not in self.losses:
+            self.losses[step] = {f: float(v["loss"]) for f, v in fam_cb.last["families"].items()}
+            if trainer.global_rank == 0:
+                path = self._log_dir(trainer) / ADAPTIVE_HISTORY_FILE
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"step": step, "family_loss": self.losses[step]}, sort_keys=True) + "\n")
+        self._decide(trainer, step)
+
+    def _decide(self, trainer, step: int) -> None:
+        import time
+
+        from nemo_mlsl.data.schedule import SCHEDULE_FILE, drawn_family_tokens
+        from nemo_mlsl.policies import boundary_decision
+
+        dm = self._dm(trainer)
+        if step != dm.schedule.steps or step >= self.max_steps:
+            return
+        t0 = time.perf_counter()
+        m, gbs, seq = dm.scheduled.manifest, dm.data_sampler.global_batch_size, dm.seq_length
+        until = min(step + self.interval, self.max_steps)
+        drawn = drawn_family_tokens(m, dm.scheduled.train_languages, dm.built.train.dataset_index, step * gbs, seq)
+        decision, max_share = boundary_decision(
+            self.policy, self.history(dm, step), dm.scheduled.interval_blends[-1].family_ratios, step=step, until=until,
+            max_steps=self.max_steps, tokens_per_step=gbs * seq, drawn=drawn, train_tokens=m.family_tokens("train"),
+            max_epochs=dm.scheduled.config.max_epochs, min_share=self.min_share, smoothing=self.smoothing,
+            max_change=self.max_change)
+        dm.extend(decision.ratios, until, self.name, {**decision.evidence, "max_share": max_share})
+        self.seconds += time.perf_counter() - t0
+        self.decisions += 1
+        if trainer.global_rank == 0:
+            dm.schedule.write(self._log_dir(trainer) / SCHEDULE_FILE)

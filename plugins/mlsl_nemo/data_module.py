@@ -11,6 +11,12 @@ With ``schedule`` (a ``MixtureSchedule``'s dict form, which NeMo-Run serialises)
 ``ScheduledBlend``'s joined dataset instead of NeMo's blend: each interval's samples from megatron's own blend
 builder, sized by NeMo's global batch size, one ``dataset_id`` table for the run. NeMo's sampler reads it in
 order, so the samples of steps ``[start, until)`` are exactly that interval's.
+
+With ``adaptive=True`` the schedule holds only the first interval; ``NeMoAdaptiveMixtureCallback`` adds each next one at
+its boundary (``extend``). NeMo's sampler is sized when the loader is made, so the training dataset reports the run's
+whole length (``max_steps`` x the global batch) from the start, and a sample of an interval not decided yet is refused
+(``UndecidedSample``), never replaced. The recipe reads it with ``num_workers=0`` (a worker process would hold a copy
+made before the decisions).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from nemo.collections.llm.gpt.data.pre_training import PreTrainingDataModule
 from nemo_mlsl.data.blend import DEFAULT_MAX_EPOCHS, BlendConfig, ValidationWindow, validation_set
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.data.schedule import BuiltSchedule, MixtureSchedule, ScheduledBlend
+from nemo_mlsl.errors import ConfigError
 
 
 class FamilyPreTrainingDataModule(PreTrainingDataModule):
@@ -29,7 +36,8 @@ class FamilyPreTrainingDataModule(PreTrainingDataModule):
     and, for a scheduled run, ``schedule`` with the blend's ``within`` and ``max_data_epochs``."""
 
     def __init__(self, *args: Any, data_dir: str, val_samples_per_language: int, schedule: Mapping[str, Any] | None = None,
-                 within: str = "natural", max_data_epochs: float = DEFAULT_MAX_EPOCHS, **kwargs: Any):
+                 within: str = "natural", max_data_epochs: float = DEFAULT_MAX_EPOCHS, adaptive: bool = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.data_dir = data_dir
         self.val_samples_per_language = val_samples_per_language
@@ -38,6 +46,10 @@ class FamilyPreTrainingDataModule(PreTrainingDataModule):
         self.max_data_epochs = max_data_epochs
         self.schedule: MixtureSchedule | None = None  # the validated schedule, once built
         self.built: BuiltSchedule | None = None
+        self.adaptive = bool(adaptive)  # the schedule is the first interval; the policy's callback adds the next ones
+        self.scheduled: ScheduledBlend | None = None
+        if self.adaptive and self.schedule_spec is None:
+            raise ConfigError("an adaptive data module starts from a schedule holding its first interval")
 
     def build(self, trainer_max_steps: int, trainer_val_check_interval: int, trainer_limit_val_batches: Any,
               trainer_limit_test_batches: Any) -> None:
@@ -49,6 +61,8 @@ class FamilyPreTrainingDataModule(PreTrainingDataModule):
         else:
             self.built = self._build_schedule(trainer_max_steps)
             self._train_ds, fixed = self.built.train, self.built.validation
+            if self.adaptive:
+                self._train_ds = DecidedSamples(self.built, trainer_max_steps * self.data_sampler.global_batch_size)
             if self.create_attention_mask:
                 self._train_ds = _CausalMask(self._train_ds, self.seq_length)
         if self.create_attention_mask:  # NeMo asks for one where TransformerEngine is missing (megatron's local attention)
@@ -57,11 +71,56 @@ class FamilyPreTrainingDataModule(PreTrainingDataModule):
         self._test_ds = ValidationWindow(fixed, self.data_sampler.global_batch_size)
 
     def _build_schedule(self, max_steps: int) -> BuiltSchedule:
-        """The schedule checked against the trainer's ``max_steps`` and the data, its intervals built."""
-        self.schedule = MixtureSchedule.from_dict(self.schedule_spec, max_steps, where="schedule")
+        """The schedule checked against the trainer's ``max_steps`` and the data, its intervals built (an adaptive
+        run: its first interval, which must end by ``max_steps``)."""
+        self.schedule = MixtureSchedule.from_dict(self.schedule_spec, None if self.adaptive else max_steps, where="schedule")
+        if self.adaptive and self.schedule.steps > max_steps:
+            raise ConfigError(f"schedule: the adaptive run's first interval ends at step {self.schedule.steps}, after the "
+                              f"run's last ({max_steps}); lower the interval or raise max_steps")
         config = BlendConfig({}, self.within, self.seq_length, self.seed, self.max_data_epochs)
-        scheduled = ScheduledBlend(Manifest.load(self.data_dir), config, self.schedule, self.data_sampler.global_batch_size)
-        return scheduled.build(self.val_samples_per_language, self.index_mapping_dir)
+        self.scheduled = ScheduledBlend(Manifest.load(self.data_dir), config, self.schedule,
+                                        self.data_sampler.global_batch_size, open_ended=self.adaptive)
+        return self.scheduled.build(self.val_samples_per_language, self.index_mapping_dir)
+
+    def extend(self, ratios: Mapping[str, float], until_step: int, reason: str, evidence: Mapping[str, Any]):
+        """An adaptive run's next interval ``[current end, until_step)`` on ``ratios``, its samples built now."""
+        if not self.adaptive or self.scheduled is None:
+            raise RuntimeError("extend: only a built adaptive data module takes a next interval")
+        iv = self.scheduled.extend(ratios, until_step, reason, evidence, self.index_mapping_dir)
+        self.schedule = self.scheduled.schedule
+        return iv
+
+
+class UndecidedSample(RuntimeError):
+    """A sample of an interval the adaptive run's policy has not decided yet was asked for."""
+
+
+class DecidedSamples:
+    """An adaptive run's training samples: ``len`` is the whole run's (what NeMo's sampler is sized by); the samples of
+    the intervals decided so far are the joined dataset's, a later one is refused by name."""
+
+    def __init__(self, built: BuiltSchedule, length: int):
+        self.built, self.length = built, int(length)
+
+    @property
+    def dataset_index(self) -> Any:
+        return self.built.train.dataset_index  # the decided samples (the monitor reads the consumed ones)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, idx: int) -> dict:
+        idx = int(idx)
+        if not 0 <= idx < self.length:
+            raise IndexError(idx)
+        decided = len(self.built.train)
+        if idx >= decided:
+            gbs = self.built.global_batch_size
+            raise UndecidedSample(f"adaptive mixture: sample {idx} (step {idx // gbs}) was read before its interval was "
+                                  f"decided (decided: steps 0-{decided // gbs}); the next interval is decided at the "
+                                  "boundary's validation (val_check_interval must divide the interval), and an adaptive "
+                                  "run's loader must read no further ahead (num_workers=0)")
+        return self.built.train[idx]
 
 
 class _CausalMask:

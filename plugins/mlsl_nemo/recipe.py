@@ -72,6 +72,7 @@ def pretrain_recipe(
     check_epochs: bool = True,
     tb_root: str | None = None,
     schedule: Mapping[str, Any] | None = None,
+    adaptive: Mapping[str, Any] | None = None,
 ):
     """The full NeMo 2 pretraining recipe for one rung on the family blend.
 
@@ -82,7 +83,10 @@ def pretrain_recipe(
     ``TB_ROOT/<name>`` (a study's ``tb/``) instead of NeMo's ``DIR/tb_logs``. ``schedule`` (a ``MixtureSchedule``'s
     dict form, instead of ``ratios``; ``schedule_file`` reads one): training follows it to the run's last step; it is
     checked here against the run's steps and the data, written to the run's log directory as ``schedule.json`` and
-    kept in the run's record."""
+    kept in the run's record. ``adaptive`` (``{"policy": NAME, "interval": STEPS, "min_share": .., "smoothing": ..,
+    "max_change": ..}``, with ``ratios`` the first interval's): the mixture adapts during the run, the policy deciding
+    each next interval at its boundary's validation (``NeMoAdaptiveMixtureCallback``); the trainer validates at every
+    boundary (the recipe's ``val_every`` where it divides the interval, else every interval)."""
     import nemo_run as run
     from megatron.core.distributed import DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig
@@ -94,8 +98,8 @@ def pretrain_recipe(
 
     from mlsl_lightning.callbacks.scaling_law_fit import ScalingLawFitCallback
     from mlsl_nemo.data_module import FamilyPreTrainingDataModule
-    from mlsl_nemo.callback import (NeMoFamilyValidationCallback, NeMoHparamsCallback, NeMoMixtureMonitorCallback,
-                                    NeMoScheduleCallback)
+    from mlsl_nemo.callback import (NeMoAdaptiveMixtureCallback, NeMoFamilyValidationCallback, NeMoHparamsCallback,
+                                    NeMoMixtureMonitorCallback, NeMoScheduleCallback)
     from nemo_mlsl.data.blend import blend_paths, validation_batches
     from mlsl_nemo.record import NeMoRunRecord
 
@@ -106,7 +110,14 @@ def pretrain_recipe(
     gpus = num_gpus_per_node or recipe.parallel.gpus_per_node
     p, t = recipe.parallel, recipe.train
     steps = max_steps or t.resolved_max_steps
-    if schedule is not None:
+    settings = None
+    if adaptive is not None:
+        if schedule is not None:
+            raise ConfigError("adaptive: an adaptive run starts from ratios (its first interval) and decides the next "
+                              "ones; give ratios, not schedule")
+        settings = adaptive_settings(adaptive)
+        schedule, blend = adaptive_blend(data, ratios, settings["interval"], within, seed, steps, t, check_epochs)
+    elif schedule is not None:
         schedule, blend = scheduled_blend(data, ratios, schedule, within, seed, steps, t, check_epochs)
     else:
         blend = blend_paths(data, ratios, within, train_samples=steps * t.global_batch_size if check_epochs else None,
@@ -129,6 +140,8 @@ def pretrain_recipe(
     ]
     if schedule is not None:
         callbacks.append(run.Config(NeMoScheduleCallback))
+    if settings is not None:
+        callbacks.append(run.Config(NeMoAdaptiveMixtureCallback, max_steps=steps, **settings))
     if store:
         record = run.Config(NeMoRunRecord, run_id=run_name, recipe=recipe.name, N=counts.non_embedding, N_total=counts.total,
                             tokens_per_step=tokens_per_step, ratios=blend["family_ratios"], seed=seed,
@@ -143,17 +156,22 @@ def pretrain_recipe(
         ddp=run.Config(DistributedDataParallelConfig, check_for_nan_in_grad=True, grad_reduce_in_fp32=True,
                        overlap_grad_reduce=True, overlap_param_gather=True),
     )
+    val_every = t.val_every
+    if settings is not None and settings["interval"] % val_every:  # every boundary validates (the decision reads it)
+        val_every = settings["interval"]
     trainer = run.Config(
-        nl.Trainer, accelerator="gpu", devices=gpus, num_nodes=nodes, max_steps=steps, val_check_interval=min(t.val_every, steps),
+        nl.Trainer, accelerator="gpu", devices=gpus, num_nodes=nodes, max_steps=steps, val_check_interval=min(val_every, steps),
         limit_val_batches=limit_val, limit_test_batches=limit_val, log_every_n_steps=10, use_distributed_sampler=False,
         plugins=bf16_mixed(), callbacks=callbacks, strategy=strategy, num_sanity_val_steps=0,
     )
     data_module = run.Config(
         FamilyPreTrainingDataModule, paths=blend["paths"], seq_length=t.seq_length, global_batch_size=t.global_batch_size,
         micro_batch_size=t.micro_batch_size, tokenizer=nemo_tokenizer(blend["tokenizer_kind"], blend["tokenizer_model"]),
-        split=None, seed=seed, num_workers=2, index_mapping_dir=blend["cache_dir"], data_dir=str(data),
+        split=None, seed=seed, num_workers=0 if settings is not None else 2, index_mapping_dir=blend["cache_dir"],
+        data_dir=str(data),
         val_samples_per_language=t.val_samples_per_language,
         **({"schedule": schedule, "within": within, "max_data_epochs": t.max_data_epochs} if schedule is not None else {}),
+        **({"adaptive": True} if settings is not None else {}),
     )
     warm = min(0.5, t.warmup_steps / steps)
     if t.schedule == "cosine":
@@ -205,6 +223,69 @@ def scheduled_blend(data: str, ratios: Any, schedule: Mapping[str, Any], within:
     if blend["train_languages"] != scheduled.train_languages:  # the monitor reads the joined dataset's dataset_id
         raise RuntimeError("the schedule's table of training datasets differs from its mean blend's")
     return sched.to_dict(), blend
+
+
+ADAPTIVE_DEFAULTS = {"min_share": 0.02, "smoothing": 0.5, "max_change": 1.0}
+
+
+def adaptive_settings(adaptive: Mapping[str, Any]) -> dict[str, Any]:
+    """An adaptive run's settings checked by name: a known ``policy``, ``interval`` steps >= 1, ``min_share`` in
+    [0, 1), ``smoothing`` in [0, 1], ``max_change`` in (0, 1] (the CPU path's defaults where left out)."""
+    from nemo_mlsl.policies import policy
+
+    if not isinstance(adaptive, Mapping):
+        raise ConfigError(f"adaptive must be a mapping {{policy: NAME, interval: STEPS, ...}}, got {adaptive!r}")
+    unknown = sorted(set(adaptive) - {"policy", "interval", *ADAPTIVE_DEFAULTS})
+    if unknown:
+        raise ConfigError(f"adaptive: unknown field(s) {unknown}; expected policy, interval, min_share, smoothing, max_change")
+    out = {**ADAPTIVE_DEFAULTS, **{k: v for k, v in adaptive.items() if v is not None}}
+    name = out.get("policy")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("adaptive: give the policy by name (policy: NAME, e.g. ado)")
+    policy(name)  # an unknown policy is refused before anything is built
+    interval = out.get("interval")
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ConfigError(f"adaptive: interval must be a whole number of steps >= 1 (one decision per boundary), got "
+                          f"{interval!r}")
+    for key in ADAPTIVE_DEFAULTS:
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
+            raise ConfigError(f"adaptive: {key} must be a number, got {out[key]!r}")
+        out[key] = float(out[key])
+    if not 0 <= out["min_share"] < 1:
+        raise ConfigError(f"adaptive: min_share must be in [0, 1), got {out['min_share']}")
+    if not 0 <= out["smoothing"] <= 1:
+        raise ConfigError(f"adaptive: smoothing must be in [0, 1], got {out['smoothing']}")
+    if not 0 < out["max_change"] <= 1:
+        raise ConfigError(f"adaptive: max_change must be in (0, 1] (the total variation one decision may move the ratios "
+                          f"by; 1: no limit), got {out['max_change']}")
+    return out
+
+
+def adaptive_blend(data: str, ratios: Any, interval: int, within: str, seed: int, steps: int, t: TrainSettings,
+                   check_epochs: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An adaptive run's first interval (``ratios`` for ``interval`` steps, checked against the data; its dict form) and
+    the blend tables of the run (every language with data: any family may be drawn later)."""
+    from nemo_mlsl.data.blend import BlendConfig, blend_paths
+    from nemo_mlsl.data.manifest import Manifest
+    from nemo_mlsl.data.schedule import MixtureSchedule, ScheduledBlend
+    from nemo_mlsl.mixtures import parse_ratios
+
+    if ratios is None:
+        raise ConfigError("adaptive: give the first interval's ratios (ratios='fam=p,...' / --ratios)")
+    if isinstance(ratios, str):
+        ratios = parse_ratios(ratios)
+    first = MixtureSchedule.one_interval(dict(ratios), min(interval, steps), reason="initial")
+    m = Manifest.load(data)
+    scheduled = ScheduledBlend(m, BlendConfig({}, within, t.seq_length, seed, t.max_data_epochs), first,
+                               t.global_batch_size, where=None, open_ended=True)
+    if check_epochs:
+        scheduled.interval_blends[0].check_epochs(first.steps * t.global_batch_size)
+    blend = blend_paths(data, scheduled.family_ratios, within, normalize=True, seq_length=t.seq_length,
+                        max_epochs=t.max_data_epochs)
+    if blend["train_languages"] != scheduled.train_languages:  # the monitor reads the joined dataset's dataset_id
+        raise RuntimeError("the adaptive run's table of training datasets differs from its blend's")
+    blend["family_ratios"] = dict(scheduled.interval_blends[0].family_ratios)  # the hparams': the first interval's
+    return first.to_dict(), blend
 
 
 def _log(dir: str | None, name: str, tb_root: str | None):

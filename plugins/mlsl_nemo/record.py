@@ -35,7 +35,9 @@ class NeMoRunRecord:
         schedule = getattr(dm, "schedule", None)
         impl = getattr(getattr(trainer.lightning_module, "config", None), "mlsl_transformer_impl", None)
         tokens = trainer.global_step * self.tokens_per_step
-        return {**self.fields, "D": tokens, "steps": trainer.global_step, "flops": self.flops_per_token * tokens,
+        adaptive = getattr(dm, "adaptive", False) and schedule is not None  # its ratios: the decided schedule's mean
+        return {**self.fields, **({"ratios": schedule.mean_ratios()} if adaptive else {}),
+                "D": tokens, "steps": trainer.global_step, "flops": self.flops_per_token * tokens,
                 "family_loss": {f: v["loss"] for f, v in cb.last["families"].items()},
                 "family_bpb": {f: v["bpb"] for f, v in cb.last["families"].items()},
                 "language_loss": {l: v["loss"] for l, v in cb.last["languages"].items()},

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lightning.pytorch as pl
-import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 
 
@@ -70,32 +69,26 @@ class AdaptiveMixtureCallback(pl.Callback):
         return [ValidationPoint(s, self.family_tokens(s), rec["family_loss"]) for s, rec in sorted(lines.items())]
 
     def family_tokens(self, step: int) -> dict[str, float]:
+        from nemo_mlsl.data.schedule import drawn_family_tokens
+
         dm = self.dm
-        m = dm.manifest
-        fams = sorted(m.families)
-        fam_of_id = np.asarray([fams.index(m.family_of(l)) for l in dm.train_languages], dtype=np.int64)
-        drawn = np.asarray(dm.built.train.dataset_index[: step * dm.global_batch_size], dtype=np.int64)
-        counts = np.bincount(fam_of_id[drawn], minlength=len(fams)) if len(drawn) else np.zeros(len(fams))
-        seq = dm.blend.config.seq_length
-        return {f: float(counts[i]) * seq for i, f in enumerate(fams)}
+        return drawn_family_tokens(dm.manifest, dm.train_languages, dm.built.train.dataset_index,
+                                   step * dm.global_batch_size, dm.blend.config.seq_length)
 
     def _decide(self, trainer: pl.Trainer) -> None:
-        from nemo_mlsl.policies import PolicyContext
+        from nemo_mlsl.policies import boundary_decision
 
         dm, step = self.dm, trainer.global_step
         if step != dm.schedule.steps or step >= self.max_steps:
             return
         t0 = time.perf_counter()
         until = min(step + self.interval, self.max_steps)
-        seq, m = dm.blend.config.seq_length, dm.manifest
-        need = (until - step) * dm.global_batch_size * seq
-        drawn, tokens = self.family_tokens(step), m.family_tokens("train")
-        cap = dm.blend.config.max_epochs
-        max_share = {f: min(1.0, max(0.0, cap * tokens[f] - drawn[f]) / need) for f in drawn}
-        prev = dm.scheduled.interval_blends[-1].family_ratios
-        remaining = (self.max_steps - step) * dm.global_batch_size * seq
-        decision = self.policy(PolicyContext(self.history(step), prev, self.min_share, max_share, self.smoothing,
-                                             self.max_change, float(remaining)))
+        decision, max_share = boundary_decision(
+            self.policy, self.history(step), dm.scheduled.interval_blends[-1].family_ratios, step=step, until=until,
+            max_steps=self.max_steps, tokens_per_step=dm.global_batch_size * dm.blend.config.seq_length,
+            drawn=self.family_tokens(step), train_tokens=dm.manifest.family_tokens("train"),
+            max_epochs=dm.blend.config.max_epochs, min_share=self.min_share, smoothing=self.smoothing,
+            max_change=self.max_change)
         dm.extend(decision.ratios, until, self.name, {**decision.evidence, "max_share": max_share})
         self.seconds += time.perf_counter() - t0
         self.decisions += 1

@@ -8,7 +8,11 @@ Phases, each timed, each result or traceback written to ``$OUT/gpu_report.json``
    subprocess: Bridge's ``pretrain()`` owns the process group), with a results store; asserts each run recorded
    (tags, ``backend: bridge``) and the TensorBoard scalars (``val_family/*``, ``val_language/*``; ``fit/*`` after
    the third run) present.
-3. ``throughput``: tokens/s and MFU of ``he2024_1b2`` on one GPU through Bridge, step times from a callback.
+3. ``adaptive``: ``mlsl train --backend bridge --adaptive ado --interval 50`` for 150 steps inside Bridge's own
+   ``pretrain()``; asserts ``schedule.json`` holds the first interval and two decided by ``ado``, the record's
+   ``adaptive`` field counts them, each interval realised its shares to within 0.02, and TensorBoard has the ratio
+   trajectory (``schedule/<family>/ratio``).
+4. ``throughput``: tokens/s and MFU of ``he2024_1b2`` on one GPU through Bridge, step times from a callback.
 
 ``--dry`` builds every run's ``ConfigContainer`` and has Bridge validate it, without training (any machine).
 """
@@ -30,12 +34,13 @@ ensure_importable()  # first: Bridge imports without TransformerEngine
 MIXES = [RATIOS, {"amber": 0.1, "cobalt": 0.4, "jade": 0.2, "ruby": 0.3}, {"amber": 0.25, "cobalt": 0.25, "jade": 0.25, "ruby": 0.25}]
 
 
-def _request(rung: str, tag: str, steps: int, overrides, ratios=RATIOS, store=None):
+def _request(rung: str, tag: str, steps: int, overrides, ratios=RATIOS, store=None, adaptive=None):
     from mlsl_bridge.train import BridgeRequest
 
     return BridgeRequest(rung, str(WORK / "data"), ratios, str(WORK / f"run_{tag}"), max_steps=steps, run_id=tag,
                          overrides=list(overrides), store=store, law="family_power", report_dir=str(WORK / "fit"),
-                         num_nodes=1, gpus_per_node=1, extra_record={"purpose": "gpu-check"}, check_epochs=not DRY)
+                         num_nodes=1, gpus_per_node=1, extra_record={"purpose": "gpu-check"}, check_epochs=not DRY,
+                         adaptive=adaptive)
 
 
 def _dry(req) -> dict:
@@ -79,6 +84,35 @@ def plugins() -> dict:
     return out
 
 
+def adaptive() -> dict:
+    steps, interval, tag = 150, 50, "adaptive"
+    over = [*SMALL, "model.transformer_impl=auto"]
+    if DRY:
+        return _dry(_request("atlas_s00", tag, steps, over, adaptive={"policy": "ado", "interval": interval}))
+    store = WORK / "adaptive.jsonl"
+    cmd = [sys.executable, "-m", "nemo_mlsl.cli", "train", "--backend", "bridge", "--recipe", "atlas_s00", "--data",
+           str(WORK / "data"), "--ratios", ",".join(f"{k}={v}" for k, v in RATIOS.items()), "--adaptive", "ado",
+           "--interval", str(interval), "--out", str(WORK / f"run_{tag}"), "--max-steps", str(steps), "--run-id", tag,
+           "--store", str(store), "--law", "none", "--gpus-per-node", "1", "--tag", "purpose=gpu-check", *over]
+    t = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    (WORK / f"{tag}.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    saved = json.loads((WORK / f"run_{tag}" / "schedule.json").read_text())["intervals"]
+    assert [(iv["start_step"], iv["until_step"], iv["reason"]) for iv in saved] == [(0, 50, "initial"), (50, 100, "ado"),
+                                                                                    (100, 150, "ado")], saved
+    (rec,) = [json.loads(line) for line in store.read_text().splitlines()]
+    assert rec["adaptive"]["decisions"] == 2 and rec["backend"] == "bridge", rec.get("adaptive")
+    for iv in rec["schedule"]["intervals"]:  # megatron's blend: each language within a sample of its target
+        assert all(abs(iv["realized"][f] - iv["ratios"].get(f, 0.0)) <= 0.02 for f in iv["realized"]), iv
+    tags = scalars(WORK / f"run_{tag}" / "tb")
+    ratios = sorted(t for t in tags if t.startswith("schedule/"))
+    assert ratios, "no schedule/<family>/ratio scalars"
+    return {"seconds": round(time.time() - t, 1), "intervals": [{k: iv[k] for k in ("start_step", "until_step", "reason",
+                                                                                    "ratios", "realized")} for iv in saved],
+            "decision_s": rec["adaptive"]["decision_s"], "family_loss": rec["family_loss"], "schedule_scalars": ratios}
+
+
 def throughput() -> dict:
     req = _request(THROUGHPUT_RUNG, "throughput", 25, [*THROUGHPUT_OVERRIDES, "train.val_every=1000", "model.transformer_impl=auto"])
     if DRY:
@@ -113,6 +147,7 @@ def main() -> int:
     if not phase("corpus", corpus):
         return 1
     phase("plugins", plugins)
+    phase("adaptive", adaptive)
     phase("throughput", throughput)
     REPORT["seconds"] = round(time.time() - T0, 1)
     save()

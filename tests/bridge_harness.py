@@ -273,3 +273,106 @@ class PlantedLauncher:
             spec.clean()
             evaluate_run(backend.request(spec), spec.out, planted=planted_for(spec.run_id))
             on_done(spec)
+
+
+# -- an adaptive run: Bridge's training loop order, the policy deciding at each boundary ----------------------------
+
+FIXED_POLICY = "bridge_test_fixed"
+# what the fixed test policy decides at each boundary (any history): shares no other interval has
+PLAN = {2: {"amber": 0.1, "cobalt": 0.3, "jade": 0.6}, 4: {"amber": 0.3, "cobalt": 0.7}}
+
+
+def fixed_policy(ctx):
+    """The ratios ``PLAN`` holds for the boundary the history ends at, with what the policy was shown as evidence."""
+    from nemo_mlsl.policies import Decision
+
+    last = ctx.history[-1]
+    return Decision(dict(PLAN[last.step]), {"step": last.step, "points": len(ctx.history),
+                                            "seen_loss": dict(last.family_loss), "drawn": dict(last.family_tokens),
+                                            "remaining": ctx.remaining_tokens})
+
+
+def register_fixed_policy() -> None:
+    from nemo_mlsl.registry import POLICIES
+
+    POLICIES.register(FIXED_POLICY, fixed_policy)
+
+
+def adaptive_run(request: Any, out: str | Path) -> dict[str, Any]:
+    """An adaptive run in the order of Bridge's ``train()``: ``on_train_start``, then each step's forward passes
+    (megatron's pipeline schedule over Bridge's training iterator, as ``training_steps``), the step counters advanced,
+    and at every ``eval_interval`` Bridge's ``evaluate_and_print_results`` with the run's callbacks (the family
+    callback, then the adaptive one, which extends the training set there). Writes this rank's training batches, its
+    decided schedule and the record to ``out/rank<k>.json``."""
+    from megatron.bridge.data.loaders import build_train_valid_test_data_iterators
+    from megatron.bridge.data.utils import get_dataset_provider
+    from megatron.bridge.training.callbacks import CallbackContext, CallbackManager
+    from megatron.bridge.training.config import runtime_config_update
+    from megatron.bridge.training.eval import evaluate_and_print_results
+    from megatron.bridge.training.state import GlobalState
+    from megatron.bridge.training.tokenizers.tokenizer import build_tokenizer
+    from megatron.bridge.training.utils.pg_utils import get_pg_collection
+    from megatron.bridge.training.utils.train_utils import prepare_forward_step_func
+    from megatron.core import parallel_state
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from mlsl_bridge.train import build_run
+
+    register_fixed_policy()
+    built = build_run(request)
+    cfg = built.run.config
+    assert cfg.dataset.num_workers == 0  # an adaptive run's loader reads no further ahead than the step it trains
+    cfg.dataset.pin_memory, cfg.dataset.persistent_workers = False, False
+    with cuda_on_cpu():
+        runtime_config_update(cfg)
+        cfg.dataset.tokenizer = build_tokenizer(cfg.tokenizer)
+        state = GlobalState()
+        state.cfg = cfg
+        train_iterator, valid, _ = build_train_valid_test_data_iterators(cfg, state.train_state,
+                                                                         get_dataset_provider(cfg.dataset),
+                                                                         parallel_state.get_data_parallel_group())
+        if cfg.model.pipeline_dtype is None:
+            cfg.model.pipeline_dtype = torch.float32
+        manager = CallbackManager()
+        manager.add(built.callbacks)
+        model = StubGPT(cfg.model)
+        pg = get_pg_collection([model])
+        recording = _Recording(train_iterator)
+        step_fn = prepare_forward_step_func(built.forward_step, state)
+        forward_backward = get_forward_backward_func(pp_size=pg.pp.size(), vp_size=cfg.model.virtual_pipeline_model_parallel_size)
+        microbatches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * pg.dp.size())
+        manager.fire("on_train_start", CallbackContext(state=state, model=[model], user_state=manager.user_state))
+        while state.train_state.step < cfg.train.train_iters:
+            model.train()
+            forward_backward(forward_step_func=step_fn, data_iterator=recording, model=[model],
+                             num_microbatches=microbatches, seq_length=cfg.model.seq_length,
+                             micro_batch_size=cfg.train.micro_batch_size, forward_only=True)
+            state.train_state.step += 1
+            state.train_state.consumed_train_samples += cfg.train.global_batch_size
+            if state.train_state.step % cfg.validation.eval_interval == 0:
+                model.eval()
+                evaluate_and_print_results(state, f"iteration {state.train_state.step}", built.forward_step, valid,
+                                           [model], cfg.model, write_to_tensorboard=False, callback_manager=manager)
+    rank = torch.distributed.get_rank()
+    result = {"rank": rank, "record": built.callback.record, "schedule": cfg.dataset.live.schedule.to_dict(),
+              "losses": {str(k): v for k, v in built.adaptive.losses.items()},
+              "train_batches": [{k: v.tolist() for k, v in b.items() if k == "dataset_id"} for b in recording.batches],
+              "train_languages": cfg.dataset.live.train_languages,
+              "stage": [parallel_state.get_pipeline_model_parallel_rank(), parallel_state.get_data_parallel_rank()]}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
+    return result
+
+
+def adaptive_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int = 1) -> None:
+    """One rank of DP x PP running ``adaptive_run`` (``torch.multiprocessing.spawn`` target)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from megatron.core import parallel_state
+
+    parallel_state.initialize_model_parallel(1, pp)
+    try:
+        adaptive_run(request, out)
+    finally:
+        parallel_state.destroy_model_parallel()
+        torch.distributed.destroy_process_group()

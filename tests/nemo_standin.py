@@ -159,12 +159,14 @@ class _CudaOnCpu(TorchFunctionMode):
 @contextlib.contextmanager
 def cuda_on_cpu():
     """NeMo's strategy and megatron-core call CUDA in a few places besides tensors: streams, memory stats, the RNG tracker."""
+    import nemo.lightning.io.pl as nemo_io
     from megatron.core.tensor_parallel import random as mrandom
 
     patches = {(torch.cuda, "Stream"): lambda *a, **k: None, (torch.cuda, "stream"): lambda *a, **k: contextlib.nullcontext(),
                (torch.cuda, "synchronize"): lambda *a, **k: None, (torch.cuda, "current_device"): lambda: "cpu",
                (torch.cuda, "max_memory_reserved"): lambda *a, **k: 0, (torch.cuda, "max_memory_allocated"): lambda *a, **k: 0,
                (torch.cuda, "empty_cache"): lambda: None,
+               (nemo_io, "_fix_tensors_device"): lambda ckpt: ckpt,  # a loaded checkpoint's tensors onto the GPU: all CPU here
                (mrandom.CudaRNGStatesTracker, "fork"): lambda self, name="model-parallel-rng": contextlib.nullcontext()}
     saved = {key: getattr(*key) for key in patches}
     for (obj, name), fn in patches.items():
@@ -213,12 +215,22 @@ class RecordingDataStep:
         return batch
 
 
-def run_task_on_cpu(task_file: str) -> int:
-    """What ``python -m mlsl_nemo.run_task TASK`` does, on this CPU: NeMo's llm.pretrain, real model and all."""
+def run_task_on_cpu(task_file: str, checkpoint_every: int | None = None) -> int:
+    """What ``python -m mlsl_nemo.run_task TASK`` does, on this CPU: NeMo's llm.pretrain, real model and all. With
+    ``checkpoint_every``, NeMo's ModelCheckpoint saves a distributed checkpoint every that many steps (and the last), and
+    a task started again in the same directory resumes from the last one (the recipe's ``default_resume``)."""
     from mlsl_nemo.run_task import load_task, run_task
 
+    task = on_cpu(load_task(task_file))
+    if checkpoint_every:
+        import nemo_run as run
+        from nemo import lightning as nl
+
+        task.trainer.enable_checkpointing = True
+        task.log.ckpt = run.Config(nl.ModelCheckpoint, save_last=True, save_top_k=-1, every_n_train_steps=checkpoint_every,
+                                   filename="{step}-{consumed_samples}")
     with cuda_on_cpu():
-        run_task(on_cpu(load_task(task_file)))
+        run_task(task)
     return 0
 
 

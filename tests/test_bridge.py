@@ -327,6 +327,131 @@ def test_a_mixture_schedule_is_what_bridges_training_iterators_deliver_interval_
     assert rec["realized_ratios"] == pytest.approx({f: a["realized"] for f, a in audit["whole"]["families"].items()}, abs=1e-12)
 
 
+def test_an_adaptive_run_decides_at_each_boundary_and_bridges_iterators_deliver_each_decided_interval(synth_data, tmp_path):
+    """Three intervals of two steps on PP = 2 x DP = 2 gloo ranks, the second and third decided by the policy at steps 2
+    and 4, in the order of Bridge's train(): each step's forward passes over Bridge's training iterator (its loader over
+    the DecidedSamples of our dataset provider), Bridge's evaluate_and_print_results at every boundary with the family
+    callback and then the adaptive one. Every rank decides the same schedule from the same (broadcast, reduced) losses;
+    the samples each interval's steps delivered are exactly what `mlsl blend --schedule` audits for the decided schedule;
+    schedule.json and adaptive_history.jsonl hold the decisions and the losses they read; the record carries the
+    decided schedule, its mean ratios and the policy's settings."""
+    from bridge_harness import FIXED_POLICY, PLAN, adaptive_worker
+
+    steps, gbs, mbs, dp = 6, 8, 2, 2
+    over = ["model.num_layers=2", "parallel.pipeline_model_parallel_size=2", f"parallel.gpus_per_node={2 * dp}",
+            f"train.global_batch_size={gbs}", f"train.micro_batch_size={mbs}", "train.val_samples_per_language=4"]
+    store = tmp_path / "results.jsonl"
+    req = _request(synth_data, tmp_path, max_steps=steps, overrides=over, store=str(store), law=None,
+                   adaptive={"policy": FIXED_POLICY, "interval": 2, "min_share": 0.0})
+    out, world = tmp_path / "ranks", 2 * dp
+    torch.multiprocessing.spawn(adaptive_worker, args=(world, _free_port(), req, str(out), 2), nprocs=world, join=True)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
+    saved = json.loads((tmp_path / "run" / "schedule.json").read_text())
+    assert [(iv["start_step"], iv["until_step"], iv["reason"]) for iv in saved["intervals"]] == [
+        (0, 2, "initial"), (2, 4, FIXED_POLICY), (4, 6, FIXED_POLICY)]
+    assert saved["intervals"][0]["ratios"] == RATIOS
+    for iv in saved["intervals"][1:]:
+        assert iv["ratios"] == {**dict.fromkeys(RATIOS, 0.0), **PLAN[iv["start_step"]]}
+    assert all(r["schedule"] == saved for r in ranks)  # one schedule on every rank, both pipeline stages
+    history = [json.loads(line) for line in (tmp_path / "run" / "adaptive_history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [2, 4, 6]  # written by rank 0, a first-stage rank: the broadcast losses
+    assert all(r["losses"] == {str(h["step"]): h["family_loss"] for h in history} for r in ranks)
+    for iv, h in zip(saved["intervals"][1:], history):
+        ev = iv["evidence"]
+        assert ev["step"] == h["step"] and ev["seen_loss"] == h["family_loss"] and ev["points"] == h["step"] // 2
+        assert sum(ev["drawn"].values()) == h["step"] * gbs * 128 and ev["remaining"] == (steps - h["step"]) * gbs * 128
+    (rec,) = [json.loads(line) for line in store.read_text().splitlines()]
+    assert rec["family_loss"] == history[-1]["family_loss"]  # the last stage's own losses: the broadcast is exact
+
+    audit = json.loads(run_cli("blend", "--data", synth_data, "--schedule", tmp_path / "run" / "schedule.json", "--samples",
+                               str(steps * gbs), "--global-batch-size", str(gbs), "--seq-length", "128", "--seed", "1234",
+                               "--json").stdout)
+    per_step = gbs // (mbs * dp)
+    for stage in (0, 1):  # both pipeline stages read the same samples from their own iterators
+        readers = [r for r in ranks if r["stage"][0] == stage]
+        assert len(readers) == dp and all(len(r["train_batches"]) == steps * per_step for r in readers)
+        table = readers[0]["train_languages"]
+        for want in audit["intervals"]:
+            lo, hi = want["start_step"] * per_step, want["until_step"] * per_step
+            got = {lang: 0 for lang in want["languages"]}
+            for r in readers:
+                for b in r["train_batches"][lo:hi]:
+                    for i in b["dataset_id"]:
+                        got[table[i]] += 1
+            assert got == {lang: a["samples"] for lang, a in want["languages"].items()}, (stage, lo)
+    assert rec["steps"] == steps and rec["backend"] == "bridge"
+    mean = {f: (2 * RATIOS[f] + sum(2 * PLAN[b].get(f, 0.0) for b in PLAN)) / steps for f in RATIOS}
+    assert rec["ratios"] == pytest.approx(mean, abs=1e-12)
+    assert [iv["ratios"] for iv in rec["schedule"]["intervals"]] == [iv["ratios"] for iv in saved["intervals"]]
+    for iv, want in zip(rec["schedule"]["intervals"], audit["intervals"]):
+        assert iv["realized"] == pytest.approx({f: a["realized"] for f, a in want["families"].items()}, abs=1e-12)
+    assert {k: v for k, v in rec["adaptive"].items() if k != "decision_s"} == {
+        "policy": FIXED_POLICY, "interval": 2, "min_share": 0.0, "smoothing": 0.5, "max_change": 1.0, "decisions": 2}
+
+
+def test_an_adaptive_bridge_run_is_refused_by_name_where_it_cannot_be_honoured(synth_data, tmp_path):
+    """Resumed past its first interval; an evaluation cadence that misses a boundary; a schedule besides --adaptive;
+    bad settings; through the CLI as one line each (and a dry run prints the adaptive plan)."""
+    from types import SimpleNamespace
+
+    from mlsl_bridge.train import build_run
+
+    req = lambda **kw: _request(synth_data, tmp_path, max_steps=6, adaptive={"policy": "ado", "interval": 2, **kw})  # noqa: E731
+    built = build_run(req())
+    assert built.run.config.dataset.num_workers == 0 and built.run.config.validation.eval_interval in (1, 2)
+    assert built.run.scheduled.schedule.steps == 2 and built.callbacks[-1] is built.adaptive
+    ctx = lambda step, every=2: SimpleNamespace(state=SimpleNamespace(  # noqa: E731
+        train_state=SimpleNamespace(step=step), cfg=SimpleNamespace(validation=SimpleNamespace(eval_interval=every)),
+        tensorboard_logger=None))
+    with pytest.raises(ConfigError, match=r"resumes at step 3, past its first interval \(steps 0-2\).*new --out"):
+        built.adaptive.on_train_start(ctx(3))
+    with pytest.raises(ConfigError, match=r"eval_interval \(4\) must divide the interval \(2 steps\)"):
+        built.adaptive.on_train_start(ctx(0, every=4))
+    built.adaptive.on_train_start(ctx(2))  # at the first boundary: its decision is taken at that evaluation
+    with pytest.raises(ConfigError, match="min_share must be in"):
+        build_run(req(min_share=1.5))
+    with pytest.raises(ConfigError, match="unknown policy 'nosuch'"):
+        build_run(_request(synth_data, tmp_path, max_steps=6, adaptive={"policy": "nosuch", "interval": 2}))
+    path = tmp_path / "s.yaml"
+    path.write_text("intervals: [{ratios: {amber: 1.0}}]\n")
+    with pytest.raises(ConfigError, match="give --ratios, not --schedule"):
+        build_run(_request(synth_data, tmp_path, ratios=None, schedule=str(path), max_steps=6,
+                           adaptive={"policy": "ado", "interval": 2}))
+    proc = run_cli("train", "--backend", "bridge", "--recipe", "cpu_15k", "--data", synth_data, "--ratios", "amber=1",
+                   "--adaptive", "ado", "--interval", "2", "--min-share", "2", "--out", tmp_path / "r", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "min_share must be in [0, 1)" in proc.stderr
+    out = run_cli("recipes", "build", "cpu_15k", *SMALL, "--backend", "bridge", "--dry-run", "--data", synth_data,
+                  "--ratios", "amber=0.5,cobalt=0.3,jade=0.2", "--adaptive", "ado", "--interval", "2").stdout
+    assert "# adaptive mixture: policy ado, an interval every 2 steps" in out
+
+
+def test_the_bridge_study_backend_takes_a_studys_adaptive_arm(synth_data, tmp_path):
+    """A study's adaptive arm on the Bridge backend: in process, the request it builds is an adaptive run with the arm's
+    settings (the dataset config, the callback, the first interval); as a job, its command line carries the same flags,
+    and the CLI's own parser turns them back into the same run."""
+    from mlsl_bridge.study import BridgeBackend
+    from mlsl_bridge.train import build_run
+    from nemo_mlsl.cli.common import adaptive_arg
+    from nemo_mlsl.cli import build_parser
+    from nemo_mlsl.study.backend import RunSpec
+    from nemo_mlsl.study.plan import PlannedRun
+
+    settings = {"policy": "ado", "interval": 2, "min_share": 0.05, "smoothing": 0.25}
+    arm = PlannedRun("confirm-adaptive-s0", "confirm", "cpu_15k", 6 * 8 * 128, RATIOS, 1, 0, phase=2, mixture="adaptive:ado",
+                     adaptive=settings)
+    spec = RunSpec(arm, str(synth_data), str(tmp_path / "run"), str(tmp_path / "results.jsonl"), str(tmp_path / "tb"),
+                   str(tmp_path / "fit"), overrides=tuple(SMALL), tags={"purpose": "confirm", "mixture": "adaptive:ado"})
+    backend = BridgeBackend()
+    assert backend.adaptive
+    built = build_run(backend.request(spec))
+    assert built.run.adaptive == {**settings, "max_change": 1.0} and built.adaptive is not None
+    assert built.run.config.dataset.adaptive and built.run.scheduled.schedule.steps == 2
+    a = build_parser().parse_args(backend.arguments(spec))
+    assert adaptive_arg(a) == {**settings, "max_change": None} and a.backend == "bridge"
+    from_cli = build_run(_request(synth_data, tmp_path, ratios=RATIOS, max_steps=6, adaptive=adaptive_arg(a)))
+    assert from_cli.run.adaptive == built.run.adaptive
+
+
 def test_a_bad_schedule_or_adaptive_run_is_refused_by_name(synth_data, tmp_path):
     import yaml
 
@@ -348,10 +473,6 @@ def test_a_bad_schedule_or_adaptive_run_is_refused_by_name(synth_data, tmp_path)
             r"intervals\[1\]\.ratios \(steps 2-3\).*ruby")  # a family without data
     with pytest.raises(ConfigError, match="--ratios .* or a mixture schedule .*not both"):
         build_run(_request(synth_data, tmp_path, schedule=str(tmp_path / "bad.yaml")))
-    proc = run_cli("train", "--backend", "bridge", "--recipe", "cpu_15k", "--data", synth_data, "--ratios", "amber=1",
-                   "--adaptive", "ado", "--out", tmp_path / "r", check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--backend bridge does not train an adaptive mixture yet; --adaptive trains on: cpu" in proc.stderr
     proc = run_cli("recipes", "build", "cpu_15k", "--backend", "bridge", "--dry-run", "--data", synth_data, "--ratios", "amber=1",
                    "--schedule", tmp_path / "bad.yaml", check=False)
     assert proc.returncode == 2 and "give --ratios or --schedule, not both" in proc.stderr
@@ -487,7 +608,8 @@ def test_gpu_check_builds_every_bridge_phase_dry(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_report.json").read_text())
     assert report["dry"] is True and report["backend"] == "bridge"
-    assert {k: v["ok"] for k, v in report["phases"].items()} == dict.fromkeys(["corpus", "plugins", "throughput"], True)
+    assert {k: v["ok"] for k, v in report["phases"].items()} == dict.fromkeys(["corpus", "plugins", "adaptive", "throughput"], True)
+    assert report["phases"]["adaptive"]["result"]["steps"] == 150
     assert report["phases"]["plugins"]["result"]["plugins2"]["steps"] == 200
     assert report["phases"]["throughput"]["result"]["rung"] == "he2024_1b2"
 
@@ -513,7 +635,7 @@ def test_the_bridge_how_to_runs_as_written(tmp_path):
     from test_docs import blocks, run_doc
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "bridge.md"
-    assert sum(1 for _, _, shown, _ in blocks(doc) if shown) == 4
+    assert sum(1 for _, _, shown, _ in blocks(doc) if shown) == 5
     run_doc(doc, tmp_path)
 
 

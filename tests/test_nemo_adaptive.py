@@ -145,16 +145,16 @@ def test_recipes_build_takes_adaptive_and_refuses_bad_values_in_one_line(synth_d
         proc = run_cli("recipes", "build", "cpu_15k", "--data", synth_data, *args, "--dry-run", check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith(f"mlsl recipes: error: {message}"), proc.stderr
-    # a backend whose build trains no adaptive mixture (the bridge's) still refuses --adaptive by name
+    # a backend whose build trains no adaptive mixture (a third-party one) refuses --adaptive by name
     from argparse import Namespace
     from types import SimpleNamespace
 
     from nemo_mlsl.cli.recipes import check_mixture
 
     a = Namespace(adaptive="ado", interval=50, min_share=None, smoothing=None, max_change=None, schedule=None,
-                  ratios="amber=1", backend="bridge")
-    with pytest.raises(ConfigError, match=r"^--adaptive: mlsl recipes build --backend bridge trains no adaptive mixture "
-                                          r"yet; --adaptive builds on: nemo "):
+                  ratios="amber=1", backend="mine")
+    with pytest.raises(ConfigError, match=r"^--adaptive: mlsl recipes build --backend mine trains no adaptive mixture "
+                                          r"yet; --adaptive builds on: bridge, nemo "):
         check_mixture(a, SimpleNamespace(build_adaptive=False, build_schedules=True))
 
 
@@ -231,3 +231,115 @@ def test_llm_pretrain_trains_each_decided_interval_on_its_audited_samples(synth_
     _, again, log_again = train_adaptive(synth_data, tmp_path / "b", test_policy)
     assert again == lines  # the same samples, training and validation, in the same order
     assert read_json(log_again / "schedule.json")["intervals"] == saved  # the same decisions, on the same losses
+
+
+@pytest.mark.slow
+def test_a_studys_adaptive_arm_trains_on_the_nemo_backend_and_its_report_reads_it(synth_data, tmp_path):
+    """The study's adaptive arm as the study plans it (mixture ``adaptive:ado``, its policy settings), trained by the
+    study's own NeMoBackend.train: NeMo's llm.pretrain in a process of its own (the CPU standing in for the GPU), the
+    real ``ado`` policy deciding at steps 2, 4 and 6 from the run's validation losses (at 6, from its fitted curves). The record carries what the study's
+    report needs of an arm (``adaptive``, the decided ``schedule``, the tags), and the report's history reads the run's
+    ``adaptive_history.jsonl``."""
+    from nemo_mlsl.data.manifest import Manifest
+    from nemo_mlsl.recipes import load
+    from nemo_mlsl.results import ResultsStore
+    from nemo_mlsl.study.plan import PlannedRun
+    from nemo_mlsl.study.report import _history
+    from nemo_mlsl.study.runner import execute
+    from nemo_standin import cpu_nemo_backend
+
+    settings = {"policy": "ado", "interval": 2, "min_share": 0.05, "smoothing": 0.5}
+    n = load("cpu_15k").params(256).non_embedding
+    arm = PlannedRun("confirm-adaptive-s0", "confirm", "cpu_15k", 8 * 8 * 128, START, 1, n, phase=2, mixture="adaptive:ado",
+                     adaptive=settings)
+    execute([arm], tmp_path, Manifest.load(synth_data), cpu_nemo_backend(), law=None,
+            overrides={arm.run_id: tuple(SMALL)})
+    log = tmp_path / "runs" / arm.run_id / "train.log"
+    (rec,) = ResultsStore(tmp_path / "results.jsonl").read()
+    assert rec["backend"] == "nemo" and rec["mixture"] == "adaptive:ado" and rec["purpose"] == "confirm", log.read_text()[-3000:]
+    assert {k: v for k, v in rec["adaptive"].items() if k != "decision_s"} == {**settings, "max_change": 1.0, "decisions": 3}
+    ivs = rec["schedule"]["intervals"]
+    assert [(iv["start_step"], iv["until_step"], iv["reason"]) for iv in ivs] == [
+        (0, 2, "initial"), (2, 4, "ado"), (4, 6, "ado"), (6, 8, "ado")]
+    assert "fits" in ivs[3]["evidence"] and ivs[3]["ratios"] != ivs[2]["ratios"]  # three validations: a decision from fits
+    for iv in ivs[1:]:
+        ev = iv["evidence"]  # ado fits once it has enough validations; before that it keeps the ratios and says why
+        assert ev["policy"] == "ado" and (set(ev["fits"]) == set(START) if "fits" in ev else "fewer than" in ev["kept"])
+        assert min(iv["ratios"].values()) >= 0.05 - 1e-9 and sum(iv["ratios"].values()) == pytest.approx(1.0)
+    assert rec["ratios"] == pytest.approx({f: sum(iv["ratios"][f] * 2 for iv in ivs) / 8 for f in START}, abs=1e-12)
+    history = _history(tmp_path, arm.run_id)
+    assert [h["step"] for h in history] == [2, 4, 6, 8] and history[-1]["family_loss"] == pytest.approx(rec["family_loss"])
+
+
+class StopAt:
+    """Ends training after ``step`` steps as NeMo's preemption callback ends a run it was asked to stop (the last
+    checkpoint is saved as training ends); a Lightning callback, built in the training process."""
+
+    def __new__(cls, step: int):
+        import lightning.pytorch as pl
+
+        class _StopAt(pl.Callback):
+            def on_train_batch_end(self, trainer, *args) -> None:
+                if trainer.global_step >= step:
+                    trainer.should_stop = True
+
+        return _StopAt()
+
+
+def train_ado(data, out: Path, attempt: str, stop_at: int | None = None, steps: int = 8):
+    """The ado policy every 2 steps for ``steps`` steps inside NeMo's llm.pretrain (a process of its own), NeMo's
+    checkpoints every 3 steps in ``out/runs/r`` (a study's layout); the consumed samples of this attempt in ``out/consumed-<attempt>.jsonl``.
+    Started again on the same ``out``, the run resumes from its last checkpoint."""
+    from mlsl_nemo.run_task import save_task
+    from nemo_mlsl.placement import single_process_env
+    from nemo_standin import on_cpu
+    import nemo_run as run
+
+    out.mkdir(parents=True, exist_ok=True)
+    consumed = out / f"consumed-{attempt}.jsonl"
+    task = on_cpu(recipe(data, {"policy": "ado", "interval": 2, "min_share": 0.05}, steps=steps, dir=str(out / "runs" / "r"),
+                         name="adapt", store=str(out / "results.jsonl"), law=None, tb_root=str(out / "tb")))
+    task.model.config.data_step_fn = run.Config(__import__("nemo_standin").RecordingDataStep, out=str(consumed))
+    if stop_at is not None:
+        task.trainer.callbacks.append(run.Config(StopAt, step=stop_at))
+    task_file = save_task(task, out / f"task-{attempt}.json.zlib")
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import nemo_standin; "
+            "sys.exit(nemo_standin.run_task_on_cpu(sys.argv[1], checkpoint_every=3))")
+    log = out / f"train-{attempt}.log"
+    with log.open("w") as fh:
+        rc = subprocess.run([sys.executable, "-c", code, str(task_file)], env={**os.environ, **single_process_env({})},
+                            stdout=fh, stderr=subprocess.STDOUT, cwd=str(HERE)).returncode
+    assert rc == 0, log.read_text()[-4000:]
+    return [json.loads(line) for line in consumed.read_text().splitlines()], out / "runs" / "r" / "adapt"
+
+
+@pytest.mark.slow
+def test_a_resumed_adaptive_nemo_run_reads_the_samples_and_makes_the_decisions_of_an_uninterrupted_one(synth_data, tmp_path):
+    """NeMo's llm.pretrain with the ado policy every 2 steps, stopped after step 5 (inside the third interval, which the
+    policy decided at step 4) and started again: NeMo resumes from its checkpoint at step 5, whose data module state
+    holds the decided intervals and whose callback state holds the validation history. The training samples of the two
+    attempts, in order, are those of an uninterrupted run, and so are every decision (ratios and evidence), the history
+    and the record."""
+    from nemo_mlsl.results import ResultsStore
+    from nemo_mlsl.study.report import _history
+
+    full, full_dir = train_ado(synth_data, tmp_path / "full", "whole")
+    first, run_dir = train_ado(synth_data, tmp_path / "cut", "first", stop_at=5)
+    assert not (tmp_path / "cut" / "results.jsonl").exists() or not ResultsStore(tmp_path / "cut" / "results.jsonl").read()
+    held = read_json(run_dir / "schedule.json")["intervals"]
+    assert [iv["until_step"] for iv in held] == [2, 4, 6]  # stopped inside an interval the policy decided
+    second, _ = train_ado(synth_data, tmp_path / "cut", "second")
+    train_ids = lambda lines: [line["ids"] for line in lines if line["train"]]  # noqa: E731
+    assert len(train_ids(first)) == 5 * 2 and len(train_ids(second)) == 3 * 2  # two microbatches a step
+    assert train_ids(first) + train_ids(second) == train_ids(full)
+    whole = read_json(full_dir / "schedule.json")["intervals"]
+    assert [(iv["start_step"], iv["until_step"], iv["reason"]) for iv in whole] == [
+        (0, 2, "initial"), (2, 4, "ado"), (4, 6, "ado"), (6, 8, "ado")]
+    assert "fits" in whole[3]["evidence"]  # the decision after the resume is one from fitted curves
+    assert read_json(run_dir / "schedule.json")["intervals"] == whole
+    (a,), (b,) = ResultsStore(tmp_path / "full" / "results.jsonl").read(), ResultsStore(tmp_path / "cut" / "results.jsonl").read()
+    assert a["schedule"] == b["schedule"] and a["family_loss"] == b["family_loss"] and a["ratios"] == b["ratios"]
+    assert a["adaptive"]["decisions"] == 3 and b["adaptive"]["decisions"] == 1  # each attempt counts its own (step 6 here)
+    hist = lambda out: [(h["step"], h["family_loss"]) for h in _history(out, "r")]  # noqa: E731  (the report's reader)
+    assert (tmp_path / "cut" / "runs" / "r" / "adapt" / "run_0" / "adaptive_history.jsonl").is_file()  # NeMo moved it
+    assert hist(tmp_path / "cut") == hist(tmp_path / "full") and [s for s, _ in hist(tmp_path / "full")] == [2, 4, 6, 8]

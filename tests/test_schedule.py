@@ -98,6 +98,32 @@ def test_round_trips_through_json(tmp_path):
     assert back.mean_ratios() == pytest.approx({"amber": 0.65, "cobalt": 0.35})
 
 
+def test_replaying_a_decided_interval_rebuilds_it_bit_for_bit(synth_data):
+    """A resumed adaptive run replays its checkpoint's decided intervals: ratios that sum to 1 only to within a rounding
+    (0.9999999999999999 here; dividing them by their sum changes them) are kept as decided, in one family order, so the
+    replay's schedule and samples equal the original's exactly."""
+    from nemo_mlsl.data.schedule import adaptive_start
+
+    decided = {"amber": 0.29224895506176285, "cobalt": 0.45492494425159063, "jade": 0.25282610068664646}
+    assert sum(decided.values()) != 1.0 and [v / sum(decided.values()) for v in decided.values()] != list(decided.values())
+    cfg = BlendConfig({}, "natural", 64, 7, 100.0)
+
+    def run(ratios):
+        s = adaptive_start(Manifest.load(synth_data), cfg, {"amber": 0.5, "cobalt": 0.5}, 4, 12, GBS)
+        s.build(2)
+        s.extend(ratios, 8, "ado", {})
+        return s
+
+    original = run(decided)
+    replay = run(original.schedule.to_dict()["intervals"][1]["ratios"])
+    assert original.schedule.intervals[1].ratios == decided
+    assert replay.schedule.to_dict() == original.schedule.to_dict()
+    assert replay.interval_blends[1].family_ratios == original.interval_blends[1].family_ratios
+    assert np.array_equal(replay.built.train.dataset_index, original.built.train.dataset_index)
+    with pytest.raises(ConfigError, match="unknown family 'ruby'"):
+        original.extend({"amber": 0.5, "ruby": 0.5}, 12, "ado", {})
+
+
 @pytest.mark.parametrize("spec, steps, message", [
     ({"intervals": [{"until_step": 8, "ratios": {"amber": 1}}, {"until_step": 5, "ratios": {"amber": 1}}]}, 5,
      r"intervals\[1\]\.until_step = 5 is before the interval's start \(step 8.*boundaries must increase"),
@@ -262,7 +288,7 @@ def test_a_backend_that_cannot_train_a_schedule_refuses_it_by_name(synth_data, t
     assert main([*argv, "--schedule", str(sched)]) == 2 and not trained
     assert "--backend nemo does not train a mixture schedule yet; --schedule trains on: bridge, cpu (or give --ratios)" in capsys.readouterr().err
     assert main([*argv, "--ratios", "amber=1", "--adaptive", "ado"]) == 2 and not trained
-    assert "--backend nemo does not train an adaptive mixture yet; --adaptive trains on: cpu (or give --ratios)" in capsys.readouterr().err
+    assert "--backend nemo does not train an adaptive mixture yet; --adaptive trains on: bridge, cpu (or give --ratios)" in capsys.readouterr().err
     assert main([*argv, "--ratios", "amber=1"]) == 0 and len(trained) == 1  # --ratios still reaches it
 
 

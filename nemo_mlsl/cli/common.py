@@ -19,6 +19,15 @@ def ratios_arg(text: str | None) -> dict[str, float] | None:
     return parse_ratios(text) if text else None
 
 
+def adaptive_arg(a: Any) -> dict[str, Any] | None:
+    """``--adaptive POLICY --interval STEPS`` (and --min-share, --smoothing, --max-change) as a recipe's ``adaptive``
+    settings (``nemo_mlsl.policies.adaptive_settings`` checks them), or None without --adaptive."""
+    if getattr(a, "adaptive", None) is None:
+        return None
+    return {"policy": a.adaptive, "interval": a.interval, "min_share": getattr(a, "min_share", None),
+            "smoothing": getattr(a, "smoothing", None), "max_change": getattr(a, "max_change", None)}
+
+
 def tags(items: Sequence[str] | None) -> dict[str, Any]:
     """``--tag key=value`` → record fields (values parsed as JSON where they are JSON: numbers, true, null)."""
     out: dict[str, Any] = {}

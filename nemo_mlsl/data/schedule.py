@@ -36,6 +36,7 @@ from nemo_mlsl.data.blend import BlendConfig, BuiltBlend, FamilyBlend, audit_dra
 from nemo_mlsl.data.manifest import Manifest
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.mixtures import validate_ratios
+from nemo_mlsl.mixtures.core import RATIO_TOLERANCE
 from nemo_mlsl.typed_config import typed
 
 SCHEDULE_FILE = "schedule.json"
@@ -321,10 +322,16 @@ class ScheduledBlend:
         k, start = len(self.schedule.intervals), self.schedule.steps
         if until_step <= start:
             raise ConfigError(f"the next interval must end after step {start}, got until_step {until_step}")
+        fams = sorted(self.manifest.families)
+        if set(ratios) <= set(fams):  # every family, in one order: the same ratios build the same blend bit for bit
+            ratios = {f: float(ratios.get(f, 0.0)) for f in fams}
         cfg = BlendConfig(dict(ratios), self.config.within, self.config.seq_length, interval_seed(self.config.seed, k),
                           self.config.max_epochs, normalize=True)
         blend = FamilyBlend(self.manifest, cfg)
-        iv = Interval(start, int(until_step), dict(blend.family_ratios), reason, dict(evidence))
+        # the interval keeps the ratios it was given where they sum to 1 (a policy's decision): normalising is not
+        # idempotent in floating point, so a resumed run replaying the recorded ratios must not divide them again
+        kept = dict(ratios) if abs(sum(ratios.values()) - 1.0) <= RATIO_TOLERANCE else dict(blend.family_ratios)
+        iv = Interval(start, int(until_step), kept, reason, dict(evidence))
         self.interval_blends.append(blend)
         self.schedule = MixtureSchedule((*self.schedule.intervals, iv))
         if self.built is not None:
@@ -357,3 +364,53 @@ class ScheduledBlend:
         self.built = BuiltSchedule(self.blend, train, val, epochs, self.train_samples, schedule=self.schedule,
                                    interval_blends=self.interval_blends, global_batch_size=self.global_batch_size)
         return self.built
+
+
+class UndecidedSample(RuntimeError):
+    """A sample of an interval the adaptive run's policy has not decided yet was asked for."""
+
+
+class DecidedSamples:
+    """An adaptive run's training samples (every backend's): ``len`` is the whole run's (what NeMo's and Bridge's
+    samplers are sized by); the samples of the intervals decided so far are the joined dataset's, a later one is
+    refused by name, never replaced."""
+
+    def __init__(self, built: BuiltSchedule, length: int):
+        self.built, self.length = built, int(length)
+
+    @property
+    def dataset_index(self) -> Any:
+        return self.built.train.dataset_index  # the decided samples (the monitor reads the consumed ones)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, idx: int) -> dict:
+        idx = int(idx)
+        if not 0 <= idx < self.length:
+            raise IndexError(idx)
+        decided = len(self.built.train)
+        if idx >= decided:
+            gbs = self.built.global_batch_size
+            raise UndecidedSample(f"adaptive mixture: sample {idx} (step {idx // gbs}) was read before its interval was "
+                                  f"decided (decided: steps 0-{decided // gbs}); the next interval is decided at the "
+                                  "boundary's validation (the evaluation interval must divide the "
+                                  "mixture's), and an adaptive run's loader must read no further ahead (num_workers=0)")
+        return self.built.train[idx]
+
+
+def adaptive_start(manifest: Manifest, config: BlendConfig, ratios: Mapping[str, float] | str | None, interval: int,
+                   steps: int, global_batch_size: int, check_epochs: bool = True) -> "ScheduledBlend":
+    """An adaptive run's open-ended schedule holding its first interval: ``ratios`` (checked against the data, its
+    errors the blend's) for ``interval`` steps (at most the run's ``steps``); every backend's start."""
+    from nemo_mlsl.mixtures import parse_ratios
+
+    if ratios is None:
+        raise ConfigError("adaptive: give the first interval's ratios (ratios='fam=p,...' / --ratios)")
+    if isinstance(ratios, str):
+        ratios = parse_ratios(ratios)
+    first = MixtureSchedule.one_interval(dict(ratios), min(int(interval), int(steps)), reason="initial")
+    scheduled = ScheduledBlend(manifest, config, first, global_batch_size, where=None, open_ended=True)
+    if check_epochs:
+        scheduled.interval_blends[0].check_epochs(first.steps * global_batch_size)
+    return scheduled

@@ -115,3 +115,37 @@ def check_context(ctx: PolicyContext) -> None:
         raise ConfigError(f"smoothing must be in [0, 1], got {ctx.smoothing}")
     if not 0 < ctx.max_change <= 1:
         raise ConfigError(f"max_change must be in (0, 1] (a total variation between two mixtures), got {ctx.max_change}")
+
+
+ADAPTIVE_DEFAULTS = {"min_share": 0.02, "smoothing": 0.5, "max_change": 1.0}
+
+
+def adaptive_settings(adaptive: Mapping[str, Any]) -> dict[str, Any]:
+    """An adaptive run's settings (a recipe's ``adaptive`` mapping, every backend's) checked by name: a known ``policy``, ``interval`` steps >= 1, ``min_share`` in
+    [0, 1), ``smoothing`` in [0, 1], ``max_change`` in (0, 1] (the CPU path's defaults where left out)."""
+    if not isinstance(adaptive, Mapping):
+        raise ConfigError(f"adaptive must be a mapping {{policy: NAME, interval: STEPS, ...}}, got {adaptive!r}")
+    unknown = sorted(set(adaptive) - {"policy", "interval", *ADAPTIVE_DEFAULTS})
+    if unknown:
+        raise ConfigError(f"adaptive: unknown field(s) {unknown}; expected policy, interval, min_share, smoothing, max_change")
+    out = {**ADAPTIVE_DEFAULTS, **{k: v for k, v in adaptive.items() if v is not None}}
+    name = out.get("policy")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("adaptive: give the policy by name (policy: NAME, e.g. ado)")
+    policy(name)  # an unknown policy is refused before anything is built
+    interval = out.get("interval")
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ConfigError(f"adaptive: interval must be a whole number of steps >= 1 (one decision per boundary), got "
+                          f"{interval!r}")
+    for key in ADAPTIVE_DEFAULTS:
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
+            raise ConfigError(f"adaptive: {key} must be a number, got {out[key]!r}")
+        out[key] = float(out[key])
+    if not 0 <= out["min_share"] < 1:
+        raise ConfigError(f"adaptive: min_share must be in [0, 1), got {out['min_share']}")
+    if not 0 <= out["smoothing"] <= 1:
+        raise ConfigError(f"adaptive: smoothing must be in [0, 1], got {out['smoothing']}")
+    if not 0 < out["max_change"] <= 1:
+        raise ConfigError(f"adaptive: max_change must be in (0, 1] (the total variation one decision may move the ratios "
+                          f"by; 1: no limit), got {out['max_change']}")
+    return out

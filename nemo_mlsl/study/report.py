@@ -183,12 +183,24 @@ def _slug(name: str) -> str:
 
 
 def _history(out: Path, run_id: str) -> list[dict[str, Any]]:
-    """The validations a run logged (``runs/ID/metrics.jsonl``), in step order; none if the file is gone."""
-    path = Path(out) / "runs" / run_id / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
-    return sorted(rows, key=lambda r: r.get("step", 0))
+    """The validations a run logged, in step order: the CPU path's ``runs/ID/metrics.jsonl``, else the
+    ``adaptive_history.jsonl`` an adaptive NeMo or Bridge run writes (in NeMo's log directory under ``runs/ID/``);
+    none if neither is there."""
+    run = Path(out) / "runs" / run_id
+    path = run / "metrics.jsonl"
+    if path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+        return sorted(rows, key=lambda r: r.get("step", 0))
+    # a resumed NeMo run's earlier attempts are in run_<k>/ beside its log directory's own file: the first of each step
+    paths = sorted(run.rglob("adaptive_history.jsonl"), key=lambda p: (not p.parent.name.startswith("run_"), str(p))) \
+        if run.is_dir() else []
+    first: dict[int, dict[str, Any]] = {}
+    for p in paths:
+        for line in p.read_text().splitlines():
+            if line.strip().startswith("{"):
+                row = json.loads(line)
+                first.setdefault(int(row.get("step", 0)), row)
+    return [first[s] for s in sorted(first)]
 
 
 def adaptive_summary(name: str, static: Mapping[str, Any], arm: Mapping[str, Any], sigma: float | None,

@@ -163,7 +163,8 @@ class Study:
         """A study with an adaptive arm needs a backend whose runs take a policy (``adaptive = True``)."""
         if self.cfg.adaptive is not None and self.backend is not None and not getattr(self.backend, "adaptive", False):
             raise ConfigError(f"adaptive: the {getattr(self.backend, 'name', '?')} backend does not train adaptive mixtures "
-                              "(the cpu backend does); use --backend cpu, or remove adaptive from the study config")
+                              "(the cpu, nemo and bridge backends do); use one of those, or remove adaptive from the study "
+                              "config")
 
     def _run(self, resume: bool) -> dict[str, Any]:
         out = self.out

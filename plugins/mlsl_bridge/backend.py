@@ -18,12 +18,12 @@ def _study(gpus_per_run: int, nodes_per_run: int):
 
 def _train(a: argparse.Namespace) -> dict | None:
     from mlsl_bridge.train import BridgeRequest, train
-    from nemo_mlsl.cli.common import ratios_arg, tags
+    from nemo_mlsl.cli.common import adaptive_arg, ratios_arg, tags
 
     schedule = getattr(a, "schedule", None)
     record = train(BridgeRequest(
         recipe=a.recipe, data=a.data, ratios=None if schedule is not None else ratios_arg(a.ratios), out=a.out,
-        schedule=schedule, tokens=a.tokens, max_steps=a.max_steps, seed=a.seed,
+        schedule=schedule, adaptive=adaptive_arg(a), tokens=a.tokens, max_steps=a.max_steps, seed=a.seed,
         within=a.within, run_id=a.run_id, tb_root=a.tb_root, store=a.store, report_dir=a.report_dir,
         law=None if a.law == "none" else a.law, bootstrap=a.bootstrap, overrides=a.overrides, num_nodes=a.nodes,
         gpus_per_node=a.gpus_per_node, extra_record=tags(a.tag)))
@@ -34,6 +34,7 @@ def _train(a: argparse.Namespace) -> dict | None:
 
 def _build(a: argparse.Namespace) -> int:
     from mlsl_bridge import recipe as mod
+    from nemo_mlsl.cli.common import adaptive_arg
     from nemo_mlsl.recipes import load
 
     schedule_file = getattr(a, "schedule", None)
@@ -48,8 +49,12 @@ def _build(a: argparse.Namespace) -> int:
     build = lambda check: mod.bridge_run(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
                                          num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides,
                                          check_epochs=check, validate=False, schedule=schedule,
-                                         schedule_where=f"--schedule {str(schedule_file)!r}:")
+                                         schedule_where=f"--schedule {str(schedule_file)!r}:", adaptive=adaptive_arg(a))
     mixture = ["--schedule", str(schedule_file)] if schedule is not None else ["--ratios", str(a.ratios)]
+    if a.adaptive is not None:  # the run's own flags, as given (mlsl train checks them again)
+        mixture += ["--adaptive", a.adaptive, "--interval", str(a.interval),
+                    *[x for flag, v in (("--min-share", a.min_share), ("--smoothing", a.smoothing),
+                                        ("--max-change", a.max_change)) if v is not None for x in (flag, str(v))]]
     if not a.dry_run:
         if not (a.data and (a.ratios or schedule is not None) and a.log_dir):
             raise ConfigError("mlsl recipes build --backend bridge without --dry-run trains: give --data, --ratios (or "
@@ -81,7 +86,13 @@ def _build(a: argparse.Namespace) -> int:
     else:
         print(f"# family blend: {len(run.blend['train_languages'])} training prefixes, validation over "
               f"{len(run.blend['validation_languages'])} languages (dataset_id order: {', '.join(run.blend['validation_languages'])})")
-    if run.scheduled is not None:
+    if run.adaptive is not None:
+        st = run.adaptive
+        print(f"# adaptive mixture: policy {st['policy']}, an interval every {st['interval']} steps from the first "
+              f"interval's ratios (min share {st['min_share']:g}, smoothing {st['smoothing']:g}, max change "
+              f"{st['max_change']:g}); Bridge evaluates every {run.config.validation.eval_interval} steps; the training set "
+              "is decided interval by interval by mlsl_bridge.adaptive.AdaptiveMixtureCallback")
+    elif run.scheduled is not None:
         spans = ", ".join(f"{iv.start_step}-{iv.until_step}" for iv in run.scheduled.schedule.intervals)
         print(f"# mixture schedule: {len(run.scheduled.schedule.intervals)} intervals (steps {spans}), the training set "
               "built by mlsl_bridge.schedule.ScheduledDataset")
@@ -94,4 +105,5 @@ def _build(a: argparse.Namespace) -> int:
 BACKEND = BackendPlugin(name="bridge", runs_label="Megatron-Bridge runs", study=_study, train=_train, build=_build,
                         requires=("megatron.bridge",),
                         missing="needs Megatron-Bridge, which lives in its own Python 3.12 environment: run `make setup-bridge` "
-                                "once, then use .venv-bridge/bin/mlsl", schedules=True, build_schedules=True)
+                                "once, then use .venv-bridge/bin/mlsl", schedules=True, build_schedules=True,
+                        adaptive=True, build_adaptive=True)

@@ -87,6 +87,7 @@ class FamilyValidationCallback(Callback):
         self.mixture = mixture
         self.validation = validation  # the forward step's FixedValidation: every evaluation from sample 0
         self.last: dict[str, Any] | None = None
+        self.last_step: int | None = None  # the step of ``last`` (an adaptive run's decision reads the evaluation there)
         self.record: dict[str, Any] | None = None
 
     def on_train_start(self, context) -> None:
@@ -110,7 +111,7 @@ class FamilyValidationCallback(Callback):
             return  # not the last pipeline stage: Bridge reduced nothing here
         state = context.state
         self.last = family_metrics(sums, self.languages, self.family_of, self.bytes_per_token)
-        step = state.train_state.step
+        step = self.last_step = state.train_state.step
         writer = state.tensorboard_logger
         mix = self.mixture(step) if self.mixture is not None else None
         if writer is not None:

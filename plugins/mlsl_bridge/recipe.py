@@ -91,6 +91,7 @@ class BridgeRun:
     impl: str
     name: str
     scheduled: Any = None  # the run's ScheduledBlend (mlsl_bridge.schedule) when it trains on a mixture schedule
+    adaptive: dict[str, Any] | None = None  # an adaptive run's checked settings (policy, interval, min_share, ...)
 
     @property
     def tokens_per_step(self) -> int:
@@ -121,6 +122,7 @@ def bridge_run(
     tb_dir: str | None = None,
     schedule: Any = None,
     schedule_where: str = "schedule",
+    adaptive: Mapping[str, Any] | None = None,
 ) -> BridgeRun:
     """The Bridge pretraining config for one rung on the family blend of a prepared data directory.
 
@@ -128,7 +130,11 @@ def bridge_run(
     prepared data; the model, schedule and parallel layout are the rung's). ``check_epochs`` refuses a run
     that would repeat a family's or language's data past the recipe's ``max_data_epochs``. ``schedule`` (a
     ``MixtureSchedule`` ending at the run's last step, in place of ``ratios``) makes the training set the schedule's
-    joined blend (``mlsl_bridge.schedule.ScheduledDataset``); its errors name ``schedule_where``."""
+    joined blend (``mlsl_bridge.schedule.ScheduledDataset``); its errors name ``schedule_where``. ``adaptive``
+    (``{"policy": NAME, "interval": STEPS, "min_share": .., "smoothing": .., "max_change": ..}``, with ``ratios`` the first
+    interval's): the training set starts as that first interval and ``mlsl_bridge.adaptive.AdaptiveMixtureCallback`` adds
+    each next one at its boundary's evaluation; Bridge evaluates at every boundary and reads the set with no worker
+    processes (a worker would hold a copy made before the decisions)."""
     from megatron.bridge.training.config import (CheckpointConfig, ConfigContainer, DistributedDataParallelConfig,
                                                  DistributedInitConfig, GPTDatasetConfig, LoggerConfig, MockGPTDatasetConfig,
                                                  OptimizerConfig, RNGConfig, TrainingConfig, ValidationConfig)
@@ -139,8 +145,21 @@ def bridge_run(
     p, t = recipe.parallel, recipe.train
     steps = max_steps or t.resolved_max_steps
     out = Path(dir or f"bridge_runs/{name or recipe.name}")
-    blend = scheduled = None
-    if schedule is not None:
+    blend = scheduled = settings = None
+    if adaptive is not None:
+        from nemo_mlsl.data.blend import BlendConfig
+        from nemo_mlsl.data.manifest import Manifest
+        from nemo_mlsl.data.schedule import adaptive_start
+        from nemo_mlsl.policies import adaptive_settings
+
+        if schedule is not None or not data:
+            raise ConfigError("an adaptive run starts from --ratios (its first interval) on the prepared data (--data DIR) "
+                              "and decides the next intervals; give --ratios, not --schedule")
+        settings = adaptive_settings(adaptive)
+        scheduled = adaptive_start(Manifest.load(data), BlendConfig({}, within, t.seq_length, seed, t.max_data_epochs),
+                                   ratios, settings["interval"], steps, t.global_batch_size, check_epochs)
+        ratios = scheduled.family_ratios  # the run's table of training datasets: every family with data
+    elif schedule is not None:
         from mlsl_bridge.schedule import scheduled_blend
 
         if not data or ratios is not None:
@@ -159,6 +178,8 @@ def bridge_run(
         blend = blend_paths(data, ratios, within, normalize=scheduled is not None, seq_length=t.seq_length,
                             max_epochs=t.max_data_epochs,
                             train_samples=steps * t.global_batch_size if check_epochs and scheduled is None else None)
+        if scheduled is not None and blend["train_languages"] != scheduled.train_languages:
+            raise RuntimeError("the schedule's table of training datasets differs from its blend's")  # what dataset_id names
         n_val, vocab = len(blend["validation_languages"]), blend["vocab_size"]
     else:
         n_val, vocab = 1, recipe.vocab_size or recipe.paper.get("vocab_size")
@@ -176,17 +197,24 @@ def bridge_run(
         if scheduled is not None:
             from mlsl_bridge.schedule import ScheduledDataset
 
-            loader = {k: dataset_common[k] for k in ("dataloader_type", "num_workers")}
+            loader = {"dataloader_type": dataset_common["dataloader_type"],
+                      "num_workers": 0 if settings is not None else dataset_common["num_workers"]}
             dataset = ScheduledDataset(blend=dataset, data_dir=str(data), schedule=scheduled.schedule.to_dict(),
                                        within=within, global_batch_size=t.global_batch_size,
-                                       max_epochs=t.max_data_epochs, **loader)
+                                       max_epochs=t.max_data_epochs, adaptive=settings is not None, **loader)
+            if settings is not None:
+                dataset.live = scheduled  # not a field: the callback extends what the training set reads
+                blend["family_ratios"] = dict(scheduled.interval_blends[0].family_ratios)  # the first interval's
         tokenizer = tokenizer_config(blend["tokenizer_kind"], blend["tokenizer_model"])
     else:
         dataset = MockGPTDatasetConfig(**dataset_common)
         from megatron.bridge.training.tokenizers.config import TokenizerConfig
 
         tokenizer = TokenizerConfig(tokenizer_type="NullTokenizer", vocab_size=vocab)
-    eval_every = min(t.val_every, steps)
+    val_every = t.val_every
+    if settings is not None and settings["interval"] % val_every:  # every boundary evaluates (the decision reads it)
+        val_every = settings["interval"]
+    eval_every = min(val_every, steps)
     config = ConfigContainer(
         model=model_provider(recipe.model, p, vocab, t.seq_length, t.dropout, impl),
         train=TrainingConfig(train_iters=steps, global_batch_size=t.global_batch_size, micro_batch_size=t.micro_batch_size,
@@ -209,7 +237,7 @@ def bridge_run(
         mixed_precision="bf16_mixed",
     )
     run = BridgeRun(config=config, recipe=recipe, blend=blend, steps=steps, seed=seed, impl=impl, name=name or recipe.name,
-                    scheduled=scheduled)
+                    scheduled=scheduled, adaptive=settings)
     if validate:
         validated(config, (num_nodes or p.num_nodes) * (num_gpus_per_node or p.gpus_per_node))
     return run

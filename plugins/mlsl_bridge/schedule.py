@@ -6,6 +6,11 @@ samples from megatron-core's blend builder, joined into one dataset whose ``data
 table of training datasets), sized by Bridge's ``train_iters`` x global batch size; validation and test are the
 family blend's, built by Bridge's registered GPT provider exactly as for a run on ``--ratios``.
 
+With ``adaptive`` the schedule holds only the first interval: the training set is ``DecidedSamples`` over the
+run's whole length (Bridge's sampler is sized by ``train_iters`` x the global batch), its later intervals added at
+their boundaries by ``mlsl_bridge.adaptive.AdaptiveMixtureCallback`` (``live``: the ``ScheduledBlend`` it extends,
+the one the run was built with), and a sample of an interval not decided yet is refused, never replaced.
+
 ``ScheduledMixture`` is the realised mixture after a step (the callback's ``mixture/*`` scalars and the
 record's ``realized_ratios``) and ``schedule_record`` the record's ``schedule``: both counted with megatron's
 own index builder (``blended_counts``, each interval's first samples), which draws greedily, so they equal
@@ -24,7 +29,7 @@ import numpy as np
 from mlsl_bridge.compat import ensure_importable
 from nemo_mlsl.data.blend import BlendConfig, blended_counts
 from nemo_mlsl.data.manifest import Manifest
-from nemo_mlsl.data.schedule import MixtureSchedule, ScheduledBlend
+from nemo_mlsl.data.schedule import DecidedSamples, MixtureSchedule, ScheduledBlend
 from nemo_mlsl.errors import ConfigError
 from nemo_mlsl.metrics import mixture_summary
 
@@ -54,6 +59,7 @@ class ScheduledDataset(DatasetProvider):
     within: str = "natural"
     global_batch_size: int = 1
     max_epochs: float = 4.0
+    adaptive: bool = False  # the schedule is the first interval; AdaptiveMixtureCallback adds the next ones
 
     @property
     def seq_length(self) -> int:
@@ -79,8 +85,8 @@ class ScheduledDataset(DatasetProvider):
         return MixtureSchedule.from_dict(self.schedule)
 
     def build_datasets(self, context: DatasetBuildContext) -> tuple[Any, Any, Any]:
-        from megatron.bridge.data.utils import pretrain_train_valid_test_datasets_provider
-
+        if self.adaptive:
+            return self._build_adaptive(context)
         sched = scheduled_blend(self.data_dir, self.mixture_schedule(), self.within, self.seq_length, self.random_seed,
                                 self.max_epochs, self.global_batch_size)
         if context.train_samples != sched.train_samples:
@@ -88,11 +94,36 @@ class ScheduledDataset(DatasetProvider):
                               f"{sched.schedule.steps} steps x {self.global_batch_size} = {sched.train_samples}; the "
                               "schedule's last until_step must be train.train_iters and its global batch Bridge's")
         self.built = sched.build(1, self.blend.path_to_cache)  # not a field: the config prints without it
+        return (self.built.train, *self._evaluation(context))
+
+    def _build_adaptive(self, context: DatasetBuildContext) -> tuple[Any, Any, Any]:
+        """The first interval built, inside ``DecidedSamples`` of the run's length (``live``: the run's own
+        ``ScheduledBlend``, else one rebuilt from ``schedule``, as for a config loaded from YAML)."""
+        from nemo_mlsl.data.manifest import Manifest
+        from nemo_mlsl.data.blend import BlendConfig
+
+        sched = getattr(self, "live", None)
+        if sched is None:
+            config = BlendConfig({}, self.within, self.seq_length, self.random_seed, self.max_epochs)
+            sched = ScheduledBlend(Manifest.load(self.data_dir), config, MixtureSchedule.from_dict(self.schedule),
+                                   self.global_batch_size, where=None, open_ended=True)
+            self.live = sched
+        if context.train_samples < sched.train_samples:
+            raise ConfigError(f"Megatron-Bridge asks for {context.train_samples} training samples, fewer than the adaptive "
+                              f"run's first interval ({sched.schedule.steps} steps x {self.global_batch_size}); lower the "
+                              "interval or raise train.train_iters")
+        self.built = sched.build(1, self.blend.path_to_cache)
+        return (DecidedSamples(self.built, context.train_samples), *self._evaluation(context))
+
+    def _evaluation(self, context: DatasetBuildContext) -> tuple[Any, Any]:
+        """Validation and test: the family blend's, built by Bridge's registered GPT provider."""
+        from megatron.bridge.data.utils import pretrain_train_valid_test_datasets_provider
+
         evaluation = copy.copy(self.blend)
         evaluation.blend_per_split = [None, *self.blend.blend_per_split[1:]]
         _, valid, test = pretrain_train_valid_test_datasets_provider([0, context.valid_samples, context.test_samples],
                                                                       evaluation)
-        return self.built.train, valid, test
+        return valid, test
 
 
 class ScheduledMixture:

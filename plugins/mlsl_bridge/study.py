@@ -19,6 +19,7 @@ from nemo_mlsl.study.backend import RunSpec, train_arguments
 
 class BridgeBackend:
     name = "bridge"
+    adaptive = True  # a study's adaptive arm: mlsl train --backend bridge --adaptive POLICY
 
     def __init__(self, gpus_per_run: int = 1, nodes_per_run: int = 1):
         self.gpus_per_run = gpus_per_run
@@ -38,7 +39,8 @@ class BridgeBackend:
         return BridgeRequest(recipe=r.rung, data=spec.data, ratios=r.ratios, out=spec.out, tokens=r.tokens, seed=r.seed,
                              within=spec.within, run_id=spec.run_id, tb_root=spec.tb_root, store=spec.store,
                              report_dir=spec.report_dir, law=spec.law, bootstrap=0, overrides=list(spec.overrides),
-                             num_nodes=self.nodes_per_run, gpus_per_node=self.gpus_per_run, extra_record=dict(spec.tags))
+                             num_nodes=self.nodes_per_run, gpus_per_node=self.gpus_per_run, extra_record=dict(spec.tags),
+                             adaptive=r.adaptive or None)
 
     def train(self, spec: RunSpec) -> None:
         """In this process, on this machine's GPU (one process: the single-GPU case)."""

@@ -26,6 +26,7 @@ class BridgeRequest:
     ratios: Mapping[str, float] | str | None
     out: str
     schedule: str | Path | None = None  # a mixture schedule file (YAML/JSON) in place of ratios (--schedule FILE)
+    adaptive: Mapping[str, Any] | None = None  # {policy, interval, min_share, smoothing, max_change}: ratios are the first
     tokens: float | None = None
     max_steps: int | None = None
     seed: int = 1234
@@ -48,6 +49,11 @@ class BuiltBridgeRun:
     run: BridgeRun
     forward_step: FamilyForwardStep
     callback: FamilyValidationCallback
+    adaptive: Any = None  # an adaptive run's AdaptiveMixtureCallback (after ``callback``)
+
+    @property
+    def callbacks(self) -> list:
+        return [self.callback, *([self.adaptive] if self.adaptive is not None else [])]
 
 
 def build_run(req: BridgeRequest) -> BuiltBridgeRun:
@@ -60,6 +66,9 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
         raise ConfigError("a Bridge run needs its family ratios (--ratios fam=p,...) or a mixture schedule (--schedule "
                           "FILE), " + ("not both" if req.ratios is not None else "one of them"))
     steps = None
+    if req.adaptive is not None and req.schedule is not None:
+        raise ConfigError("an adaptive Bridge run starts from --ratios (its first interval) and decides the next ones; give "
+                          "--ratios, not --schedule")
     if req.tokens is not None or req.max_steps is not None or req.schedule is not None:
         recipe = load(req.recipe, req.overrides, num_nodes=req.num_nodes, gpus_per_node=req.gpus_per_node)
         # the layout checked for the run's GPUs
@@ -75,12 +84,12 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
                      num_gpus_per_node=req.gpus_per_node, dir=req.out, name=req.run_id, overrides=req.overrides, seed=req.seed,
                      max_steps=steps, validate=False, check_epochs=req.check_epochs,
                      tb_dir=str(Path(req.tb_root) / (req.run_id or Path(req.out).name)) if req.tb_root else None,
-                     schedule=schedule, schedule_where=where)
+                     schedule=schedule, schedule_where=where, adaptive=req.adaptive)
     blend, recipe = run.blend, run.recipe
     counts = recipe.params(blend["vocab_size"])
     make_record = live = None
     extra = dict(req.extra_record)
-    if run.scheduled is not None:
+    if run.scheduled is not None and run.adaptive is None:  # an adaptive run's: AdaptiveMixtureCallback keeps it current
         extra["schedule"] = schedule_record(run.scheduled)
     if req.store:
         make_record = BridgeRunRecord(run_id=run.name, recipe=recipe.name, N=counts.non_embedding, N_total=counts.total,
@@ -100,7 +109,14 @@ def build_run(req: BridgeRequest) -> BuiltBridgeRun:
     callback = FamilyValidationCallback(blend["validation_languages"], blend["family_of"], blend["bytes_per_token"],
                                         make_record=make_record, live_fit=live, hparams=hparams, mixture=mixture,
                                         validation=validation)
-    return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"], validation), callback)
+    adaptive = None
+    if run.adaptive is not None:
+        from mlsl_bridge.adaptive import AdaptiveMixtureCallback
+
+        adaptive = AdaptiveMixtureCallback(run.config.dataset, callback, run.adaptive, run.steps, req.out,
+                                           sorted({blend["family_of"][l] for l in blend["validation_languages"]}),
+                                           record=make_record)
+    return BuiltBridgeRun(run, FamilyForwardStep(blend["validation_languages"], validation), callback, adaptive)
 
 
 def train(req: BridgeRequest) -> dict[str, Any] | None:
@@ -125,5 +141,5 @@ def train(req: BridgeRequest) -> dict[str, Any] | None:
 
         built.run.scheduled.schedule.write(Path(req.out) / SCHEDULE_FILE)
     pretrain = import_pretrain()
-    pretrain(built.run.config, built.forward_step, callbacks=[built.callback])
+    pretrain(built.run.config, built.forward_step, callbacks=built.callbacks)
     return built.callback.record

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from nemo_mlsl.backends import BackendPlugin
+from nemo_mlsl.cli.common import adaptive_arg
 from nemo_mlsl.errors import ConfigError
 
 
@@ -23,7 +24,7 @@ def _build(a: argparse.Namespace) -> int:
     schedule = _schedule(a)
     build = lambda check: pretrain_recipe(a.name, a.data, a.ratios, within=a.within, num_nodes=a.nodes,  # noqa: E731
                                           num_gpus_per_node=a.gpus_per_node, dir=a.log_dir, overrides=a.overrides, store=a.store,
-                                          check_epochs=check, schedule=schedule, adaptive=_adaptive(a))
+                                          check_epochs=check, schedule=schedule, adaptive=adaptive_arg(a))
     if a.dry_run:
         try:
             recipe = build(True)
@@ -46,14 +47,6 @@ def _schedule(a: argparse.Namespace) -> dict | None:
     from mlsl_nemo.recipe import schedule_file
 
     return schedule_file(a.schedule, a.name, a.overrides, a.nodes, a.gpus_per_node)
-
-
-def _adaptive(a: argparse.Namespace) -> dict | None:
-    """``--adaptive POLICY --interval STEPS`` (and --min-share, --smoothing, --max-change) as the recipe's settings."""
-    if getattr(a, "adaptive", None) is None:
-        return None
-    return {"policy": a.adaptive, "interval": a.interval, "min_share": a.min_share, "smoothing": a.smoothing,
-            "max_change": a.max_change}
 
 
 def local_executor(run, parallel, nodes: int | None, gpus_per_node: int | None):

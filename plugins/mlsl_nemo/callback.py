@@ -166,7 +166,9 @@ class NeMoAdaptiveMixtureCallback(pl.Callback):
     data-parallel ranks: the same on every rank, so every rank decides the same), kept here and in the log directory
     (``adaptive_history.jsonl``); global rank 0 rewrites ``schedule.json`` after each decision.
 
-    A run resumed past its first interval is refused (its decisions are not in the checkpoint yet)."""
+    A resumed run rebuilds the intervals its checkpoint held (the data module's state) and reads the history its
+    decisions read from ``adaptive_history.jsonl`` (the first validation of each step counts: a resumed run validates
+    again where it restarts, and its decision must be the one the run it continues made)."""
 
     def __init__(self, policy: str, interval: int, max_steps: int, min_share: float = 0.02, smoothing: float = 0.5,
                  max_change: float = 1.0):
@@ -196,13 +198,46 @@ class NeMoAdaptiveMixtureCallback(pl.Callback):
                               f"trainer.val_check_interval to {self.interval} or a divisor of it")
 
     def on_train_start(self, trainer, pl_module) -> None:
+        """A resumed run: the validation history its decisions read (``adaptive_history.jsonl``, the first validation of
+        each step), and the intervals its checkpoint held (the data module rebuilt them) must reach this step."""
         from nemo_mlsl.errors import ConfigError
 
         dm = self._dm(trainer)
-        if trainer.global_step > dm.schedule.steps:
-            raise ConfigError(f"adaptive mixture: this run resumes at step {trainer.global_step}, past its first interval "
-                              f"(steps 0-{dm.schedule.steps}); resuming an adaptive NeMo run there is not supported yet: "
-                              "start it in a new log directory")
+        step = trainer.global_step
+        if step == 0:
+            return
+        for s, loss in self._saved_history(trainer).items():  # the checkpoint's own history first
+            self.losses.setdefault(s, loss)
+        if step > dm.schedule.steps:
+            raise ConfigError(f"adaptive mixture: this run resumes at step {step}, but its checkpoint holds the intervals "
+                              f"to step {dm.schedule.steps} only (a checkpoint written before the schedule was kept in "
+                              "it); start the run in a new log directory")
+        if step == dm.schedule.steps and step in self.losses:
+            self._decide(trainer, step)  # resumed at a boundary whose decision its checkpoint was saved before
+
+    def state_dict(self) -> dict[str, Any]:
+        """The validation history the decisions read, kept in every checkpoint."""
+        return {"losses": {str(s): dict(loss) for s, loss in sorted(self.losses.items())}}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.losses = {int(s): {f: float(v) for f, v in loss.items()} for s, loss in state_dict.get("losses", {}).items()}
+
+    def _saved_history(self, trainer) -> dict[int, dict[str, float]]:
+        """``adaptive_history.jsonl`` of this run and of its earlier attempts (NeMo's logger moves an earlier attempt's
+        files into ``run_<k>/`` when a run resumes in its log directory), the first validation of each step."""
+        import json
+
+        log_dir = self._log_dir(trainer)
+        attempts = sorted(log_dir.glob(f"run_*/{ADAPTIVE_HISTORY_FILE}"), key=lambda p: int(p.parent.name[4:])
+                          if p.parent.name[4:].isdigit() else 0)
+        out: dict[int, dict[str, float]] = {}
+        for path in [*attempts, log_dir / ADAPTIVE_HISTORY_FILE]:
+            if path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    if line.strip():
+                        rec = json.loads(line)
+                        out.setdefault(int(rec["step"]), {f: float(v) for f, v in rec["family_loss"].items()})
+        return out
 
     def _log_dir(self, trainer):
         from pathlib import Path
@@ -229,6 +264,9 @@ class NeMoAdaptiveMixtureCallback(pl.Callback):
         if fam_cb is None or fam_cb.last is None:
             raise RuntimeError("NeMoAdaptiveMixtureCallback needs NeMoFamilyValidationCallback's per-family losses")
         step = trainer.global_step
+        every = trainer.val_check_interval
+        if step % every and step != self.max_steps:
+            return  # off the run's cadence (the validation a stopped or preempted run ends with): no uninterrupted run has it
         if step not in self.losses:
             self.losses[step] = {f: float(v["loss"]) for f, v in fam_cb.last["families"].items()}
             if trainer.global_rank == 0:

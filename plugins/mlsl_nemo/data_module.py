@@ -13,7 +13,8 @@ builder, sized by NeMo's global batch size, one ``dataset_id`` table for the run
 order, so the samples of steps ``[start, until)`` are exactly that interval's.
 
 With ``adaptive=True`` the schedule holds only the first interval; ``NeMoAdaptiveMixtureCallback`` adds each next one at
-its boundary (``extend``). NeMo's sampler is sized when the loader is made, so the training dataset reports the run's
+its boundary (``extend``), and every checkpoint keeps the intervals decided so far (``state_dict``), which a resumed run
+rebuilds before it reads a sample. NeMo's sampler is sized when the loader is made, so the training dataset reports the run's
 whole length (``max_steps`` x the global batch) from the start, and a sample of an interval not decided yet is refused
 (``UndecidedSample``), never replaced. The recipe reads it with ``num_workers=0`` (a worker process would hold a copy
 made before the decisions).
@@ -27,8 +28,10 @@ from nemo.collections.llm.gpt.data.pre_training import PreTrainingDataModule
 
 from nemo_mlsl.data.blend import DEFAULT_MAX_EPOCHS, BlendConfig, ValidationWindow, validation_set
 from nemo_mlsl.data.manifest import Manifest
-from nemo_mlsl.data.schedule import BuiltSchedule, MixtureSchedule, ScheduledBlend
+from nemo_mlsl.data.schedule import BuiltSchedule, DecidedSamples, MixtureSchedule, ScheduledBlend, UndecidedSample
 from nemo_mlsl.errors import ConfigError
+
+__all__ = ["FamilyPreTrainingDataModule", "DecidedSamples", "UndecidedSample"]
 
 
 class FamilyPreTrainingDataModule(PreTrainingDataModule):
@@ -82,6 +85,33 @@ class FamilyPreTrainingDataModule(PreTrainingDataModule):
                                         self.data_sampler.global_batch_size, open_ended=self.adaptive)
         return self.scheduled.build(self.val_samples_per_language, self.index_mapping_dir)
 
+    def state_dict(self) -> dict[str, Any]:
+        """NeMo's state (the consumed samples) and, for a scheduled run, the schedule trained so far: an adaptive run's
+        checkpoint holds the intervals decided before it, so a resumed run reads the samples it would have read."""
+        state = super().state_dict()
+        if self.schedule is not None:
+            state["schedule"] = self.schedule.to_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """A checkpoint's state: an adaptive run's decided intervals rebuilt as they were (after its first, which this
+        run's recipe builds: they must agree); a fixed schedule must be this run's."""
+        super().load_state_dict(dict(state_dict))
+        saved = state_dict.get("schedule")
+        if saved is None or self.schedule is None:
+            return
+        if not self.adaptive:
+            if saved != self.schedule.to_dict():
+                raise ConfigError("the checkpoint was trained on another mixture schedule than this run's; resume with "
+                                  "the run's own schedule (its schedule.json) or start it in a new log directory")
+            return
+        first, *later = saved["intervals"]
+        if first != self.schedule.intervals[0].to_dict():
+            raise ConfigError("the checkpoint's first interval differs from this run's ratios / interval; resume with the "
+                              "run's own --ratios and --interval, or start it in a new log directory")
+        for iv in later[len(self.schedule.intervals) - 1:]:
+            self.extend(iv["ratios"], iv["until_step"], iv["reason"], iv["evidence"])
+
     def extend(self, ratios: Mapping[str, float], until_step: int, reason: str, evidence: Mapping[str, Any]):
         """An adaptive run's next interval ``[current end, until_step)`` on ``ratios``, its samples built now."""
         if not self.adaptive or self.scheduled is None:
@@ -89,38 +119,6 @@ class FamilyPreTrainingDataModule(PreTrainingDataModule):
         iv = self.scheduled.extend(ratios, until_step, reason, evidence, self.index_mapping_dir)
         self.schedule = self.scheduled.schedule
         return iv
-
-
-class UndecidedSample(RuntimeError):
-    """A sample of an interval the adaptive run's policy has not decided yet was asked for."""
-
-
-class DecidedSamples:
-    """An adaptive run's training samples: ``len`` is the whole run's (what NeMo's sampler is sized by); the samples of
-    the intervals decided so far are the joined dataset's, a later one is refused by name."""
-
-    def __init__(self, built: BuiltSchedule, length: int):
-        self.built, self.length = built, int(length)
-
-    @property
-    def dataset_index(self) -> Any:
-        return self.built.train.dataset_index  # the decided samples (the monitor reads the consumed ones)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, idx: int) -> dict:
-        idx = int(idx)
-        if not 0 <= idx < self.length:
-            raise IndexError(idx)
-        decided = len(self.built.train)
-        if idx >= decided:
-            gbs = self.built.global_batch_size
-            raise UndecidedSample(f"adaptive mixture: sample {idx} (step {idx // gbs}) was read before its interval was "
-                                  f"decided (decided: steps 0-{decided // gbs}); the next interval is decided at the "
-                                  "boundary's validation (val_check_interval must divide the interval), and an adaptive "
-                                  "run's loader must read no further ahead (num_workers=0)")
-        return self.built.train[idx]
 
 
 class _CausalMask:

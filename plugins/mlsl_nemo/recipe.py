@@ -115,6 +115,8 @@ def pretrain_recipe(
         if schedule is not None:
             raise ConfigError("adaptive: an adaptive run starts from ratios (its first interval) and decides the next "
                               "ones; give ratios, not schedule")
+        from nemo_mlsl.policies import adaptive_settings
+
         settings = adaptive_settings(adaptive)
         schedule, blend = adaptive_blend(data, ratios, settings["interval"], within, seed, steps, t, check_epochs)
     elif schedule is not None:
@@ -225,67 +227,22 @@ def scheduled_blend(data: str, ratios: Any, schedule: Mapping[str, Any], within:
     return sched.to_dict(), blend
 
 
-ADAPTIVE_DEFAULTS = {"min_share": 0.02, "smoothing": 0.5, "max_change": 1.0}
-
-
-def adaptive_settings(adaptive: Mapping[str, Any]) -> dict[str, Any]:
-    """An adaptive run's settings checked by name: a known ``policy``, ``interval`` steps >= 1, ``min_share`` in
-    [0, 1), ``smoothing`` in [0, 1], ``max_change`` in (0, 1] (the CPU path's defaults where left out)."""
-    from nemo_mlsl.policies import policy
-
-    if not isinstance(adaptive, Mapping):
-        raise ConfigError(f"adaptive must be a mapping {{policy: NAME, interval: STEPS, ...}}, got {adaptive!r}")
-    unknown = sorted(set(adaptive) - {"policy", "interval", *ADAPTIVE_DEFAULTS})
-    if unknown:
-        raise ConfigError(f"adaptive: unknown field(s) {unknown}; expected policy, interval, min_share, smoothing, max_change")
-    out = {**ADAPTIVE_DEFAULTS, **{k: v for k, v in adaptive.items() if v is not None}}
-    name = out.get("policy")
-    if not isinstance(name, str) or not name:
-        raise ConfigError("adaptive: give the policy by name (policy: NAME, e.g. ado)")
-    policy(name)  # an unknown policy is refused before anything is built
-    interval = out.get("interval")
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        raise ConfigError(f"adaptive: interval must be a whole number of steps >= 1 (one decision per boundary), got "
-                          f"{interval!r}")
-    for key in ADAPTIVE_DEFAULTS:
-        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)):
-            raise ConfigError(f"adaptive: {key} must be a number, got {out[key]!r}")
-        out[key] = float(out[key])
-    if not 0 <= out["min_share"] < 1:
-        raise ConfigError(f"adaptive: min_share must be in [0, 1), got {out['min_share']}")
-    if not 0 <= out["smoothing"] <= 1:
-        raise ConfigError(f"adaptive: smoothing must be in [0, 1], got {out['smoothing']}")
-    if not 0 < out["max_change"] <= 1:
-        raise ConfigError(f"adaptive: max_change must be in (0, 1] (the total variation one decision may move the ratios "
-                          f"by; 1: no limit), got {out['max_change']}")
-    return out
-
-
 def adaptive_blend(data: str, ratios: Any, interval: int, within: str, seed: int, steps: int, t: TrainSettings,
                    check_epochs: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """An adaptive run's first interval (``ratios`` for ``interval`` steps, checked against the data; its dict form) and
     the blend tables of the run (every language with data: any family may be drawn later)."""
     from nemo_mlsl.data.blend import BlendConfig, blend_paths
     from nemo_mlsl.data.manifest import Manifest
-    from nemo_mlsl.data.schedule import MixtureSchedule, ScheduledBlend
-    from nemo_mlsl.mixtures import parse_ratios
+    from nemo_mlsl.data.schedule import adaptive_start
 
-    if ratios is None:
-        raise ConfigError("adaptive: give the first interval's ratios (ratios='fam=p,...' / --ratios)")
-    if isinstance(ratios, str):
-        ratios = parse_ratios(ratios)
-    first = MixtureSchedule.one_interval(dict(ratios), min(interval, steps), reason="initial")
-    m = Manifest.load(data)
-    scheduled = ScheduledBlend(m, BlendConfig({}, within, t.seq_length, seed, t.max_data_epochs), first,
-                               t.global_batch_size, where=None, open_ended=True)
-    if check_epochs:
-        scheduled.interval_blends[0].check_epochs(first.steps * t.global_batch_size)
+    scheduled = adaptive_start(Manifest.load(data), BlendConfig({}, within, t.seq_length, seed, t.max_data_epochs), ratios,
+                               interval, steps, t.global_batch_size, check_epochs)
     blend = blend_paths(data, scheduled.family_ratios, within, normalize=True, seq_length=t.seq_length,
                         max_epochs=t.max_data_epochs)
     if blend["train_languages"] != scheduled.train_languages:  # the monitor reads the joined dataset's dataset_id
         raise RuntimeError("the adaptive run's table of training datasets differs from its blend's")
     blend["family_ratios"] = dict(scheduled.interval_blends[0].family_ratios)  # the hparams': the first interval's
-    return first.to_dict(), blend
+    return scheduled.schedule.to_dict(), blend
 
 
 def _log(dir: str | None, name: str, tb_root: str | None):

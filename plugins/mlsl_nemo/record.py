@@ -22,6 +22,15 @@ class NeMoRunRecord:
         self.extra = dict(extra or {})
         self.started = time.time()
 
+    @staticmethod
+    def adaptive(trainer) -> dict[str, Any]:
+        """An adaptive run's policy settings, its decisions and their seconds (the CPU record's ``adaptive``)."""
+        from mlsl_nemo.callback import NeMoAdaptiveMixtureCallback
+
+        cb = next(c for c in trainer.callbacks if isinstance(c, NeMoAdaptiveMixtureCallback))
+        return {"policy": cb.name, "interval": cb.interval, "min_share": cb.min_share, "smoothing": cb.smoothing,
+                "max_change": cb.max_change, "decisions": cb.decisions, "decision_s": round(cb.seconds, 4)}
+
     def __call__(self, trainer) -> dict[str, Any] | None:
         from mlsl_nemo.callback import NeMoFamilyValidationCallback, NeMoMixtureMonitorCallback
         from nemo_mlsl.data.schedule import schedule_record
@@ -46,4 +55,5 @@ class NeMoRunRecord:
                 **({"realized_ratios": {k.split("/")[1]: v for k, v in mix.items() if k.startswith("mixture/") and k.endswith("/ratio")}}
                    if mix else {}),
                 **({"schedule": schedule_record(schedule, dm.built)} if schedule is not None else {}),
+                **({"adaptive": self.adaptive(trainer)} if adaptive else {}),
                 **({"transformer_impl": impl} if impl else {}), **self.extra}

@@ -25,6 +25,7 @@ LOG_TAIL_LINES = 40
 
 class NeMoBackend:
     name = "nemo"
+    adaptive = True  # a study's adaptive arm: the recipe's NeMoAdaptiveMixtureCallback decides its intervals
 
     def __init__(self, gpus_per_run: int = 1, nodes_per_run: int = 1):
         self.gpus_per_run = gpus_per_run
@@ -39,7 +40,7 @@ class NeMoBackend:
         return pretrain_recipe(r.rung, spec.data, r.ratios, within=spec.within, num_nodes=self.nodes_per_run,
                                num_gpus_per_node=self.gpus_per_run, dir=spec.out, name=spec.run_id, overrides=spec.overrides,
                                store=spec.store, seed=r.seed, max_steps=steps, law=spec.law, report_dir=spec.report_dir,
-                               record_extra=spec.tags, tb_root=spec.tb_root)
+                               record_extra=spec.tags, tb_root=spec.tb_root, adaptive=r.adaptive or None)
 
     def command(self, task_file: Path) -> list[str]:
         """The process that runs one serialized task."""

@@ -1,0 +1,163 @@
+"""An adaptive mixture on Megatron-Bridge (``mlsl train --backend bridge --adaptive POLICY --interval STEPS``).
+
+``AdaptiveMixtureCallback`` runs after ``FamilyValidationCallback`` at every evaluation. At a boundary (the end of the
+schedule decided so far, before the run's last step) the policy (``nemo_mlsl.policies``) decides the next interval's
+ratios from the run's validation history with the CPU path's ``boundary_decision``, and the training set's
+``ScheduledBlend`` (``ScheduledDataset.live``) builds that interval's samples before Bridge's loader reads them.
+
+Every rank decides, from the same inputs: the per-family losses are Bridge's reduced ones (summed over the
+data-parallel ranks), computed on the last pipeline stage and broadcast to the others; the tokens drawn so far come
+from the joined dataset's ``dataset_id``, the same on every rank. Rank 0 keeps the history
+(``adaptive_history.jsonl``) and rewrites ``schedule.json`` in the run directory after each decision; the run's record
+carries the decided schedule with each interval's realised shares, its mean ratios and the policy's settings and cost.
+
+A run resumed past its first interval is refused (its decisions are not in Bridge's checkpoint yet).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlsl_bridge.compat import ensure_importable
+from nemo_mlsl.errors import ConfigError
+
+ensure_importable()
+
+from megatron.bridge.training.callbacks import Callback  # noqa: E402
+
+ADAPTIVE_HISTORY_FILE = "adaptive_history.jsonl"
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def pipeline_broadcast(values: list[float] | None, n: int) -> list[float]:
+    """``values`` (known on the last pipeline stage only; None elsewhere) on every rank of the pipeline group."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if values is None:
+            raise RuntimeError("no per-family losses on a single process")
+        return list(values)
+    from megatron.core import parallel_state
+
+    if parallel_state.get_pipeline_model_parallel_world_size() == 1:
+        if values is None:
+            raise RuntimeError("the last pipeline stage has no per-family losses")
+        return list(values)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor(values if values is not None else [0.0] * n, dtype=torch.float64, device=device)
+    dist.broadcast(t, src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                   group=parallel_state.get_pipeline_model_parallel_group())
+    return t.cpu().tolist()
+
+
+class AdaptiveMixtureCallback(Callback):
+    """Decides each next interval of an adaptive Bridge run at its boundary's evaluation (see the module)."""
+
+    def __init__(self, dataset: Any, family: Any, settings: Mapping[str, Any], max_steps: int, out: str | Path,
+                 families: list[str], record: Any = None):
+        from nemo_mlsl.policies import policy
+
+        self.dataset, self.family = dataset, family  # ScheduledDataset (its ``live`` blend), FamilyValidationCallback
+        self.settings = dict(settings)
+        self.name, self.policy = self.settings["policy"], policy(self.settings["policy"])
+        self.interval, self.max_steps = int(self.settings["interval"]), int(max_steps)
+        self.out, self.families, self.record = Path(out), list(families), record
+        self.losses: dict[int, dict[str, float]] = {}  # step -> family -> validation loss (the first evaluation of a step)
+        self.seconds, self.decisions = 0.0, 0
+
+    @property
+    def scheduled(self):
+        return self.dataset.live
+
+    def on_train_start(self, context) -> None:
+        step = context.state.train_state.step
+        if step > self.scheduled.schedule.steps:
+            raise ConfigError(f"adaptive mixture: this run resumes at step {step}, past its first interval (steps "
+                              f"0-{self.scheduled.schedule.steps}); resuming an adaptive Bridge run there is not supported "
+                              "yet: start it in a new --out")
+        every = context.state.cfg.validation.eval_interval
+        if not every or self.interval % every:
+            raise ConfigError(f"adaptive interval: Bridge's validation.eval_interval ({every!r}) must divide the interval "
+                              f"({self.interval} steps): each decision reads the evaluation at its boundary")
+        self._update_record()
+        if step == 0:
+            self._log_ratios(context, 0, self.scheduled.schedule.intervals[0].ratios)
+
+    @staticmethod
+    def _log_ratios(context, step: int, ratios: Mapping[str, float]) -> None:
+        """The ratio trajectory on TensorBoard (``schedule/<family>/ratio`` at each interval's first step, the CPU path's
+        name)."""
+        writer = context.state.tensorboard_logger
+        if writer is not None:
+            for fam, p in sorted(ratios.items()):
+                writer.add_scalar(f"schedule/{fam}/ratio", float(p), step)
+
+    def on_eval_end(self, context) -> None:
+        step = context.state.train_state.step
+        last = self.family.last if self.family.last_step == step else None  # None off the last pipeline stage
+        values = None if last is None else [float(last["families"][f]["loss"]) for f in self.families]
+        losses = dict(zip(self.families, pipeline_broadcast(values, len(self.families))))
+        if step not in self.losses:
+            self.losses[step] = losses
+            if _rank() == 0:
+                self.out.mkdir(parents=True, exist_ok=True)
+                with (self.out / ADAPTIVE_HISTORY_FILE).open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"step": step, "family_loss": losses}, sort_keys=True) + "\n")
+        self._decide(context, step)
+
+    def history(self, step: int) -> list:
+        from nemo_mlsl.policies import ValidationPoint
+
+        return [ValidationPoint(s, self._drawn(s), loss) for s, loss in sorted(self.losses.items()) if s <= step]
+
+    def _drawn(self, step: int) -> dict[str, float]:
+        from nemo_mlsl.data.schedule import drawn_family_tokens
+
+        s = self.scheduled
+        return drawn_family_tokens(s.manifest, s.train_languages, s.built.train.dataset_index, step * s.global_batch_size,
+                                   s.config.seq_length)
+
+    def _decide(self, context, step: int) -> None:
+        from nemo_mlsl.data.schedule import SCHEDULE_FILE
+        from nemo_mlsl.policies import boundary_decision
+
+        s = self.scheduled
+        if step != s.schedule.steps or step >= self.max_steps:
+            return
+        t0 = time.perf_counter()
+        until = min(step + self.interval, self.max_steps)
+        decision, max_share = boundary_decision(
+            self.policy, self.history(step), s.interval_blends[-1].family_ratios, step=step, until=until,
+            max_steps=self.max_steps, tokens_per_step=s.global_batch_size * s.config.seq_length, drawn=self._drawn(step),
+            train_tokens=s.manifest.family_tokens("train"), max_epochs=s.config.max_epochs,
+            min_share=self.settings["min_share"], smoothing=self.settings["smoothing"],
+            max_change=self.settings["max_change"])
+        s.extend(decision.ratios, until, self.name, {**decision.evidence, "max_share": max_share}, self.dataset.blend.path_to_cache)
+        self.seconds += time.perf_counter() - t0
+        self.decisions += 1
+        self._update_record()
+        self._log_ratios(context, step, s.schedule.intervals[-1].ratios)
+        if _rank() == 0:
+            s.schedule.write(self.out / SCHEDULE_FILE)
+
+    def _update_record(self) -> None:
+        """The record's schedule (each decided interval with its realised shares), its ratios (the decided schedule's
+        steps-weighted mean) and the policy's settings and cost, as the other backends record them."""
+        if self.record is None:
+            return
+        from mlsl_bridge.schedule import schedule_record
+
+        self.record.fields["ratios"] = self.scheduled.schedule.mean_ratios()
+        self.record.extra["schedule"] = schedule_record(self.scheduled)
+        self.record.extra["adaptive"] = {**{k: self.settings[k] for k in ("policy", "interval", "min_share", "smoothing",
+                                                                          "max_change")},
+                                         "decisions": self.decisions, "decision_s": round(self.seconds, 4)}

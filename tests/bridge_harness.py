@@ -292,18 +292,38 @@ def fixed_policy(ctx):
                                             "remaining": ctx.remaining_tokens})
 
 
+HISTORY_POLICY = "bridge_test_history"
+
+
+def history_policy(ctx):
+    """Ratios that depend on the whole history (each family's loss to the power of the number of validations, times
+    its tokens drawn so far), so a decision made from a lost or partial history is told apart; the evidence lists the
+    steps it read."""
+    from nemo_mlsl.policies import Decision, project
+
+    n = len(ctx.history)
+    raw = {f: ctx.history[-1].family_loss[f] ** n * (1.0 + ctx.history[-1].family_tokens[f] / 1e5) for f in ctx.previous}
+    total = sum(raw.values())
+    return Decision(project({f: v / total for f, v in raw.items()}, ctx.min_share, ctx.max_share),
+                    {"steps": [p.step for p in ctx.history], "seen_loss": dict(ctx.history[-1].family_loss)})
+
+
 def register_fixed_policy() -> None:
     from nemo_mlsl.registry import POLICIES
 
     POLICIES.register(FIXED_POLICY, fixed_policy)
+    POLICIES.register(HISTORY_POLICY, history_policy)
 
 
-def adaptive_run(request: Any, out: str | Path) -> dict[str, Any]:
+def adaptive_run(request: Any, out: str | Path, stop_at: int | None = None, resume_at: int | None = None) -> dict[str, Any]:
     """An adaptive run in the order of Bridge's ``train()``: ``on_train_start``, then each step's forward passes
     (megatron's pipeline schedule over Bridge's training iterator, as ``training_steps``), the step counters advanced,
     and at every ``eval_interval`` Bridge's ``evaluate_and_print_results`` with the run's callbacks (the family
-    callback, then the adaptive one, which extends the training set there). Writes this rank's training batches, its
-    decided schedule and the record to ``out/rank<k>.json``."""
+    callback, then the adaptive one, which extends the training set there). ``stop_at``: after that step's evaluation,
+    Bridge's checkpoint is saved (``on_checkpoint_save`` fires) and the run ends. ``resume_at``: the run starts as
+    Bridge resumes one, its train state restored to that step before ``on_data_init_start`` and the data iterators
+    (the stand-in model has no weights to restore). Writes this rank's training batches, its decided schedule and the
+    record to ``out/rank<k>.json``."""
     from megatron.bridge.data.loaders import build_train_valid_test_data_iterators
     from megatron.bridge.data.utils import get_dataset_provider
     from megatron.bridge.training.callbacks import CallbackContext, CallbackManager
@@ -328,13 +348,17 @@ def adaptive_run(request: Any, out: str | Path) -> dict[str, Any]:
         cfg.dataset.tokenizer = build_tokenizer(cfg.tokenizer)
         state = GlobalState()
         state.cfg = cfg
+        manager = CallbackManager()
+        manager.add(built.callbacks)
+        if resume_at:
+            state.train_state.step = resume_at
+            state.train_state.consumed_train_samples = resume_at * cfg.train.global_batch_size
+        manager.fire("on_data_init_start", CallbackContext(state=state, model=[], user_state=manager.user_state))
         train_iterator, valid, _ = build_train_valid_test_data_iterators(cfg, state.train_state,
                                                                          get_dataset_provider(cfg.dataset),
                                                                          parallel_state.get_data_parallel_group())
         if cfg.model.pipeline_dtype is None:
             cfg.model.pipeline_dtype = torch.float32
-        manager = CallbackManager()
-        manager.add(built.callbacks)
         model = StubGPT(cfg.model)
         pg = get_pg_collection([model])
         recording = _Recording(train_iterator)
@@ -353,6 +377,9 @@ def adaptive_run(request: Any, out: str | Path) -> dict[str, Any]:
                 model.eval()
                 evaluate_and_print_results(state, f"iteration {state.train_state.step}", built.forward_step, valid,
                                            [model], cfg.model, write_to_tensorboard=False, callback_manager=manager)
+            if state.train_state.step == stop_at:  # Bridge saves its checkpoint after the step's evaluation
+                manager.fire("on_checkpoint_save", CallbackContext(state=state, model=[model], user_state=manager.user_state))
+                break
     rank = torch.distributed.get_rank()
     result = {"rank": rank, "record": built.callback.record, "schedule": cfg.dataset.live.schedule.to_dict(),
               "losses": {str(k): v for k, v in built.adaptive.losses.items()},
@@ -364,7 +391,8 @@ def adaptive_run(request: Any, out: str | Path) -> dict[str, Any]:
     return result
 
 
-def adaptive_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int = 1) -> None:
+def adaptive_worker(rank: int, world: int, port: int, request: Any, out: str, pp: int = 1, stop_at: int | None = None,
+                    resume_at: int | None = None) -> None:
     """One rank of DP x PP running ``adaptive_run`` (``torch.multiprocessing.spawn`` target)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -372,7 +400,7 @@ def adaptive_worker(rank: int, world: int, port: int, request: Any, out: str, pp
 
     parallel_state.initialize_model_parallel(1, pp)
     try:
-        adaptive_run(request, out)
+        adaptive_run(request, out, stop_at=stop_at, resume_at=resume_at)
     finally:
         parallel_state.destroy_model_parallel()
         torch.distributed.destroy_process_group()

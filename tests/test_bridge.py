@@ -389,8 +389,66 @@ def test_an_adaptive_run_decides_at_each_boundary_and_bridges_iterators_deliver_
         "policy": FIXED_POLICY, "interval": 2, "min_share": 0.0, "smoothing": 0.5, "max_change": 1.0, "decisions": 2}
 
 
+def test_a_resumed_adaptive_bridge_run_reads_the_samples_and_makes_the_decisions_of_an_uninterrupted_one(synth_data, tmp_path,
+                                                                                                       request):
+    """PP = 2 gloo ranks, 8 steps, a decision every 2 from a policy that reads the whole history. Stopped after step 5
+    (inside an interval decided at step 4: its checkpoint's adaptive state beside it) and resumed as Bridge resumes a run
+    (its train state at step 5 before on_data_init_start and the data iterators): the training samples of the two
+    attempts, in order, are the uninterrupted run's, and so is every decision, evidence included, and the record. A
+    resume whose saved state is missing is refused by name."""
+    from bridge_harness import HISTORY_POLICY, adaptive_worker
+
+    steps, gbs, mbs = 8, 8, 2
+    over = ["model.num_layers=2", "parallel.pipeline_model_parallel_size=2", "parallel.gpus_per_node=2",
+            f"train.global_batch_size={gbs}", f"train.micro_batch_size={mbs}", "train.val_samples_per_language=4"]
+
+    def attempt(name, out, **kw):
+        req = _request(synth_data, tmp_path, out=str(tmp_path / out), max_steps=steps, overrides=over,
+                       store=str(tmp_path / f"{out}.jsonl"), law=None,
+                       adaptive={"policy": HISTORY_POLICY, "interval": 2, "min_share": 0.05})
+        torch.multiprocessing.spawn(adaptive_worker, args=(2, _free_port(), req, str(tmp_path / name), 2,
+                                                           kw.get("stop_at"), kw.get("resume_at")), nprocs=2, join=True)
+        return [json.loads((tmp_path / name / f"rank{r}.json").read_text()) for r in range(2)]
+
+    full = attempt("full", "whole")
+    first = attempt("first", "cut", stop_at=5)
+    saved = json.loads((tmp_path / "cut" / "adaptive_state" / "step_000000005.json").read_text())
+    assert [iv["until_step"] for iv in saved["schedule"]["intervals"]] == [2, 4, 6] and sorted(saved["losses"]) == ["2", "4"]
+    second = attempt("second", "cut", resume_at=5)
+    for r in range(2):
+        ids = [b["dataset_id"] for b in full[r]["train_batches"]]
+        assert len(first[r]["train_batches"]) == 5 * 4 and len(second[r]["train_batches"]) == 3 * 4
+        assert [b["dataset_id"] for b in first[r]["train_batches"] + second[r]["train_batches"]] == ids
+        assert second[r]["schedule"] == full[r]["schedule"]
+    whole = full[0]["schedule"]["intervals"]
+    assert [iv["evidence"]["steps"] for iv in whole[1:]] == [[2], [2, 4], [2, 4, 6]]
+    assert len({json.dumps(iv["ratios"], sort_keys=True) for iv in whole}) == 4  # every decision moved the ratios
+    assert json.loads((tmp_path / "cut" / "schedule.json").read_text()) == full[0]["schedule"]
+    (a,), (b,) = [[json.loads(line) for line in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("whole", "cut")]
+    assert a["schedule"] == b["schedule"] and a["ratios"] == b["ratios"] and a["family_loss"] == b["family_loss"]
+
+    (tmp_path / "cut" / "adaptive_state" / "step_000000005.json").unlink()
+    from types import SimpleNamespace
+
+    from bridge_harness import register_fixed_policy
+    from mlsl_bridge.train import build_run
+    from nemo_mlsl.registry import POLICIES
+
+    register_fixed_policy()  # in this process too
+    request.addfinalizer(lambda: [POLICIES._extra.pop(n, None) for n in (HISTORY_POLICY, "bridge_test_fixed")])
+    built = build_run(_request(synth_data, tmp_path, out=str(tmp_path / "cut"), max_steps=steps, overrides=over,
+                               adaptive={"policy": HISTORY_POLICY, "interval": 2}))
+    ctx = SimpleNamespace(state=SimpleNamespace(train_state=SimpleNamespace(step=5), tensorboard_logger=None,
+                                                cfg=built.run.config))
+    built.adaptive.on_data_init_start(ctx)
+    with pytest.raises(ConfigError, match=r"resumes at step 5, but the intervals it can rebuild end at step 2: .*"
+                                          r"step_000000005\.json .* is missing"):
+        built.adaptive.on_train_start(ctx)
+
+
 def test_an_adaptive_bridge_run_is_refused_by_name_where_it_cannot_be_honoured(synth_data, tmp_path):
-    """Resumed past its first interval; an evaluation cadence that misses a boundary; a schedule besides --adaptive;
+    """Resumed past its first interval without the state saved with the checkpoint; an evaluation cadence that misses a
+    boundary; a schedule besides --adaptive;
     bad settings; through the CLI as one line each (and a dry run prints the adaptive plan)."""
     from types import SimpleNamespace
 
@@ -403,7 +461,7 @@ def test_an_adaptive_bridge_run_is_refused_by_name_where_it_cannot_be_honoured(s
     ctx = lambda step, every=2: SimpleNamespace(state=SimpleNamespace(  # noqa: E731
         train_state=SimpleNamespace(step=step), cfg=SimpleNamespace(validation=SimpleNamespace(eval_interval=every)),
         tensorboard_logger=None))
-    with pytest.raises(ConfigError, match=r"resumes at step 3, past its first interval \(steps 0-2\).*new --out"):
+    with pytest.raises(ConfigError, match=r"resumes at step 3, but the intervals it can rebuild end at step 2.*new --out"):
         built.adaptive.on_train_start(ctx(3))
     with pytest.raises(ConfigError, match=r"eval_interval \(4\) must divide the interval \(2 steps\)"):
         built.adaptive.on_train_start(ctx(0, every=4))

@@ -11,7 +11,11 @@ from the joined dataset's ``dataset_id``, the same on every rank. Rank 0 keeps t
 (``adaptive_history.jsonl``) and rewrites ``schedule.json`` in the run directory after each decision; the run's record
 carries the decided schedule with each interval's realised shares, its mean ratios and the policy's settings and cost.
 
-A run resumed past its first interval is refused (its decisions are not in Bridge's checkpoint yet).
+Every checkpoint Bridge saves (``on_checkpoint_save``, after the evaluation of its step, so a boundary's decision is
+in it) gets the state the decisions need beside it: ``adaptive_state/step_<step>.json`` in the run directory, the
+schedule decided so far and the validation history. A resumed run reads the file of the step Bridge restored
+(``on_data_init_start``: after the checkpoint is loaded, before the training set is built), rebuilds those intervals and
+continues to the samples and decisions of an uninterrupted run; a checkpoint without one is refused by name.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ ensure_importable()
 from megatron.bridge.training.callbacks import Callback  # noqa: E402
 
 ADAPTIVE_HISTORY_FILE = "adaptive_history.jsonl"
+STATE_DIR = "adaptive_state"  # beside every checkpoint: the schedule and the history at its step
 
 
 def _rank() -> int:
@@ -78,12 +83,40 @@ class AdaptiveMixtureCallback(Callback):
     def scheduled(self):
         return self.dataset.live
 
+    def state_path(self, step: int) -> Path:
+        return self.out / STATE_DIR / f"step_{int(step):09d}.json"
+
+    def on_checkpoint_save(self, context) -> None:
+        """The schedule decided so far and the history, for the checkpoint of this step (rank 0 writes it)."""
+        from nemo_mlsl.outputs import write_json_atomic
+
+        if _rank() == 0:
+            step = context.state.train_state.step
+            write_json_atomic(self.state_path(step), {"step": step, "schedule": self.scheduled.schedule.to_dict(),
+                                                      "losses": {str(k): v for k, v in sorted(self.losses.items())}})
+
+    def on_data_init_start(self, context) -> None:
+        """A resumed run: the intervals and the history its checkpoint's step held, before the training set is built."""
+        step = context.state.train_state.step
+        path = self.state_path(step)
+        if step == 0 or not path.is_file():
+            return  # on_train_start refuses a resumed step past the first interval without it
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        s = self.scheduled
+        first, *later = saved["schedule"]["intervals"]
+        if first != s.schedule.intervals[0].to_dict():
+            raise ConfigError(f"adaptive mixture: the checkpoint's first interval ({path}) differs from this run's --ratios / "
+                              "--interval; resume with the run's own options, or start it in a new --out")
+        for iv in later[len(s.schedule.intervals) - 1:]:
+            s.extend(iv["ratios"], iv["until_step"], iv["reason"], iv["evidence"])
+        self.losses = {int(k): {f: float(v) for f, v in loss.items()} for k, loss in saved["losses"].items()}
+
     def on_train_start(self, context) -> None:
         step = context.state.train_state.step
         if step > self.scheduled.schedule.steps:
-            raise ConfigError(f"adaptive mixture: this run resumes at step {step}, past its first interval (steps "
-                              f"0-{self.scheduled.schedule.steps}); resuming an adaptive Bridge run there is not supported "
-                              "yet: start it in a new --out")
+            raise ConfigError(f"adaptive mixture: this run resumes at step {step}, but the intervals it can rebuild end at "
+                              f"step {self.scheduled.schedule.steps}: {self.state_path(step)} (the state saved with "
+                              "Bridge's checkpoint of that step) is missing; restore it or start the run in a new --out")
         every = context.state.cfg.validation.eval_interval
         if not every or self.interval % every:
             raise ConfigError(f"adaptive interval: Bridge's validation.eval_interval ({every!r}) must divide the interval "

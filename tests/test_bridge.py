@@ -466,6 +466,10 @@ def test_an_adaptive_bridge_run_is_refused_by_name_where_it_cannot_be_honoured(s
     with pytest.raises(ConfigError, match=r"eval_interval \(4\) must divide the interval \(2 steps\)"):
         built.adaptive.on_train_start(ctx(0, every=4))
     built.adaptive.on_train_start(ctx(2))  # at the first boundary: its decision is taken at that evaluation
+    asynchronous = ctx(0)
+    asynchronous.state.cfg.checkpoint = SimpleNamespace(async_save=True)
+    with pytest.raises(ConfigError, match="checkpoint.async_save must be false"):
+        built.adaptive.on_train_start(asynchronous)
     with pytest.raises(ConfigError, match="min_share must be in"):
         build_run(req(min_share=1.5))
     with pytest.raises(ConfigError, match="unknown policy 'nosuch'"):

@@ -78,6 +78,7 @@ class AdaptiveMixtureCallback(Callback):
         self.out, self.families, self.record = Path(out), list(families), record
         self.losses: dict[int, dict[str, float]] = {}  # step -> family -> validation loss (the first evaluation of a step)
         self.seconds, self.decisions = 0.0, 0
+        self.every = 1  # Bridge's evaluation interval (on_train_start)
 
     @property
     def scheduled(self):
@@ -117,10 +118,15 @@ class AdaptiveMixtureCallback(Callback):
             raise ConfigError(f"adaptive mixture: this run resumes at step {step}, but the intervals it can rebuild end at "
                               f"step {self.scheduled.schedule.steps}: {self.state_path(step)} (the state saved with "
                               "Bridge's checkpoint of that step) is missing; restore it or start the run in a new --out")
-        every = context.state.cfg.validation.eval_interval
+        cfg = context.state.cfg
+        every = cfg.validation.eval_interval
         if not every or self.interval % every:
             raise ConfigError(f"adaptive interval: Bridge's validation.eval_interval ({every!r}) must divide the interval "
                               f"({self.interval} steps): each decision reads the evaluation at its boundary")
+        if getattr(getattr(cfg, "checkpoint", None), "async_save", False):
+            raise ConfigError("adaptive mixture: checkpoint.async_save must be false (the decisions saved beside a "
+                              "checkpoint are those of its step, which an asynchronous save finishes steps later)")
+        self.every = int(every)
         self._update_record()
         if step == 0:
             self._log_ratios(context, 0, self.scheduled.schedule.intervals[0].ratios)
@@ -139,6 +145,8 @@ class AdaptiveMixtureCallback(Callback):
         last = self.family.last if self.family.last_step == step else None  # None off the last pipeline stage
         values = None if last is None else [float(last["families"][f]["loss"]) for f in self.families]
         losses = dict(zip(self.families, pipeline_broadcast(values, len(self.families))))
+        if step % self.every and step != self.max_steps:
+            return  # off the run's cadence (a stopped run's last evaluation): no uninterrupted run has it
         if step not in self.losses:
             self.losses[step] = losses
             if _rank() == 0:

@@ -340,6 +340,21 @@ class ScheduledBlend:
             self.built.schedule, self.built.train_samples = self.schedule, self.train_samples
         return iv
 
+    def replay(self, saved: Mapping[str, Any], fix: str, cache_dir: str | Path | None = None) -> None:
+        """A checkpoint's schedule (``MixtureSchedule.to_dict()``) rebuilt here: its first interval must be this run's
+        (``fix`` says how to resume otherwise), each later one not here yet is added as it was decided (every backend's
+        resume of an adaptive run)."""
+        first, *later = saved["intervals"]
+        if first != self.schedule.intervals[0].to_dict():
+            raise ConfigError(f"the checkpoint's first interval differs from this run's ratios / interval; {fix}")
+        for iv in later[len(self.schedule.intervals) - 1:]:
+            self.extend(iv["ratios"], iv["until_step"], iv["reason"], iv["evidence"], cache_dir)
+
+    def drawn_tokens(self, step: int) -> dict[str, float]:
+        """Each family's tokens in the run's first ``step`` steps, once built (what an adaptive run has drawn by then)."""
+        return drawn_family_tokens(self.manifest, self.train_languages, self.built.train.dataset_index,
+                                   step * self.global_batch_size, self.config.seq_length)
+
     def _idmap(self, blend: FamilyBlend) -> np.ndarray:
         index = {(lang, prefix): i for i, (lang, prefix, _) in enumerate(self.blend.train_parts)}
         return np.asarray([index[(lang, prefix)] for lang, prefix, _ in blend.train_parts], dtype=np.int64)

@@ -98,6 +98,42 @@ def boundary_decision(fn: Callable[[PolicyContext], Decision], history: Sequence
     return decision, max_share
 
 
+def next_interval(fn: Callable[[PolicyContext], Decision], scheduled: Any, losses: Mapping[int, Mapping[str, float]], *,
+                  step: int, interval: int, max_steps: int, min_share: float, smoothing: float,
+                  max_change: float) -> tuple[dict[str, float], int, dict[str, Any]]:
+    """An adaptive run's next interval at the boundary ``step`` (every backend's): the run's validation history
+    (``losses``: step -> family -> loss, the steps up to ``step``, each with the tokens drawn by then) handed to
+    ``boundary_decision`` on the built ``ScheduledBlend`` ``scheduled``. Returns the ratios, the interval's last step and
+    its evidence (the policy's, with each family's cap ``max_share``), for the caller to extend the schedule with."""
+    history = [ValidationPoint(s, scheduled.drawn_tokens(s), dict(loss)) for s, loss in sorted(losses.items()) if s <= step]
+    until = min(step + interval, max_steps)
+    decision, max_share = boundary_decision(
+        fn, history, scheduled.interval_blends[-1].family_ratios, step=step, until=until, max_steps=max_steps,
+        tokens_per_step=scheduled.global_batch_size * scheduled.config.seq_length, drawn=scheduled.drawn_tokens(step),
+        train_tokens=scheduled.manifest.family_tokens("train"), max_epochs=scheduled.config.max_epochs,
+        min_share=min_share, smoothing=smoothing, max_change=max_change)
+    return decision.ratios, until, {**decision.evidence, "max_share": max_share}
+
+
+ADAPTIVE_HISTORY_FILE = "adaptive_history.jsonl"  # an adaptive NeMo or Bridge run's validations, a JSON line each
+
+
+def read_history(paths: Sequence[Any]) -> dict[int, dict[str, Any]]:
+    """The rows (``{"step", "family_loss"}``) of history files read in order, the first of each step (a resumed run
+    validates again where it restarts; the validation the run it continues made counts)."""
+    import json
+    from pathlib import Path
+
+    first: dict[int, dict[str, Any]] = {}
+    for path in map(Path, paths):
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip().startswith("{"):
+                    row = json.loads(line)
+                    first.setdefault(int(row.get("step", 0)), row)
+    return first
+
+
 def policy(name: str) -> Callable[[PolicyContext], Decision]:
     """The registered policy ``name`` (a named error for unknown names)."""
     fn = POLICIES.get(name)

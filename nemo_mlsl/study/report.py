@@ -191,15 +191,12 @@ def _history(out: Path, run_id: str) -> list[dict[str, Any]]:
     if path.is_file():
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
         return sorted(rows, key=lambda r: r.get("step", 0))
+    from nemo_mlsl.policies import ADAPTIVE_HISTORY_FILE, read_history
+
     # a resumed NeMo run's earlier attempts are in run_<k>/ beside its log directory's own file: the first of each step
-    paths = sorted(run.rglob("adaptive_history.jsonl"), key=lambda p: (not p.parent.name.startswith("run_"), str(p))) \
+    paths = sorted(run.rglob(ADAPTIVE_HISTORY_FILE), key=lambda p: (not p.parent.name.startswith("run_"), str(p))) \
         if run.is_dir() else []
-    first: dict[int, dict[str, Any]] = {}
-    for p in paths:
-        for line in p.read_text().splitlines():
-            if line.strip().startswith("{"):
-                row = json.loads(line)
-                first.setdefault(int(row.get("step", 0)), row)
+    first = read_history(paths)
     return [first[s] for s in sorted(first)]
 
 

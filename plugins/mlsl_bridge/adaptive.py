@@ -27,12 +27,12 @@ from typing import Any, Mapping
 
 from mlsl_bridge.compat import ensure_importable
 from nemo_mlsl.errors import ConfigError
+from nemo_mlsl.policies import ADAPTIVE_HISTORY_FILE
 
 ensure_importable()
 
 from megatron.bridge.training.callbacks import Callback  # noqa: E402
 
-ADAPTIVE_HISTORY_FILE = "adaptive_history.jsonl"
 STATE_DIR = "adaptive_state"  # beside every checkpoint: the schedule and the history at its step
 
 
@@ -103,13 +103,8 @@ class AdaptiveMixtureCallback(Callback):
         if step == 0 or not path.is_file():
             return  # on_train_start refuses a resumed step past the first interval without it
         saved = json.loads(path.read_text(encoding="utf-8"))
-        s = self.scheduled
-        first, *later = saved["schedule"]["intervals"]
-        if first != s.schedule.intervals[0].to_dict():
-            raise ConfigError(f"adaptive mixture: the checkpoint's first interval ({path}) differs from this run's --ratios / "
-                              "--interval; resume with the run's own options, or start it in a new --out")
-        for iv in later[len(s.schedule.intervals) - 1:]:
-            s.extend(iv["ratios"], iv["until_step"], iv["reason"], iv["evidence"])
+        self.scheduled.replay(saved["schedule"], f"resume with the run's own --ratios and --interval ({path} holds the "
+                                                 "checkpoint's), or start it in a new --out")
         self.losses = {int(k): {f: float(v) for f, v in loss.items()} for k, loss in saved["losses"].items()}
 
     def on_train_start(self, context) -> None:
@@ -155,34 +150,18 @@ class AdaptiveMixtureCallback(Callback):
                     fh.write(json.dumps({"step": step, "family_loss": losses}, sort_keys=True) + "\n")
         self._decide(context, step)
 
-    def history(self, step: int) -> list:
-        from nemo_mlsl.policies import ValidationPoint
-
-        return [ValidationPoint(s, self._drawn(s), loss) for s, loss in sorted(self.losses.items()) if s <= step]
-
-    def _drawn(self, step: int) -> dict[str, float]:
-        from nemo_mlsl.data.schedule import drawn_family_tokens
-
-        s = self.scheduled
-        return drawn_family_tokens(s.manifest, s.train_languages, s.built.train.dataset_index, step * s.global_batch_size,
-                                   s.config.seq_length)
-
     def _decide(self, context, step: int) -> None:
         from nemo_mlsl.data.schedule import SCHEDULE_FILE
-        from nemo_mlsl.policies import boundary_decision
+        from nemo_mlsl.policies import next_interval
 
         s = self.scheduled
         if step != s.schedule.steps or step >= self.max_steps:
             return
         t0 = time.perf_counter()
-        until = min(step + self.interval, self.max_steps)
-        decision, max_share = boundary_decision(
-            self.policy, self.history(step), s.interval_blends[-1].family_ratios, step=step, until=until,
-            max_steps=self.max_steps, tokens_per_step=s.global_batch_size * s.config.seq_length, drawn=self._drawn(step),
-            train_tokens=s.manifest.family_tokens("train"), max_epochs=s.config.max_epochs,
-            min_share=self.settings["min_share"], smoothing=self.settings["smoothing"],
-            max_change=self.settings["max_change"])
-        s.extend(decision.ratios, until, self.name, {**decision.evidence, "max_share": max_share}, self.dataset.blend.path_to_cache)
+        ratios, until, evidence = next_interval(self.policy, s, self.losses, step=step, interval=self.interval,
+                                                max_steps=self.max_steps, min_share=self.settings["min_share"],
+                                                smoothing=self.settings["smoothing"], max_change=self.settings["max_change"])
+        s.extend(ratios, until, self.name, evidence, self.dataset.blend.path_to_cache)
         self.seconds += time.perf_counter() - t0
         self.decisions += 1
         self._update_record()

@@ -175,12 +175,8 @@ class FamilyBlendDataModule(pl.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state.get("schedule")
         if self.adaptive and saved is not None:  # the intervals decided before the checkpoint, rebuilt as they were
-            first, *later = saved["intervals"]
-            if first != self.schedule.intervals[0].to_dict():
-                raise ConfigError("the checkpoint's first interval differs from this run's --ratios / --interval; resume "
-                                  "with the run's own options, or start a new --out")
-            for iv in later[len(self.schedule.intervals) - 1:]:
-                self.extend(iv["ratios"], iv["until_step"], iv["reason"], iv["evidence"])
+            self.scheduled.replay(saved, "resume with the run's own options, or start a new --out")
+            self.schedule = self.scheduled.schedule
         elif saved is not None and saved != self.schedule.to_dict():
             raise ConfigError("the checkpoint was trained on another mixture schedule than this run's; resume with the run's "
                               "own --ratios / --schedule (its schedule.json), or start a new --out")

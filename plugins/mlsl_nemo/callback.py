@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from nemo_mlsl.metrics import family_metrics, mixture_summary
+from nemo_mlsl.policies import ADAPTIVE_HISTORY_FILE
 
 
 def _dp_cp_group():
@@ -155,9 +156,6 @@ class NeMoScheduleCallback(pl.Callback):
         schedule.write(Path(log_dir) / SCHEDULE_FILE)
 
 
-ADAPTIVE_HISTORY_FILE = "adaptive_history.jsonl"
-
-
 class NeMoAdaptiveMixtureCallback(pl.Callback):
     """An adaptive mixture on NeMo: at each boundary (every ``interval`` steps), at the end of the validation there,
     the policy ``policy`` (``nemo_mlsl.policies``, as the CPU path's ``AdaptiveMixtureCallback``: the same
@@ -225,19 +223,13 @@ class NeMoAdaptiveMixtureCallback(pl.Callback):
     def _saved_history(self, trainer) -> dict[int, dict[str, float]]:
         """``adaptive_history.jsonl`` of this run and of its earlier attempts (NeMo's logger moves an earlier attempt's
         files into ``run_<k>/`` when a run resumes in its log directory), the first validation of each step."""
-        import json
+        from nemo_mlsl.policies import read_history
 
         log_dir = self._log_dir(trainer)
         attempts = sorted(log_dir.glob(f"run_*/{ADAPTIVE_HISTORY_FILE}"), key=lambda p: int(p.parent.name[4:])
                           if p.parent.name[4:].isdigit() else 0)
-        out: dict[int, dict[str, float]] = {}
-        for path in [*attempts, log_dir / ADAPTIVE_HISTORY_FILE]:
-            if path.is_file():
-                for line in path.read_text(encoding="utf-8").splitlines():
-                    if line.strip():
-                        rec = json.loads(line)
-                        out.setdefault(int(rec["step"]), {f: float(v) for f, v in rec["family_loss"].items()})
-        return out
+        rows = read_history([*attempts, log_dir / ADAPTIVE_HISTORY_FILE])
+        return {s: {f: float(v) for f, v in row["family_loss"].items()} for s, row in rows.items()}
 
     def _log_dir(self, trainer):
         from pathlib import Path
@@ -245,15 +237,6 @@ class NeMoAdaptiveMixtureCallback(pl.Callback):
         from nemo.utils.app_state import AppState
 
         return Path(AppState().log_dir or trainer.default_root_dir)
-
-    def history(self, dm, step: int) -> list:
-        from nemo_mlsl.data.schedule import drawn_family_tokens
-        from nemo_mlsl.policies import ValidationPoint
-
-        m, gbs = dm.scheduled.manifest, dm.data_sampler.global_batch_size
-        return [ValidationPoint(s, drawn_family_tokens(m, dm.scheduled.train_languages, dm.built.train.dataset_index,
-                                                       s * gbs, dm.seq_length), loss)
-                for s, loss in sorted(self.losses.items()) if s <= step]
 
     def on_validation_end(self, trainer, pl_module) -> None:
         import json
@@ -279,22 +262,17 @@ class NeMoAdaptiveMixtureCallback(pl.Callback):
     def _decide(self, trainer, step: int) -> None:
         import time
 
-        from nemo_mlsl.data.schedule import SCHEDULE_FILE, drawn_family_tokens
-        from nemo_mlsl.policies import boundary_decision
+        from nemo_mlsl.data.schedule import SCHEDULE_FILE
+        from nemo_mlsl.policies import next_interval
 
         dm = self._dm(trainer)
         if step != dm.schedule.steps or step >= self.max_steps:
             return
         t0 = time.perf_counter()
-        m, gbs, seq = dm.scheduled.manifest, dm.data_sampler.global_batch_size, dm.seq_length
-        until = min(step + self.interval, self.max_steps)
-        drawn = drawn_family_tokens(m, dm.scheduled.train_languages, dm.built.train.dataset_index, step * gbs, seq)
-        decision, max_share = boundary_decision(
-            self.policy, self.history(dm, step), dm.scheduled.interval_blends[-1].family_ratios, step=step, until=until,
-            max_steps=self.max_steps, tokens_per_step=gbs * seq, drawn=drawn, train_tokens=m.family_tokens("train"),
-            max_epochs=dm.scheduled.config.max_epochs, min_share=self.min_share, smoothing=self.smoothing,
-            max_change=self.max_change)
-        dm.extend(decision.ratios, until, self.name, {**decision.evidence, "max_share": max_share})
+        ratios, until, evidence = next_interval(self.policy, dm.scheduled, self.losses, step=step, interval=self.interval,
+                                                max_steps=self.max_steps, min_share=self.min_share,
+                                                smoothing=self.smoothing, max_change=self.max_change)
+        dm.extend(ratios, until, self.name, evidence)
         self.seconds += time.perf_counter() - t0
         self.decisions += 1
         if trainer.global_rank == 0:

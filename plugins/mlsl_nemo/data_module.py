@@ -105,12 +105,9 @@ class FamilyPreTrainingDataModule(PreTrainingDataModule):
                 raise ConfigError("the checkpoint was trained on another mixture schedule than this run's; resume with "
                                   "the run's own schedule (its schedule.json) or start it in a new log directory")
             return
-        first, *later = saved["intervals"]
-        if first != self.schedule.intervals[0].to_dict():
-            raise ConfigError("the checkpoint's first interval differs from this run's ratios / interval; resume with the "
-                              "run's own --ratios and --interval, or start it in a new log directory")
-        for iv in later[len(self.schedule.intervals) - 1:]:
-            self.extend(iv["ratios"], iv["until_step"], iv["reason"], iv["evidence"])
+        self.scheduled.replay(saved, "resume with the run's own --ratios and --interval, or start it in a new log "
+                                     "directory", self.index_mapping_dir)
+        self.schedule = self.scheduled.schedule
 
     def extend(self, ratios: Mapping[str, float], until_step: int, reason: str, evidence: Mapping[str, Any]):
         """An adaptive run's next interval ``[current end, until_step)`` on ``ratios``, its samples built now."""

@@ -54,9 +54,9 @@ class AdaptiveMixtureCallback(pl.Callback):
         if not trainer.sanity_checking:
             self._decide(trainer)
 
-    def history(self, step: int) -> list:
-        from nemo_mlsl.policies import ValidationPoint
-
+    def losses(self, step: int) -> dict[int, dict[str, float]]:
+        """The validation history up to ``step`` (``metrics.jsonl``: the fixed validation set only), step -> family ->
+        loss."""
         lines: dict[int, dict] = {}
         if self.metrics.is_file():
             for line in self.metrics.read_text(encoding="utf-8").splitlines():
@@ -66,30 +66,19 @@ class AdaptiveMixtureCallback(pl.Callback):
                     # re-runs the validation its checkpoint was saved before), and a decision must read what the run
                     # it continues read
                     lines.setdefault(rec["step"], rec)
-        return [ValidationPoint(s, self.family_tokens(s), rec["family_loss"]) for s, rec in sorted(lines.items())]
-
-    def family_tokens(self, step: int) -> dict[str, float]:
-        from nemo_mlsl.data.schedule import drawn_family_tokens
-
-        dm = self.dm
-        return drawn_family_tokens(dm.manifest, dm.train_languages, dm.built.train.dataset_index,
-                                   step * dm.global_batch_size, dm.blend.config.seq_length)
+        return {s: rec["family_loss"] for s, rec in lines.items()}
 
     def _decide(self, trainer: pl.Trainer) -> None:
-        from nemo_mlsl.policies import boundary_decision
+        from nemo_mlsl.policies import next_interval
 
         dm, step = self.dm, trainer.global_step
         if step != dm.schedule.steps or step >= self.max_steps:
             return
         t0 = time.perf_counter()
-        until = min(step + self.interval, self.max_steps)
-        decision, max_share = boundary_decision(
-            self.policy, self.history(step), dm.scheduled.interval_blends[-1].family_ratios, step=step, until=until,
-            max_steps=self.max_steps, tokens_per_step=dm.global_batch_size * dm.blend.config.seq_length,
-            drawn=self.family_tokens(step), train_tokens=dm.manifest.family_tokens("train"),
-            max_epochs=dm.blend.config.max_epochs, min_share=self.min_share, smoothing=self.smoothing,
-            max_change=self.max_change)
-        dm.extend(decision.ratios, until, self.name, {**decision.evidence, "max_share": max_share})
+        ratios, until, evidence = next_interval(self.policy, dm.scheduled, self.losses(step), step=step,
+                                                interval=self.interval, max_steps=self.max_steps, min_share=self.min_share,
+                                                smoothing=self.smoothing, max_change=self.max_change)
+        dm.extend(ratios, until, self.name, evidence)
         self.seconds += time.perf_counter() - t0
         self.decisions += 1
         if trainer.global_rank == 0:
